@@ -1,0 +1,260 @@
+"""The one frozen config of streamrec, loaded from YAML.
+
+``load_config(path)`` reads the file, expands ``${VAR}`` and ``${VAR:-default}`` from the
+environment (the only place streamrec reads the environment for settings), and builds these frozen
+dataclasses. Unknown keys and bad values raise ``ConfigError`` naming the key and the file.
+Every key and its default is shown in ``config/streamrec.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from streamrec.errors import ConfigError
+
+ENV_CONFIG_PATH = "STREAMREC_CONFIG"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the local stack keeps its processes' data, logs and pid files."""
+
+    home: str = ".streamrec/stack"
+    cache_dir: str = ".cache"
+    kafka_heap: str = "768m"
+    start_timeout_s: float = 90.0
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:19092"
+    controller_port: int = 19093
+    events_topic: str = "streamrec.events"
+    dead_letter_topic: str = "streamrec.events.dead-letter"
+    partitions: int = 2
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    host: str = "127.0.0.1"
+    port: int = 16379
+    db: int = 0
+    # Never logged or printed: kept out of repr. Set it from the environment: ${REDIS_PASSWORD}.
+    password: str = field(default="", repr=False)
+    key_prefix: str = "streamrec"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"
+    app_name: str = "streamrec"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    checkpoint_dir: str = ".streamrec/spark-checkpoints"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    event_store: str = ".streamrec/data/events"
+    stream_checkpoint: str = ".streamrec/checkpoints/stream"
+    model_store: str = ".streamrec/models"
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    trigger_seconds: float = 1.0
+    max_offsets_per_trigger: int = 100_000
+    starting_offsets: str = "earliest"
+    top_n: int = 20
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    rank: int = 32
+    reg_param: float = 0.05
+    alpha: float = 10.0
+    max_iter: int = 10
+    top_n: int = 20
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """How events become implicit feedback: a weight per event type, times the event's value
+    (log-scaled, so a 600 s play does not count 600 times a 1 s one)."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "play": 1.0, "click": 0.5, "view": 0.3, "like": 2.0, "add_to_cart": 2.0,
+            "purchase": 4.0, "skip": -0.5, "rating": 1.0,
+        }
+    )
+    log_scale_values: bool = True
+
+
+@dataclass(frozen=True)
+class ListsConfig:
+    """Redis lists: how long they live."""
+
+    ttl_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Config:
+    stack: StackConfig = field(default_factory=StackConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    lists: ListsConfig = field(default_factory=ListsConfig)
+    # The file this config came from ("" for defaults); used in messages only.
+    source: str = ""
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: dict[str, str], where: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; a missing VAR without default is an error."""
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set and has no default")
+
+    return _ENV_PATTERN.sub(repl, text)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        _, vtype = get_args(hint)
+        return {str(k): _coerce(v, vtype, f"{key}.{k}", source) for k, v in value.items()}
+    if origin in (Union, types.UnionType):
+        raise ConfigError(f"{source}: {key}: union types are not supported in config")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{source}: {key}: unsupported config type {hint!r}")
+
+
+def _build(cls: Any, data: Any, prefix: str, source: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'the top level'} must be a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(
+                f"{source}: unknown key {full!r} (known here: {', '.join(sorted(names))})"
+            )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def _check_values(cfg: Config) -> None:
+    src = cfg.source or "<defaults>"
+    checks: list[tuple[bool, str]] = [
+        (cfg.kafka.partitions >= 1, "kafka.partitions must be at least 1"),
+        (1 <= cfg.redis.port <= 65535, "redis.port must be a TCP port (1..65535)"),
+        (1 <= cfg.kafka.controller_port <= 65535, "kafka.controller_port must be a TCP port"),
+        (":" in cfg.kafka.bootstrap_servers, "kafka.bootstrap_servers must be host:port[,...]"),
+        (cfg.kafka.events_topic != cfg.kafka.dead_letter_topic,
+         "kafka.dead_letter_topic must differ from kafka.events_topic"),
+        (cfg.streaming.trigger_seconds >= 0, "streaming.trigger_seconds must be >= 0"),
+        (cfg.streaming.max_offsets_per_trigger >= 1,
+         "streaming.max_offsets_per_trigger must be >= 1"),
+        (cfg.streaming.starting_offsets in ("earliest", "latest"),
+         "streaming.starting_offsets must be 'earliest' or 'latest'"),
+        (cfg.streaming.top_n >= 1, "streaming.top_n must be >= 1"),
+        (cfg.batch.rank >= 1, "batch.rank must be >= 1"),
+        (cfg.batch.reg_param >= 0, "batch.reg_param must be >= 0"),
+        (cfg.batch.alpha > 0, "batch.alpha must be > 0"),
+        (cfg.batch.max_iter >= 1, "batch.max_iter must be >= 1"),
+        (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
+        (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
+        (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
+        (bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),
+         "redis.key_prefix must be non-empty and not end with ':'"),
+    ]
+    from streamrec.schemas.events import event_contract
+
+    known_types = set(event_contract().event_types)
+    for name in cfg.feedback.weights:
+        checks.append(
+            (name in known_types,
+             f"feedback.weights.{name} is not an event type of the contract {sorted(known_types)}")
+        )
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{src}: {message}")
+
+
+def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    try:
+        data = yaml.safe_load(expand_env(text, env, source))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    cfg = _build(Config, data, "", source)
+    cfg = dataclasses.replace(cfg, source=source)
+    _check_values(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load the config from ``path``, else from $STREAMREC_CONFIG, else the built-in defaults."""
+    path = path or os.environ.get(ENV_CONFIG_PATH)
+    if not path:
+        cfg = Config()
+        _check_values(cfg)
+        return cfg
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    return parse_config(file.read_text("utf-8"), str(file))
+
+
+def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some keys of some sections replaced (used by tests and the demo)."""
+    changes = {}
+    for section, values in sections.items():
+        changes[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **changes)

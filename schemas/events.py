@@ -1,0 +1,223 @@
+"""The event contract, derived from ``event.schema.json`` (the source of truth).
+
+Two things are derived here and nowhere else:
+- ``validate_event``: the validator producers run before sending and the streaming job runs on
+  every Kafka record, so both sides reject exactly the same events;
+- ``spark_event_schema``: the Spark ``StructType`` of a valid event.
+
+Only the JSON Schema keywords the contract uses are supported; a schema using any other keyword
+fails at load time instead of being half-enforced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from pyspark.sql import types as T
+
+# Column names of an event, shared by every job (also the JSON field names).
+EVENT_ID = "event_id"
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TYPE = "event_type"
+EVENT_TIME = "event_time"
+VALUE = "value"
+
+# A Kafka record larger than this is rejected before it is parsed: the schema's bounded fields
+# fit in far less, so a larger record can only be garbage or an attack.
+MAX_EVENT_BYTES = 16 * 1024
+
+_SUPPORTED_KEYWORDS = {
+    "description", "type", "minLength", "maxLength", "enum", "minimum", "maximum",
+}
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    name: str
+    types: tuple[str, ...]
+    required: bool
+    min_length: int | None = None
+    max_length: int | None = None
+    enum: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def nullable(self) -> bool:
+        return "null" in self.types
+
+
+@dataclass(frozen=True)
+class EventContract:
+    schema: dict[str, Any]
+    fields: tuple[FieldRule, ...]
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        rule = next(f for f in self.fields if f.name == EVENT_TYPE)
+        assert rule.enum is not None
+        return tuple(rule.enum)
+
+
+def load_json_schema() -> dict[str, Any]:
+    text = resources.files("streamrec.schemas").joinpath("event.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def contract_from_schema(schema: dict[str, Any]) -> EventContract:
+    if schema.get("type") != "object" or schema.get("additionalProperties") is not False:
+        raise ValueError("event schema must be a closed object (additionalProperties: false)")
+    required = set(schema.get("required", []))
+    rules = []
+    for name, prop in schema["properties"].items():
+        unknown = set(prop) - _SUPPORTED_KEYWORDS
+        if unknown:
+            raise ValueError(f"event schema field {name!r} uses unsupported keywords {unknown}")
+        types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        rules.append(
+            FieldRule(
+                name=name,
+                types=tuple(types),
+                required=name in required,
+                min_length=prop.get("minLength"),
+                max_length=prop.get("maxLength"),
+                enum=tuple(prop["enum"]) if "enum" in prop else None,
+                minimum=prop.get("minimum"),
+                maximum=prop.get("maximum"),
+            )
+        )
+    return EventContract(schema=schema, fields=tuple(rules))
+
+
+@cache
+def event_contract() -> EventContract:
+    return contract_from_schema(load_json_schema())
+
+
+def _type_matches(value: Any, json_type: str) -> bool:
+    # JSON booleans are not numbers, although Python's bool is an int.
+    if json_type == "string":
+        return isinstance(value, str)
+    if json_type == "null":
+        return value is None
+    if isinstance(value, bool):
+        return False
+    if json_type == "integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if json_type == "number":
+        return isinstance(value, int | float) and math.isfinite(value)
+    raise ValueError(f"unsupported JSON type {json_type!r}")
+
+
+def _field_error(rule: FieldRule, value: Any) -> str | None:
+    if not any(_type_matches(value, t) for t in rule.types):
+        return f"{rule.name}: expected {' or '.join(rule.types)}, got {type(value).__name__}"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if rule.min_length is not None and len(value) < rule.min_length:
+            return f"{rule.name}: shorter than {rule.min_length} characters"
+        if rule.max_length is not None and len(value) > rule.max_length:
+            return f"{rule.name}: longer than {rule.max_length} characters"
+    if rule.enum is not None and value not in rule.enum:
+        return f"{rule.name}: {value!r} is not one of {list(rule.enum)}"
+    if rule.minimum is not None and value < rule.minimum:
+        return f"{rule.name}: {value} is below the minimum {rule.minimum}"
+    if rule.maximum is not None and value > rule.maximum:
+        return f"{rule.name}: {value} is above the maximum {rule.maximum}"
+    return None
+
+
+def validate_event(event: Any, contract: EventContract | None = None) -> str | None:
+    """The reason ``event`` breaks the contract, or None when it is valid."""
+    contract = contract or event_contract()
+    if not isinstance(event, dict):
+        return f"event must be a JSON object, got {type(event).__name__}"
+    unknown = sorted(set(event) - set(contract.field_names))
+    if unknown:
+        return f"unknown field(s): {', '.join(map(repr, unknown[:5]))}"
+    for rule in contract.fields:
+        if rule.name not in event:
+            if rule.required:
+                return f"{rule.name}: required field is missing"
+            continue
+        error = _field_error(rule, event[rule.name])
+        if error:
+            return error
+    return None
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def parse_event(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse and validate one raw record: ``(event, None)`` or ``(None, reason)``.
+
+    A valid event comes back normalised: integral floats become ints, a missing value is None.
+    """
+    if raw is None:
+        return None, "empty record (null value)"
+    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+    if size > MAX_EVENT_BYTES:
+        return None, f"record of {size} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+        event = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8: {exc.reason} at byte {exc.start}"
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    reason = validate_event(event)
+    if reason:
+        return None, reason
+    return normalise_event(event), None
+
+
+def normalise_event(event: dict[str, Any]) -> dict[str, Any]:
+    out = dict(event)
+    out[EVENT_TIME] = int(out[EVENT_TIME])
+    value = out.get(VALUE)
+    out[VALUE] = None if value is None else float(value)
+    return out
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The wire form of an event: compact UTF-8 JSON (unicode kept as is)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+_SPARK_TYPES: dict[str, T.DataType] = {
+    "string": T.StringType(),
+    "integer": T.LongType(),
+    "number": T.DoubleType(),
+}
+
+
+def spark_event_schema(contract: EventContract | None = None) -> T.StructType:
+    """The Spark schema of a valid event, derived field by field from the JSON Schema."""
+    contract = contract or event_contract()
+    fields = []
+    for rule in contract.fields:
+        concrete = [t for t in rule.types if t != "null"]
+        if len(concrete) != 1:
+            raise ValueError(f"{rule.name}: cannot map JSON types {rule.types} to one Spark type")
+        fields.append(
+            T.StructField(
+                rule.name,
+                _SPARK_TYPES[concrete[0]],
+                nullable=rule.nullable or not rule.required,
+            )
+        )
+    return T.StructType(fields)

@@ -1,0 +1,152 @@
+"""The `streamrec` console script: thin argument parsing that delegates to the packages.
+
+Settings come from one YAML file (``--config``, else $STREAMREC_CONFIG, else built-in defaults);
+see config/streamrec.example.yaml. Environment overrides are written in that file as ${VAR}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from streamrec.errors import StreamrecError
+from streamrec.schemas.config import ENV_CONFIG_PATH, Config, load_config
+
+log = logging.getLogger("streamrec")
+
+
+def _cmd_stack(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.stack import manager
+
+    if args.action == "up":
+        manager.up(cfg)
+    elif args.action == "down":
+        manager.down(cfg)
+    print(manager.status_text(cfg))
+    return 0
+
+
+def _cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.producer.run import ProduceOptions, produce
+
+    report = produce(
+        cfg,
+        ProduceOptions(
+            source=args.source,
+            path=args.path,
+            sep=args.sep,
+            header=args.header,
+            count=args.count,
+            rate=args.rate,
+            users=args.users,
+            items=args.items,
+            segments=args.segments,
+            new_user_share=args.new_user_share,
+            inject_invalid=args.inject_invalid,
+            seed=args.seed,
+            progress=not args.no_progress,
+        ),
+    )
+    print(report.summary())
+    return 0
+
+
+def _cmd_stream(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.streaming.job import run_stream
+
+    run_stream(cfg, available_now=args.available_now, timeout_s=args.timeout)
+    return 0
+
+
+def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.batch.job import run_batch
+
+    result = run_batch(cfg)
+    print(result.summary())
+    return 0
+
+
+def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.demo import run_demo
+
+    return run_demo(cfg, events=args.events, users_to_show=args.show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="Near-real-time recommender on Spark Structured Streaming, Kafka and Redis.",
+        epilog=f"Config: --config FILE, else ${ENV_CONFIG_PATH}, else built-in defaults. "
+        "Inside the file, ${VAR} and ${VAR:-default} read the environment "
+        "(e.g. redis.password: ${REDIS_PASSWORD:-}).",
+    )
+    parser.add_argument("--config", help=f"YAML config file (default: ${ENV_CONFIG_PATH})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="run the local Kafka + Redis stack")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.set_defaults(func=_cmd_stack)
+
+    prod = sub.add_parser("produce", help="publish events to Kafka")
+    prod.add_argument("--source", choices=["synthetic", "movielens", "delimited"],
+                      default="synthetic")
+    prod.add_argument("--path", help="input file for movielens (u.data) or delimited sources")
+    prod.add_argument("--sep", default=",", help="delimiter of a delimited file (default ',')")
+    prod.add_argument("--header", action="store_true", help="the delimited file has a header")
+    prod.add_argument("--count", type=int, default=None,
+                      help="events to send (synthetic default 10000; files: all)")
+    prod.add_argument("--rate", type=float, default=0.0,
+                      help="events per second; 0 sends as fast as the broker takes them")
+    prod.add_argument("--users", type=int, default=1000, help="synthetic: number of users")
+    prod.add_argument("--items", type=int, default=500, help="synthetic: number of items")
+    prod.add_argument("--segments", type=int, default=5, help="synthetic: latent user segments")
+    prod.add_argument("--new-user-share", type=float, default=0.05,
+                      help="synthetic: share of events from users never seen before")
+    prod.add_argument("--inject-invalid", type=float, default=0.0,
+                      help="share of deliberately malformed records sent unvalidated "
+                           "(to exercise the dead-letter path)")
+    prod.add_argument("--seed", type=int, default=7)
+    prod.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prod.set_defaults(func=_cmd_produce)
+
+    stream = sub.add_parser("stream", help="run the streaming job")
+    stream.add_argument("--available-now", action="store_true",
+                        help="process what is in the topic, then stop")
+    stream.add_argument("--timeout", type=float, default=None,
+                        help="stop a continuous stream after this many seconds")
+    stream.set_defaults(func=_cmd_stream)
+
+    batch = sub.add_parser("batch", help="the batch job: train ALS and publish lists")
+    batch.add_argument("action", choices=["run"])
+    batch.set_defaults(func=_cmd_batch)
+
+    demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
+    demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")
+    demo.add_argument("--show", type=int, default=3, help="users whose lists to print")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config)
+        return int(args.func(cfg, args))
+    except StreamrecError as exc:
+        print(f"streamrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
