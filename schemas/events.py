@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import types as T
@@ -70,7 +70,7 @@ class EventContract:
 
 
 def load_json_schema() -> dict[str, Any]:
-    text = resources.files("streamrec.schemas").joinpath("event.schema.json").read_text("utf-8")
+    text = (Path(__file__).parent / "event.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

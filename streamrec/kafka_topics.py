@@ -1,0 +1,59 @@
+"""Create and inspect the events and dead-letter topics (idempotent)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamrec.errors import ServiceUnavailable
+from streamrec.schemas.config import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+# Dead letters are keyed by their source topic/partition/offset: compaction keeps one copy of
+# each even if a replayed micro-batch writes it twice, and never deletes one by age.
+DEAD_LETTER_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
+def admin_client(kafka: KafkaConfig, timeout_ms: int = 10_000) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+            client_id="streamrec-admin",
+        )
+    except KafkaError as exc:
+        raise ServiceUnavailable(
+            f"Kafka at {kafka.bootstrap_servers} does not answer ({exc!r}). Start the local "
+            "stack with `streamrec stack up`, or fix kafka.bootstrap_servers in the config file."
+        ) from exc
+
+
+def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = None) -> None:
+    """Create the events and dead-letter topics (and ``extra`` ones) unless they exist."""
+    wanted: dict[str, dict[str, Any]] = {
+        kafka.events_topic: {"num_partitions": kafka.partitions, "replication_factor": 1},
+        kafka.dead_letter_topic: {
+            "num_partitions": kafka.partitions,
+            "replication_factor": 1,
+            "configs": DEAD_LETTER_TOPIC_CONFIG,
+        },
+    }
+    wanted.update(extra or {})
+    admin = admin_client(kafka)
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: spec for name, spec in wanted.items() if name not in existing}
+        if not missing:
+            return
+        try:
+            admin.create_topics(missing, wait_for_metadata=True)
+            log.info("created topics %s", sorted(missing))
+        except TopicAlreadyExistsError:
+            pass  # created concurrently by another process: fine
+    finally:
+        admin.close()
