@@ -1,0 +1,169 @@
+"""`streamrec stream`: Kafka events -> dead letters, the event store, and fresh lists in Redis.
+
+One query, one ``foreachBatch``: each micro-batch is parsed once and then
+1. invalid records go to the dead-letter topic (raw bytes + reason headers);
+2. valid events replace the batch's folder in the event store (exactly once under replays);
+3. active users get a fresh list from the current model, written with a fence so that a replay
+   never puts an older list over a newer one.
+Any failure fails the batch and so the query: Spark replays it from the checkpoint on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from streamrec.errors import ModelStoreError
+from streamrec.kafka_topics import ensure_topics
+from streamrec.model import store
+from streamrec.model.store import ItemModel
+from streamrec.redis_lists import connect, write_list_rows
+from streamrec.schemas import events as E
+from streamrec.schemas.config import Config
+from streamrec.spark import build_spark
+from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
+from streamrec.streaming.event_store import valid_events, write_batch
+from streamrec.streaming.fresh_lists import fresh_list_rows
+from streamrec.streaming.parse import REASON, parse_records
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The current model, reloaded when the batch job promotes a new version."""
+
+    def __init__(self, model_store: str) -> None:
+        self.model_store = model_store
+        self.model: ItemModel | None = None
+
+    def current(self) -> ItemModel | None:
+        version = store.current_version(self.model_store)
+        if version is None:
+            return None
+        if self.model is None or self.model.version != version:
+            try:
+                self.model = store.load_item_model(self.model_store, version)
+                log.info("stream: loaded model %s (%d items)", version, len(self.model.item_ids))
+            except ModelStoreError:
+                log.exception("stream: model %s cannot be loaded; keeping %s", version,
+                              self.model.version if self.model else "none")
+        return self.model
+
+
+@dataclass
+class BatchMetrics:
+    batch_id: int
+    valid: int
+    invalid: int
+    users: int
+    lists_written: int
+    lists_kept: int
+    model_version: str | None
+    duration_s: float
+
+
+@dataclass
+class StreamReport:
+    batches: list[BatchMetrics] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return sum(b.valid for b in self.batches)
+
+    @property
+    def invalid(self) -> int:
+        return sum(b.invalid for b in self.batches)
+
+
+def kafka_source(spark: SparkSession, cfg: Config) -> DataFrame:
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+        .option("subscribe", cfg.kafka.events_topic)
+        .option("startingOffsets", cfg.streaming.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(cfg.streaming.max_offsets_per_trigger))
+        .load()
+    )
+
+
+def process_batch(
+    batch: DataFrame, batch_id: int, cfg: Config, models: ModelHolder,
+) -> BatchMetrics:
+    started = time.monotonic()
+    parsed = parse_records(batch).persist()
+    try:
+        counts = parsed.agg(
+            F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
+            F.count(F.col(REASON)).alias("invalid"),
+            F.countDistinct(F.when(F.col(REASON).isNull(), F.col(E.USER_ID))).alias("users"),
+        ).first()
+        valid, invalid, users = int(counts["valid"]), int(counts["invalid"]), int(counts["users"])
+        if invalid:
+            write_dead_letters(dead_letter_rows(parsed), cfg.kafka.bootstrap_servers,
+                               cfg.kafka.dead_letter_topic)
+        written = kept = 0
+        model = models.current()
+        if valid:
+            events = valid_events(parsed)
+            write_batch(events, cfg.paths.event_store, batch_id)
+            if model is not None:
+                written, kept = write_list_rows(fresh_list_rows(events, model, cfg), cfg)
+    finally:
+        parsed.unpersist()
+    metrics = BatchMetrics(batch_id, valid, invalid, users, written, kept,
+                           model.version if model else None, time.monotonic() - started)
+    log.info(
+        "stream batch %d: %d valid, %d dead-lettered, %d users, %d lists written, %d kept "
+        "(newer), model %s, %.2fs", batch_id, valid, invalid, users, written, kept,
+        metrics.model_version, metrics.duration_s,
+    )
+    if valid and model is None:
+        log.warning("stream batch %d: no model yet, so no per-user lists; run "
+                    "`streamrec batch run` once the event store has data", batch_id)
+    return metrics
+
+
+def start_stream(
+    spark: SparkSession, cfg: Config, available_now: bool, report: StreamReport,
+) -> StreamingQuery:
+    ensure_topics(cfg.kafka)
+    connect(cfg.redis).close()  # fail fast, before Spark starts consuming
+    models = ModelHolder(cfg.paths.model_store)
+
+    def on_batch(batch: DataFrame, batch_id: int) -> None:
+        report.batches.append(process_batch(batch, batch_id, cfg, models))
+
+    writer = (
+        kafka_source(spark, cfg).writeStream.foreachBatch(on_batch)
+        .option("checkpointLocation", str(Path(cfg.paths.stream_checkpoint).resolve()))
+        .queryName(f"{cfg.spark.app_name}-stream")
+    )
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{cfg.streaming.trigger_seconds} seconds")
+    return writer.start()
+
+
+def run_stream(
+    cfg: Config, available_now: bool = False, timeout_s: float | None = None,
+    spark: SparkSession | None = None,
+) -> StreamReport:
+    """Run the stream until it ends (available-now), the timeout passes, or Ctrl-C."""
+    spark = spark or build_spark(cfg, "stream")
+    report = StreamReport()
+    query = start_stream(spark, cfg, available_now, report)
+    try:
+        query.awaitTermination(timeout_s)
+    finally:
+        if query.isActive:
+            query.stop()
+    if query.exception() is not None:
+        raise RuntimeError(f"streaming query failed: {query.exception()}")
+    return report

@@ -1,0 +1,47 @@
+"""The one place that builds SparkSessions: master, memory, the Kafka connector jars, and the
+settings ALS and the streaming job rely on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from streamrec.schemas.config import Config
+from streamrec.stack.maven import spark_connector_jars
+
+
+def build_spark(cfg: Config, role: str) -> SparkSession:
+    """A SparkSession for ``role`` ("stream", "batch", "test" ...).
+
+    The connector jars come from the Maven cache (resolved on first use), never from Ivy at job
+    start, so a job starts without network access to a package repository.
+    """
+    jars = ",".join(str(j) for j in spark_connector_jars(cfg.stack.cache_dir))
+    checkpoint = str(Path(cfg.spark.checkpoint_dir).resolve())
+    # Executors must run the same interpreter (and so the same packages) as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(cfg.spark.master)
+        .appName(f"{cfg.spark.app_name}-{role}")
+        .config("spark.jars", jars)
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.default.parallelism", str(cfg.spark.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # ALS with many iterations grows a deep lineage: a bigger thread stack avoids
+        # StackOverflowError (checkpointing below cuts the lineage as well).
+        .config("spark.driver.extraJavaOptions", "-Xss16m")
+        .config("spark.executor.extraJavaOptions", "-Xss16m")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.adaptive.enabled", "true")
+    )
+    for key, value in cfg.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setCheckpointDir(checkpoint)
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
