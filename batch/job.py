@@ -70,8 +70,9 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     indexed = ratings.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
     n_interactions = indexed.count()
     timings["prepare"] = time.monotonic() - t0
-    log.info("batch: %d events -> %d interactions, data cut %d", n_events, n_interactions,
-             data_cut_ms)
+    log.info(
+        "batch: %d events -> %d interactions, data cut %d", n_events, n_interactions, data_cut_ms
+    )
 
     t = time.monotonic()
     als = train_als(indexed, cfg.batch, cfg.spark.shuffle_partitions)
@@ -81,18 +82,28 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     version = store.new_version_name()
     item_rows = (
         als.itemFactors.join(items, als.itemFactors.id == items[ITEM_INDEX])
-        .select(ITEM_INDEX, E.ITEM_ID, "features").orderBy(ITEM_INDEX).collect()
+        .select(ITEM_INDEX, E.ITEM_ID, "features")
+        .orderBy(ITEM_INDEX)
+        .collect()
     )
     import numpy as np
 
     item_ids = [r[E.ITEM_ID] for r in item_rows]
     factors = np.array([r["features"] for r in item_rows], dtype=np.float32)
     meta = {
-        "version": version, "events": n_events, "interactions": n_interactions,
-        "users": users.count(), "items": len(item_ids), "data_cut_ms": data_cut_ms,
-        "params": {"rank": cfg.batch.rank, "reg_param": cfg.batch.reg_param,
-                   "alpha": cfg.batch.alpha, "max_iter": cfg.batch.max_iter,
-                   "implicit": True},
+        "version": version,
+        "events": n_events,
+        "interactions": n_interactions,
+        "users": users.count(),
+        "items": len(item_ids),
+        "data_cut_ms": data_cut_ms,
+        "params": {
+            "rank": cfg.batch.rank,
+            "reg_param": cfg.batch.reg_param,
+            "alpha": cfg.batch.alpha,
+            "max_iter": cfg.batch.max_iter,
+            "implicit": True,
+        },
     }
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
     als.write().overwrite().save(str(store.version_dir(cfg.paths.model_store, version) / "als"))
@@ -101,27 +112,48 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     timings["save"] = time.monotonic() - t
 
     t = time.monotonic()
-    seen = indexed.where(F.col(RATING) != 0).groupBy(E.USER_ID).agg(
-        F.collect_list(ITEM_INDEX).alias(SEEN))
+    seen = (
+        indexed.where(F.col(RATING) != 0)
+        .groupBy(E.USER_ID)
+        .agg(F.collect_list(ITEM_INDEX).alias(SEEN))
+    )
     user_vectors = (
         als.userFactors.join(users, als.userFactors.id == users[USER_INDEX])
-        .select(E.USER_ID, F.col("features").alias(FEATURES)).join(seen, E.USER_ID)
+        .select(E.USER_ID, F.col("features").alias(FEATURES))
+        .join(seen, E.USER_ID)
     )
     stamp = ListStamp(L.SOURCE_BATCH, version, int(time.time() * 1000), data_cut_ms)
     written, kept = write_list_rows(user_lists(spark, user_vectors, model, cfg, stamp), cfg)
     client = connect(cfg.redis)
     try:
-        popular = L.RecList(tuple(popular_items(ratings, cfg.batch.top_n)), L.SOURCE_POPULAR,
-                            version, stamp.generated_ms, data_cut_ms)
-        write_lists(client, [(L.popular_list_key(cfg.redis.key_prefix), L.encode_list(popular),
-                              data_cut_ms)], cfg.lists.ttl_seconds)
+        popular = L.RecList(
+            tuple(popular_items(ratings, cfg.batch.top_n)),
+            L.SOURCE_POPULAR,
+            version,
+            stamp.generated_ms,
+            data_cut_ms,
+        )
+        write_lists(
+            client,
+            [(L.popular_list_key(cfg.redis.key_prefix), L.encode_list(popular), data_cut_ms)],
+            cfg.lists.ttl_seconds,
+        )
         client.set(L.current_model_key(cfg.redis.key_prefix), version)
     finally:
         client.close()
     timings["publish"] = time.monotonic() - t
     events.unpersist()
     indexed.unpersist()
-    result = BatchResult(version, n_events, meta["users"], len(item_ids), n_interactions,
-                         written, kept, data_cut_ms, timings)
+    result = BatchResult(
+        version,
+        n_events,
+        meta["users"],
+        len(item_ids),
+        n_interactions,
+        written,
+        kept,
+        data_cut_ms,
+        timings,
+    )
     log.info("batch: %s", result.summary())
     return result

@@ -53,7 +53,10 @@ def version_dir(store: str | Path, version: str) -> Path:
 
 
 def write_item_model(
-    store: str | Path, version: str, item_ids: list[str], item_factors: np.ndarray,
+    store: str | Path,
+    version: str,
+    item_ids: list[str],
+    item_factors: np.ndarray,
     meta: dict[str, Any],
 ) -> Path:
     folder = version_dir(store, version)
@@ -100,4 +103,6 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
             meta=json.loads((folder / "meta.json").read_text()),
         )
     except (FileNotFoundError, ValueError) as exc:
-        raise ModelStoreError(f"model version {version} in {folder} cannot be loaded: {exc}") from exc
+        raise ModelStoreError(
+            f"model version {version} in {folder} cannot be loaded: {exc}"
+        ) from exc

@@ -94,8 +94,14 @@ class FeedbackConfig:
 
     weights: dict[str, float] = field(
         default_factory=lambda: {
-            "play": 1.0, "click": 0.5, "view": 0.3, "like": 2.0, "add_to_cart": 2.0,
-            "purchase": 4.0, "skip": -0.5, "rating": 1.0,
+            "play": 1.0,
+            "click": 0.5,
+            "view": 0.3,
+            "like": 2.0,
+            "add_to_cart": 2.0,
+            "purchase": 4.0,
+            "skip": -0.5,
+            "rating": 1.0,
         }
     )
     log_scale_values: bool = True
@@ -126,22 +132,64 @@ class Config:
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class EnvText(str):
+    """A string that came from the environment: typed by the key it fills, never re-read as
+    YAML (so a password "0123" stays "0123" and "p #x" keeps its "#")."""
+
+
 def expand_env(text: str, env: dict[str, str], where: str) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; a missing VAR without default is an error."""
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in one YAML string value. As in the shell, an
+    unset or empty VAR takes the default; unset without a default is an error."""
 
     def repl(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
+        value = env.get(name)
+        if value:
+            return value
         if default is not None:
             return default
+        if value is not None:
+            return value
         raise ConfigError(f"{where}: environment variable {name} is not set and has no default")
 
     return _ENV_PATTERN.sub(repl, text)
 
 
+def _expand_tree(data: Any, env: dict[str, str], source: str) -> Any:
+    # Expansion runs on parsed values, not on the raw text: comments are never expanded and a
+    # value cannot change the YAML structure around it.
+    if isinstance(data, dict):
+        return {k: _expand_tree(v, env, source) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_tree(v, env, source) for v in data]
+    if isinstance(data, str) and _ENV_PATTERN.search(data):
+        return EnvText(expand_env(data, env, source))
+    return data
+
+
+def _from_env_text(value: EnvText, hint: Any, key: str, source: str) -> Any:
+    text = value.strip()
+    try:
+        if hint is bool:
+            if text.lower() in ("true", "false"):
+                return text.lower() == "true"
+            raise ValueError(text)
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[hint]
+        raise ConfigError(
+            f"{source}: {key} must be {kind}, got {str(value)!r} from the environment"
+        ) from None
+    return str(value)
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     origin = get_origin(hint)
+    if isinstance(value, EnvText) and hint in (bool, int, float, str):
+        return _from_env_text(value, hint, key, source)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key, source)
     if origin is dict:
@@ -196,13 +244,19 @@ def _check_values(cfg: Config) -> None:
         (1 <= cfg.redis.port <= 65535, "redis.port must be a TCP port (1..65535)"),
         (1 <= cfg.kafka.controller_port <= 65535, "kafka.controller_port must be a TCP port"),
         (":" in cfg.kafka.bootstrap_servers, "kafka.bootstrap_servers must be host:port[,...]"),
-        (cfg.kafka.events_topic != cfg.kafka.dead_letter_topic,
-         "kafka.dead_letter_topic must differ from kafka.events_topic"),
+        (
+            cfg.kafka.events_topic != cfg.kafka.dead_letter_topic,
+            "kafka.dead_letter_topic must differ from kafka.events_topic",
+        ),
         (cfg.streaming.trigger_seconds >= 0, "streaming.trigger_seconds must be >= 0"),
-        (cfg.streaming.max_offsets_per_trigger >= 1,
-         "streaming.max_offsets_per_trigger must be >= 1"),
-        (cfg.streaming.starting_offsets in ("earliest", "latest"),
-         "streaming.starting_offsets must be 'earliest' or 'latest'"),
+        (
+            cfg.streaming.max_offsets_per_trigger >= 1,
+            "streaming.max_offsets_per_trigger must be >= 1",
+        ),
+        (
+            cfg.streaming.starting_offsets in ("earliest", "latest"),
+            "streaming.starting_offsets must be 'earliest' or 'latest'",
+        ),
         (cfg.streaming.top_n >= 1, "streaming.top_n must be >= 1"),
         (cfg.batch.rank >= 1, "batch.rank must be >= 1"),
         (cfg.batch.reg_param >= 0, "batch.reg_param must be >= 0"),
@@ -211,16 +265,20 @@ def _check_values(cfg: Config) -> None:
         (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
         (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
-        (bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),
-         "redis.key_prefix must be non-empty and not end with ':'"),
+        (
+            bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),
+            "redis.key_prefix must be non-empty and not end with ':'",
+        ),
     ]
     from streamrec.schemas.events import event_contract
 
     known_types = set(event_contract().event_types)
     for name in cfg.feedback.weights:
         checks.append(
-            (name in known_types,
-             f"feedback.weights.{name} is not an event type of the contract {sorted(known_types)}")
+            (
+                name in known_types,
+                f"feedback.weights.{name} is not an event type of the contract {sorted(known_types)}",
+            )
         )
     for ok, message in checks:
         if not ok:
@@ -230,9 +288,10 @@ def _check_values(cfg: Config) -> None:
 def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     try:
-        data = yaml.safe_load(expand_env(text, env, source))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    data = _expand_tree(data, env, source)
     cfg = _build(Config, data, "", source)
     cfg = dataclasses.replace(cfg, source=source)
     _check_values(cfg)
@@ -249,7 +308,11 @@ def load_config(path: str | Path | None = None) -> Config:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file {file} does not exist")
-    return parse_config(file.read_text("utf-8"), str(file))
+    try:
+        text = file.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return parse_config(text, str(file))
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:

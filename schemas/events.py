@@ -33,7 +33,13 @@ VALUE = "value"
 MAX_EVENT_BYTES = 16 * 1024
 
 _SUPPORTED_KEYWORDS = {
-    "description", "type", "minLength", "maxLength", "enum", "minimum", "maximum",
+    "description",
+    "type",
+    "minLength",
+    "maxLength",
+    "enum",
+    "minimum",
+    "maximum",
 }
 
 
@@ -120,12 +126,22 @@ def _type_matches(value: Any, json_type: str) -> bool:
     raise ValueError(f"unsupported JSON type {json_type!r}")
 
 
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _field_error(rule: FieldRule, value: Any) -> str | None:
     if not any(_type_matches(value, t) for t in rule.types):
         return f"{rule.name}: expected {' or '.join(rule.types)}, got {type(value).__name__}"
     if value is None:
         return None
     if isinstance(value, str):
+        if not _utf8_encodable(value):
+            return f"{rule.name}: holds a lone surrogate (\\uD800-\\uDFFF), not encodable as UTF-8"
         if rule.min_length is not None and len(value) < rule.min_length:
             return f"{rule.name}: shorter than {rule.min_length} characters"
         if rule.max_length is not None and len(value) > rule.max_length:
@@ -162,18 +178,21 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
-def parse_event(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
+def parse_event(raw: bytes | bytearray | str | None) -> tuple[dict[str, Any] | None, str | None]:
     """Parse and validate one raw record: ``(event, None)`` or ``(None, reason)``.
 
     A valid event comes back normalised: integral floats become ints, a missing value is None.
     """
     if raw is None:
         return None, "empty record (null value)"
-    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
-    if size > MAX_EVENT_BYTES:
-        return None, f"record of {size} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
+    if isinstance(raw, str):
+        if not _utf8_encodable(raw):
+            return None, "record holds a lone surrogate, not encodable as UTF-8"
+        raw = raw.encode("utf-8")
+    if len(raw) > MAX_EVENT_BYTES:
+        return None, f"record of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+        text = raw.decode("utf-8")
         event = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8: {exc.reason} at byte {exc.start}"

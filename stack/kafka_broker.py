@@ -31,7 +31,9 @@ def home(cfg: Config) -> Path:
 
 def process(cfg: Config) -> ManagedProcess:
     h = home(cfg)
-    return ManagedProcess("kafka", h / "kafka.pid", h / "kafka.log", marker=str(h / "server.properties"))
+    return ManagedProcess(
+        "kafka", h / "kafka.pid", h / "kafka.log", marker=str(h / "server.properties")
+    )
 
 
 def server_properties(cfg: Config) -> str:
@@ -66,10 +68,15 @@ def server_properties(cfg: Config) -> str:
 def _java_cmd(cfg: Config, libs: Path, main: list[str]) -> list[str]:
     log4j = Path(__file__).parent / "log4j2.properties"
     return [
-        "java", "-Xms256m", f"-Xmx{cfg.stack.kafka_heap}", "-XX:+UseG1GC",
+        "java",
+        "-Xms256m",
+        f"-Xmx{cfg.stack.kafka_heap}",
+        "-XX:+UseG1GC",
         f"-Dkafka.logs.dir={home(cfg) / 'logs'}",
         f"-Dlog4j2.configurationFile={log4j}",
-        "-cp", f"{libs}/*", *main,
+        "-cp",
+        f"{libs}/*",
+        *main,
     ]
 
 
@@ -78,10 +85,20 @@ def _format_storage(cfg: Config, libs: Path, props: Path) -> None:
     if not id_file.exists():
         raw = uuid.uuid4().bytes
         id_file.write_text(base64.urlsafe_b64encode(raw).decode().rstrip("="))
-    cmd = _java_cmd(cfg, libs, [
-        "kafka.tools.StorageTool", "format", "--standalone", "-t", id_file.read_text().strip(),
-        "-c", str(props), "--ignore-formatted",
-    ])
+    cmd = _java_cmd(
+        cfg,
+        libs,
+        [
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            id_file.read_text().strip(),
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ],
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}\n{proc.stderr}")
@@ -100,7 +117,7 @@ def _ready(cfg: Config) -> bool:
         finally:
             admin.close()
         return True
-    except (KafkaError, OSError, Exception):  # noqa: BLE001 - any failure means "not yet"
+    except (KafkaError, OSError, Exception):
         return False
 
 

@@ -44,8 +44,19 @@ def resolve(name: str, cache_dir: str | Path) -> Path:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     log.info("resolving %s jars with Maven into %s", name, target)
-    cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-           f"-DoutputDirectory={target}", "-DincludeScope=runtime"]
+    # Maven's own download cache lives in the git-ignored cache too, not in ~/.m2.
+    local_repo = Path(cache_dir).resolve() / "m2"
+    cmd = [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        f"-Dmaven.repo.local={local_repo}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={target}",
+        "-DincludeScope=runtime",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ServiceUnavailable(

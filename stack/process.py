@@ -6,6 +6,7 @@ the marker we started it with (a PID can be reused by an unrelated process after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -48,8 +49,12 @@ class ManagedProcess:
         with open(self.log_file, "ab") as log:
             # A new session: the process outlives `streamrec stack up` and ignores its Ctrl-C.
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -82,10 +87,8 @@ class ManagedProcess:
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-    except ChildProcessError:
-        pass
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:

@@ -32,8 +32,12 @@ def process(cfg: Config) -> ManagedProcess:
 
 def _ready(cfg: Config) -> bool:
     try:
-        client = redis.Redis(host=cfg.redis.host, port=cfg.redis.port,
-                             password=cfg.redis.password or None, socket_timeout=1)
+        client = redis.Redis(
+            host=cfg.redis.host,
+            port=cfg.redis.port,
+            password=cfg.redis.password or None,
+            socket_timeout=1,
+        )
         return bool(client.ping())
     except redis.RedisError:
         return False
@@ -53,8 +57,21 @@ def start(cfg: Config) -> str:
         )
     h = home(cfg)
     h.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "--bind", cfg.redis.host, "--port", str(cfg.redis.port),
-           "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(h)]
+    cmd = [
+        binary,
+        "--bind",
+        cfg.redis.host,
+        "--port",
+        str(cfg.redis.port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(h),
+    ]
     if cfg.redis.password:
         cmd += ["--requirepass", cfg.redis.password]
     pid = proc.start(cmd)

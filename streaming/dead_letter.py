@@ -12,7 +12,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from streamrec.streaming.parse import (
-    KAFKA_TIMESTAMP_MS, RAW_KEY, RAW_VALUE, REASON, SOURCE_OFFSET, SOURCE_PARTITION,
+    KAFKA_TIMESTAMP_MS,
+    RAW_KEY,
+    RAW_VALUE,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
 
@@ -32,8 +37,14 @@ def dead_letter_rows(parsed: DataFrame) -> DataFrame:
     """(key, value, headers) rows for the Kafka sink, one per invalid parsed record."""
     invalid = parsed.where(F.col(REASON).isNotNull())
     return invalid.select(
-        F.concat_ws("/", F.col(SOURCE_TOPIC), F.col(SOURCE_PARTITION).cast("string"),
-                    F.col(SOURCE_OFFSET).cast("string")).cast("binary").alias("key"),
+        F.concat_ws(
+            "/",
+            F.col(SOURCE_TOPIC),
+            F.col(SOURCE_PARTITION).cast("string"),
+            F.col(SOURCE_OFFSET).cast("string"),
+        )
+        .cast("binary")
+        .alias("key"),
         F.col(RAW_VALUE).alias("value"),
         F.array(
             _header(H_REASON, F.col(REASON)),
@@ -47,8 +58,10 @@ def dead_letter_rows(parsed: DataFrame) -> DataFrame:
 
 
 def write_dead_letters(rows: DataFrame, bootstrap_servers: str, topic: str) -> None:
-    (rows.write.format("kafka")
-     .option("kafka.bootstrap.servers", bootstrap_servers)
-     .option("topic", topic)
-     .option("includeHeaders", "true")
-     .save())
+    (
+        rows.write.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap_servers)
+        .option("topic", topic)
+        .option("includeHeaders", "true")
+        .save()
+    )

@@ -22,7 +22,9 @@ BATCH_ID = "batch_id"
 def valid_events(parsed: DataFrame) -> DataFrame:
     """The valid rows, with their event fields and the Kafka coordinates they came from."""
     return parsed.where(F.col(REASON).isNull()).select(
-        *E.event_contract().field_names, SOURCE_PARTITION, SOURCE_OFFSET,
+        *E.event_contract().field_names,
+        SOURCE_PARTITION,
+        SOURCE_OFFSET,
     )
 
 

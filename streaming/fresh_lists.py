@@ -25,7 +25,10 @@ from streamrec.schemas.config import Config
 
 
 def user_list_frame(
-    user_events: pd.DataFrame, model: ItemModel, index: dict[str, int], cfg: Config,
+    user_events: pd.DataFrame,
+    model: ItemModel,
+    index: dict[str, int],
+    cfg: Config,
 ) -> pd.DataFrame:
     """One user's events -> zero or one LIST_ROWS row. Pure: the unit of the grouped UDF."""
     empty = pd.DataFrame({"key": [], "payload": [], "fence": []})
@@ -37,25 +40,40 @@ def user_list_frame(
     weights = event_weights(cfg.feedback, usable[E.EVENT_TYPE], usable[E.VALUE])
     ratings = (
         pd.DataFrame({"i": known[known.notna()].astype(np.int64).to_numpy(), "r": weights})
-        .groupby("i", sort=True)["r"].sum()
+        .groupby("i", sort=True)["r"]
+        .sum()
     )
-    vector = fold_in(model.item_factors, model.gram, ratings.index.to_numpy(),
-                     ratings.to_numpy(), cfg.batch.reg_param, cfg.batch.alpha)
+    vector = fold_in(
+        model.item_factors,
+        model.gram,
+        ratings.index.to_numpy(),
+        ratings.to_numpy(),
+        cfg.batch.reg_param,
+        cfg.batch.alpha,
+    )
     if vector is None:
         return empty
-    (best, scores), = top_n(vector[None, :].astype(np.float32), model.item_factors,
-                            [ratings.index.to_list()], cfg.streaming.top_n)
+    ((best, scores),) = top_n(
+        vector[None, :].astype(np.float32),
+        model.item_factors,
+        [ratings.index.to_list()],
+        cfg.streaming.top_n,
+    )
     watermark = int(user_events[E.EVENT_TIME].max())
     rec = L.RecList(
         items=tuple((model.item_ids[i], float(s)) for i, s in zip(best, scores, strict=True)),
-        source=L.SOURCE_STREAM, model_version=model.version,
-        generated_ms=int(time.time() * 1000), watermark_ms=watermark,
+        source=L.SOURCE_STREAM,
+        model_version=model.version,
+        generated_ms=int(time.time() * 1000),
+        watermark_ms=watermark,
     )
-    return pd.DataFrame({
-        "key": [L.user_list_key(cfg.redis.key_prefix, user_id)],
-        "payload": [L.encode_list(rec)],
-        "fence": [watermark],
-    })
+    return pd.DataFrame(
+        {
+            "key": [L.user_list_key(cfg.redis.key_prefix, user_id)],
+            "payload": [L.encode_list(rec)],
+            "fence": [watermark],
+        }
+    )
 
 
 def fresh_list_rows(events: DataFrame, model: ItemModel, cfg: Config) -> DataFrame:

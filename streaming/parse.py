@@ -27,16 +27,18 @@ RAW_VALUE = "raw_value"
 
 def parsed_schema() -> T.StructType:
     event_fields = [T.StructField(f.name, f.dataType, True) for f in E.spark_event_schema().fields]
-    return T.StructType([
-        *event_fields,
-        T.StructField(REASON, T.StringType(), True),
-        T.StructField(SOURCE_TOPIC, T.StringType(), False),
-        T.StructField(SOURCE_PARTITION, T.IntegerType(), False),
-        T.StructField(SOURCE_OFFSET, T.LongType(), False),
-        T.StructField(KAFKA_TIMESTAMP_MS, T.LongType(), True),
-        T.StructField(RAW_KEY, T.BinaryType(), True),
-        T.StructField(RAW_VALUE, T.BinaryType(), True),
-    ])
+    return T.StructType(
+        [
+            *event_fields,
+            T.StructField(REASON, T.StringType(), True),
+            T.StructField(SOURCE_TOPIC, T.StringType(), False),
+            T.StructField(SOURCE_PARTITION, T.IntegerType(), False),
+            T.StructField(SOURCE_OFFSET, T.LongType(), False),
+            T.StructField(KAFKA_TIMESTAMP_MS, T.LongType(), True),
+            T.StructField(RAW_KEY, T.BinaryType(), True),
+            T.StructField(RAW_VALUE, T.BinaryType(), True),
+        ]
+    )
 
 
 def parse_frame(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -77,7 +79,11 @@ def parse_records(kafka_rows: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     selected = kafka_rows.select(
-        "key", "value", "topic", "partition", "offset",
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
         F.unix_millis(F.col("timestamp")).alias("timestamp_ms"),
     )
     return selected.mapInPandas(_parse_batches, schema=parsed_schema())

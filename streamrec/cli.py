@@ -91,32 +91,54 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(func=_cmd_stack)
 
     prod = sub.add_parser("produce", help="publish events to Kafka")
-    prod.add_argument("--source", choices=["synthetic", "movielens", "delimited"],
-                      default="synthetic")
+    prod.add_argument(
+        "--source", choices=["synthetic", "movielens", "delimited"], default="synthetic"
+    )
     prod.add_argument("--path", help="input file for movielens (u.data) or delimited sources")
     prod.add_argument("--sep", default=",", help="delimiter of a delimited file (default ',')")
     prod.add_argument("--header", action="store_true", help="the delimited file has a header")
-    prod.add_argument("--count", type=int, default=None,
-                      help="events to send (synthetic default 10000; files: all)")
-    prod.add_argument("--rate", type=float, default=0.0,
-                      help="events per second; 0 sends as fast as the broker takes them")
+    prod.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="events to send (synthetic default 10000; files: all)",
+    )
+    prod.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events per second; 0 sends as fast as the broker takes them",
+    )
     prod.add_argument("--users", type=int, default=1000, help="synthetic: number of users")
     prod.add_argument("--items", type=int, default=500, help="synthetic: number of items")
     prod.add_argument("--segments", type=int, default=5, help="synthetic: latent user segments")
-    prod.add_argument("--new-user-share", type=float, default=0.05,
-                      help="synthetic: share of events from users never seen before")
-    prod.add_argument("--inject-invalid", type=float, default=0.0,
-                      help="share of deliberately malformed records sent unvalidated "
-                           "(to exercise the dead-letter path)")
+    prod.add_argument(
+        "--new-user-share",
+        type=float,
+        default=0.05,
+        help="synthetic: share of events from users never seen before",
+    )
+    prod.add_argument(
+        "--inject-invalid",
+        type=float,
+        default=0.0,
+        help="share of deliberately malformed records sent unvalidated "
+        "(to exercise the dead-letter path)",
+    )
     prod.add_argument("--seed", type=int, default=7)
     prod.add_argument("--no-progress", action="store_true", help="no progress bar")
     prod.set_defaults(func=_cmd_produce)
 
     stream = sub.add_parser("stream", help="run the streaming job")
-    stream.add_argument("--available-now", action="store_true",
-                        help="process what is in the topic, then stop")
-    stream.add_argument("--timeout", type=float, default=None,
-                        help="stop a continuous stream after this many seconds")
+    stream.add_argument(
+        "--available-now", action="store_true", help="process what is in the topic, then stop"
+    )
+    stream.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop a continuous stream after this many seconds",
+    )
     stream.set_defaults(func=_cmd_stream)
 
     batch = sub.add_parser("batch", help="the batch job: train ALS and publish lists")

@@ -2,7 +2,7 @@
 
     StreamrecError
     ├── ConfigError          bad or unknown config key; names the key and the file
-    ├── ServiceUnavailable   Kafka, Redis or a Maven download cannot be reached; says how to start it
+    ├── ServiceUnavailable   Kafka, Redis or Maven cannot be reached; says how to start it
     ├── StackError           the local stack failed to start or stop a process
     ├── InputError           a source file (MovieLens, delimited) cannot be read as such
     └── ModelStoreError      no model, or a model version that cannot be loaded

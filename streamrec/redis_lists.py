@@ -18,8 +18,12 @@ from streamrec.schemas.redis_layout import FENCED_WRITE_LUA
 def connect(cfg: RedisConfig) -> redis.Redis:
     """A client that has answered PING, or ServiceUnavailable saying how to start Redis."""
     client = redis.Redis(
-        host=cfg.host, port=cfg.port, db=cfg.db, password=cfg.password or None,
-        socket_timeout=10, socket_connect_timeout=5,
+        host=cfg.host,
+        port=cfg.port,
+        db=cfg.db,
+        password=cfg.password or None,
+        socket_timeout=10,
+        socket_connect_timeout=5,
     )
     try:
         client.ping()
@@ -33,7 +37,9 @@ def connect(cfg: RedisConfig) -> redis.Redis:
 
 
 def write_lists(
-    client: redis.Redis, rows: Iterable[tuple[str, bytes, int]], ttl_seconds: int,
+    client: redis.Redis,
+    rows: Iterable[tuple[str, bytes, int]],
+    ttl_seconds: int,
     chunk: int = 500,
 ) -> tuple[int, int]:
     """Write (key, encoded list, fence) rows; returns (written, kept because newer)."""
@@ -62,11 +68,13 @@ def write_lists(
 
 
 # The rows both jobs produce for Redis: the list's key, its encoded value and its fence.
-LIST_ROWS = T.StructType([
-    T.StructField("key", T.StringType(), False),
-    T.StructField("payload", T.BinaryType(), False),
-    T.StructField("fence", T.LongType(), False),
-])
+LIST_ROWS = T.StructType(
+    [
+        T.StructField("key", T.StringType(), False),
+        T.StructField("payload", T.BinaryType(), False),
+        T.StructField("fence", T.LongType(), False),
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,234 @@
+"""Byte-for-byte tests of the Redis layout: the keys and the encoding of a top-N list.
+
+The fenced-write Lua script runs against a real redis-server in the integration tests; here only
+its text is checked against the field names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamrec.schemas.redis_layout import (
+    FENCED_WRITE_LUA,
+    FIELD_FENCE,
+    FIELD_LIST,
+    LIST_FORMAT_VERSION,
+    SOURCE_BATCH,
+    SOURCE_POPULAR,
+    SOURCE_STREAM,
+    RecList,
+    current_model_key,
+    decode_list,
+    encode_list,
+    popular_list_key,
+    user_list_key,
+)
+
+pytestmark = pytest.mark.unit
+
+PREFIX = "P"
+
+KNOWN = RecList(
+    items=(
+        ("item-1", 0.123456789),
+        ("电影 🎬", 1234567.0),
+        ('q"uo\\te', 3),
+        ("tiny", 1.23456789e-7),
+        ("huge", 1e16),
+        ("neg", -0.5),
+        ("zero", 0.0),
+    ),
+    source=SOURCE_BATCH,
+    model_version="v20240601-1",
+    generated_ms=1_700_000_000_123,
+    watermark_ms=1_699_999_999_000,
+)
+
+KNOWN_BYTES = (
+    '{"v":1,"source":"batch","model":"v20240601-1","generated_ms":1700000000123,'
+    '"watermark_ms":1699999999000,"items":[["item-1",0.123457],["电影 🎬",1234570.0],'
+    '["q\\"uo\\\\te",3.0],["tiny",1.23457e-07],["huge",1e+16],["neg",-0.5],["zero",0.0]]}'
+).encode()
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def test_key_functions_exact() -> None:
+    assert user_list_key("streamrec", "u1") == "streamrec:rec:u:u1"
+    assert popular_list_key("streamrec") == "streamrec:rec:popular"
+    assert current_model_key("streamrec") == "streamrec:model:current"
+    assert user_list_key(PREFIX, "x") == "P:rec:u:x"
+    assert popular_list_key(PREFIX) == "P:rec:popular"
+    assert current_model_key(PREFIX) == "P:model:current"
+
+
+def test_user_key_bytes_keep_unicode_as_utf8() -> None:
+    # redis-py sends str keys as UTF-8: the id is neither escaped nor normalised.
+    key = user_list_key(PREFIX, "Zoë 🎬")
+    assert key.encode("utf-8") == b"P:rec:u:Zo\xc3\xab \xf0\x9f\x8e\xac"
+
+
+ODD_USER_IDS = [
+    "x",
+    "x:y",
+    "x:",
+    ":x",
+    "::",
+    "{x}",
+    "{",
+    "}",
+    "{user}:rec",
+    "x y",
+    " x",
+    "x ",
+    " ",
+    "a/b",
+    "/",
+    "\\",
+    "ü",  # precomposed
+    "u\u0308",  # the same letter, decomposed: a different id, a different key
+    "🎬",
+    "用户",
+    "popular",
+    "rec:popular",
+    ":popular",
+    "model:current",
+    "P:model:current",
+    "u:x",
+    "*",
+    "x\ny",
+]
+
+
+def test_user_keys_are_distinct_for_odd_ids() -> None:
+    keys = [user_list_key(PREFIX, uid) for uid in ODD_USER_IDS]
+    assert len(set(ODD_USER_IDS)) == len(ODD_USER_IDS)
+    assert len(set(keys)) == len(keys)
+    assert len({k.encode("utf-8") for k in keys}) == len(keys)
+
+
+@pytest.mark.parametrize("uid", ODD_USER_IDS)
+def test_user_key_never_reaches_another_key(uid: str) -> None:
+    key = user_list_key(PREFIX, uid)
+    assert key not in (popular_list_key(PREFIX), current_model_key(PREFIX))
+    # The id is the whole last part: stripping the fixed head gives it back unchanged.
+    head = user_list_key(PREFIX, "")
+    assert head == "P:rec:u:"
+    assert key.startswith(head)
+    assert key[len(head) :] == uid
+
+
+def test_popular_and_model_keys_differ_from_each_other_and_across_prefixes() -> None:
+    keys = {
+        popular_list_key("a"),
+        current_model_key("a"),
+        popular_list_key("b"),
+        current_model_key("b"),
+        user_list_key("a", "x"),
+        user_list_key("b", "x"),
+    }
+    assert len(keys) == 6
+
+
+# --- list encoding ---------------------------------------------------------------------------
+
+
+def test_encode_list_exact_bytes() -> None:
+    assert encode_list(KNOWN) == KNOWN_BYTES
+
+
+def test_encode_list_keeps_unicode_unescaped_and_is_valid_json() -> None:
+    raw = encode_list(KNOWN)
+    assert "电影 🎬".encode() in raw
+    assert b"\\u" not in raw
+    assert json.loads(raw)["v"] == LIST_FORMAT_VERSION
+
+
+@pytest.mark.parametrize(
+    ("score", "encoded"),
+    [
+        (0.123456789, b"0.123457"),
+        (0.1234564, b"0.123456"),
+        (123456.7, b"123457.0"),
+        (1234567.0, b"1234570.0"),
+        (1.0, b"1.0"),
+        (2, b"2.0"),
+        (0.1, b"0.1"),
+        (-0.5, b"-0.5"),
+        (9.999996, b"10.0"),
+        (1.23456789e-7, b"1.23457e-07"),
+        (1e16, b"1e+16"),
+    ],
+)
+def test_scores_rounded_to_six_significant_digits(score: float, encoded: bytes) -> None:
+    raw = encode_list(RecList((("i", score),), SOURCE_STREAM, "m", 1, 2))
+    assert raw.endswith(b'"items":[["i",' + encoded + b"]]}")
+
+
+def test_empty_list_exact_bytes() -> None:
+    raw = encode_list(RecList((), SOURCE_POPULAR, "", 0, 0))
+    assert raw == (
+        b'{"v":1,"source":"popular","model":"","generated_ms":0,"watermark_ms":0,"items":[]}'
+    )
+
+
+def test_ms_fields_encoded_as_integers() -> None:
+    rec = RecList((), SOURCE_STREAM, "m", 1.7e12, 1.6e12)
+    assert b'"generated_ms":1700000000000,"watermark_ms":1600000000000' in encode_list(rec)
+
+
+def test_decode_round_trip() -> None:
+    rec = RecList(
+        items=(("a:b {c}/d", 0.5), ("電影🎬", 1.25), ("x", -2.0)),
+        source=SOURCE_STREAM,
+        model_version="v7",
+        generated_ms=1_700_000_000_999,
+        watermark_ms=1_700_000_000_000,
+    )
+    raw = encode_list(rec)
+    assert decode_list(raw) == rec
+    assert decode_list(raw.decode("utf-8")) == rec  # redis-py may hand back str
+
+
+def test_decode_of_known_bytes_gives_rounded_scores() -> None:
+    rec = decode_list(KNOWN_BYTES)
+    assert rec.items == (
+        ("item-1", 0.123457),
+        ("电影 🎬", 1234570.0),
+        ('q"uo\\te', 3.0),
+        ("tiny", 1.23457e-07),
+        ("huge", 1e16),
+        ("neg", -0.5),
+        ("zero", 0.0),
+    )
+    assert all(type(score) is float for _, score in rec.items)
+    assert (rec.source, rec.model_version) == (SOURCE_BATCH, "v20240601-1")
+    assert (rec.generated_ms, rec.watermark_ms) == (1_700_000_000_123, 1_699_999_999_000)
+    assert encode_list(rec) == KNOWN_BYTES  # re-encoding a decoded list is stable
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_decode_rejects_unknown_version(version: object) -> None:
+    data = json.loads(KNOWN_BYTES)
+    data["v"] = version
+    with pytest.raises(ValueError, match="version"):
+        decode_list(json.dumps(data))
+
+
+def test_decode_rejects_missing_version() -> None:
+    data = json.loads(KNOWN_BYTES)
+    del data["v"]
+    with pytest.raises(ValueError, match="version"):
+        decode_list(json.dumps(data))
+
+
+# --- the fenced write's fields ---------------------------------------------------------------
+
+
+def test_lua_script_uses_the_layout_field_names() -> None:
+    assert (FIELD_LIST, FIELD_FENCE) == ("list", "fence")
+    assert f"'HGET', KEYS[1], '{FIELD_FENCE}'" in FENCED_WRITE_LUA
+    assert f"'{FIELD_LIST}', ARGV[1], '{FIELD_FENCE}', ARGV[2]" in FENCED_WRITE_LUA
+    assert "EXPIRE" in FENCED_WRITE_LUA
