@@ -63,7 +63,7 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
 
     events = dedupe_events(read_event_store(spark, cfg.paths.event_store)).cache()
     n_events = events.count()
-    data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).first()[0])
+    data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).collect()[0][0])
     ratings = to_interactions(events, cfg.feedback)
     users = index_ids(ratings, E.USER_ID, USER_INDEX)
     items = index_ids(ratings, E.ITEM_ID, ITEM_INDEX)
@@ -90,11 +90,12 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
 
     item_ids = [r[E.ITEM_ID] for r in item_rows]
     factors = np.array([r["features"] for r in item_rows], dtype=np.float32)
+    n_users = users.count()
     meta = {
         "version": version,
         "events": n_events,
         "interactions": n_interactions,
-        "users": users.count(),
+        "users": n_users,
         "items": len(item_ids),
         "data_cut_ms": data_cut_ms,
         "params": {
@@ -147,7 +148,7 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     result = BatchResult(
         version,
         n_events,
-        meta["users"],
+        n_users,
         len(item_ids),
         n_interactions,
         written,

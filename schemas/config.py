@@ -277,7 +277,8 @@ def _check_values(cfg: Config) -> None:
         checks.append(
             (
                 name in known_types,
-                f"feedback.weights.{name} is not an event type of the contract {sorted(known_types)}",
+                f"feedback.weights.{name} is not an event type of the contract "
+                f"{sorted(known_types)}",
             )
         )
     for ok, message in checks:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,17 @@ class FieldRule:
 
 
 @dataclass(frozen=True)
-class EventContract:
+class EventContract:  # cached_property needs a __dict__: no slots here
     schema: dict[str, Any]
     fields: tuple[FieldRule, ...]
 
-    @property
+    @cached_property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @cached_property
+    def field_name_set(self) -> frozenset[str]:
+        return frozenset(self.field_names)
 
     @property
     def event_types(self) -> tuple[str, ...]:
@@ -160,7 +164,7 @@ def validate_event(event: Any, contract: EventContract | None = None) -> str | N
     contract = contract or event_contract()
     if not isinstance(event, dict):
         return f"event must be a JSON object, got {type(event).__name__}"
-    unknown = sorted(set(event) - set(contract.field_names))
+    unknown = sorted(event.keys() - contract.field_name_set)
     if unknown:
         return f"unknown field(s): {', '.join(map(repr, unknown[:5]))}"
     for rule in contract.fields:

@@ -16,6 +16,16 @@ from streamrec.stack.process import port_open
 log = logging.getLogger(__name__)
 
 
+def fetch(cfg: Config) -> dict[str, str]:
+    """Resolve the broker's and the Spark connector's jars into the cache (no process starts)."""
+    return {
+        "kafka-broker": str(maven.resolve(maven.KAFKA_BROKER, cfg.stack.cache_dir)),
+        "spark-kafka-connector": str(
+            maven.resolve(maven.SPARK_KAFKA_CONNECTOR, cfg.stack.cache_dir)
+        ),
+    }
+
+
 def up(cfg: Config) -> dict[str, str]:
     """Start Redis and Kafka, create the topics, and resolve the Spark connector jars."""
     result = {"redis": redis_server.start(cfg), "kafka": kafka_broker.start(cfg)}

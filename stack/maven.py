@@ -23,7 +23,7 @@ SPARK_KAFKA_CONNECTOR = "spark-kafka-connector"
 
 def pom_path(name: str) -> Path:
     # Beside this module, in the source tree and in the installed package alike.
-    return Path(__file__).parent / "maven" / name / "pom.xml"
+    return Path(__file__).parent / "poms" / name / "pom.xml"
 
 
 def resolve(name: str, cache_dir: str | Path) -> Path:

@@ -31,7 +31,7 @@ def user_list_frame(
     cfg: Config,
 ) -> pd.DataFrame:
     """One user's events -> zero or one LIST_ROWS row. Pure: the unit of the grouped UDF."""
-    empty = pd.DataFrame({"key": [], "payload": [], "fence": []})
+    empty = _empty_rows()
     user_id = str(user_events[E.USER_ID].iloc[0])
     known = user_events[E.ITEM_ID].map(index)
     usable = user_events[known.notna()]
@@ -72,6 +72,17 @@ def user_list_frame(
             "key": [L.user_list_key(cfg.redis.key_prefix, user_id)],
             "payload": [L.encode_list(rec)],
             "fence": [watermark],
+        }
+    )
+
+
+def _empty_rows() -> pd.DataFrame:
+    # Typed columns: an untyped empty frame makes Arrow fail to convert the group's output.
+    return pd.DataFrame(
+        {
+            "key": pd.Series([], dtype=object),
+            "payload": pd.Series([], dtype=object),
+            "fence": pd.Series([], dtype="int64"),
         }
     )
 

@@ -109,7 +109,7 @@ def process_batch(
             F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
             F.count(F.col(REASON)).alias("invalid"),
             F.countDistinct(F.when(F.col(REASON).isNull(), F.col(E.USER_ID))).alias("users"),
-        ).first()
+        ).collect()[0]  # an aggregate without grouping always has exactly one row
         valid, invalid, users = int(counts["valid"]), int(counts["invalid"]), int(counts["users"])
         if invalid:
             write_dead_letters(
@@ -195,6 +195,15 @@ def run_stream(
         # A failed batch surfaces here as StreamingQueryException, with Spark's cause.
         query.awaitTermination(None if timeout_s is None else max(1, math.ceil(timeout_s)))
     finally:
-        if query.isActive:
-            query.stop()
+        stop_gracefully(query)
     return report
+
+
+def stop_gracefully(query: StreamingQuery, wait_s: float = 10.0) -> None:
+    """Stop between micro-batches when possible: stopping mid-batch interrupts its Spark jobs
+    (harmless, the batch is replayed on restart, but noisy)."""
+    deadline = time.monotonic() + wait_s
+    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if query.isActive:
+        query.stop()

@@ -20,6 +20,10 @@ log = logging.getLogger("streamrec")
 def _cmd_stack(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.stack import manager
 
+    if args.action == "fetch":
+        for name, folder in manager.fetch(cfg).items():
+            print(f"{name}: {folder}")
+        return 0
     if args.action == "up":
         manager.up(cfg)
     elif args.action == "down":
@@ -87,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="run the local Kafka + Redis stack")
-    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument(
+        "action",
+        choices=["up", "down", "status", "fetch"],
+        help="fetch only resolves the Kafka and connector jars with Maven",
+    )
     stack.set_defaults(func=_cmd_stack)
 
     prod = sub.add_parser("produce", help="publish events to Kafka")
@@ -158,8 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python logs every failed connection attempt at ERROR; streamrec reports an
+    # unreachable broker itself, once, with what to do.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config)
         return int(args.func(cfg, args))

@@ -1,0 +1,222 @@
+"""Publish events to the events topic with kafka-python's ``KafkaProducer``.
+
+kafka-python 3.0 is idempotent with ``acks=all`` by default, so a retried send never
+duplicates a record; what is left to this module:
+
+- ``open()`` connects and checks the topic up front, failing fast with ``ServiceUnavailable``
+  that says how to start the broker, instead of blocking on the first send;
+- ``send()`` validates with the contract first, and a rejected event is returned as a reason,
+  not sent: the producer side rejects exactly what the streaming job would;
+- ``send_raw()`` bypasses validation, to inject malformed records for the dead-letter path;
+- every delivery is counted; a failed one raises ``ServiceUnavailable`` at the next send or
+  flush, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streamrec.errors import ServiceUnavailable
+from streamrec.schemas.config import KafkaConfig
+from streamrec.schemas.events import USER_ID, encode_event, validate_event
+
+log = logging.getLogger(__name__)
+
+# Time limits of a local, single-broker stack: long enough for a busy laptop, short enough that a
+# stopped broker is reported in seconds rather than after kafka-python's minute-long defaults.
+CONNECT_TIMEOUT_MS = 5_000
+MAX_BLOCK_MS = 10_000
+REQUEST_TIMEOUT_MS = 10_000
+DELIVERY_TIMEOUT_MS = 30_000
+LINGER_MS = 5
+
+
+def event_key(event: dict[str, Any]) -> bytes:
+    """The Kafka key of an event: its user id, so that one user's events stay in order."""
+    return str(event[USER_ID]).encode("utf-8")
+
+
+def unreachable_message(kafka: KafkaConfig, exc: BaseException) -> str:
+    return (
+        f"Kafka at {kafka.bootstrap_servers} does not answer ({exc}). Start the local stack with "
+        "`streamrec stack up`, or fix kafka.bootstrap_servers in the config file."
+    )
+
+
+def no_topic_message(kafka: KafkaConfig, topic: str, exc: BaseException) -> str:
+    return (
+        f"Kafka at {kafka.bootstrap_servers} answers, but gives no partitions for topic "
+        f"{topic!r} ({exc}); the broker does not create topics on its own. "
+        "`streamrec stack up` creates it, or fix kafka.events_topic in the config file."
+    )
+
+
+@dataclass
+class DeliveryStats:
+    """What the broker acknowledged so far: records handed over, delivered and failed."""
+
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def pending(self) -> int:
+        return self.sent - self.delivered - self.failed
+
+
+class EventPublisher:
+    """A Kafka producer for the events topic of ``kafka``; use as a context manager."""
+
+    def __init__(
+        self, kafka: KafkaConfig, *, topic: str | None = None, client_id: str = "streamrec-producer"
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic or kafka.events_topic
+        self.client_id = client_id
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()  # delivery callbacks run on kafka-python's sender thread
+        self._stats = DeliveryStats()
+        self._failures_raised = 0
+
+    def open(self) -> EventPublisher:
+        """Connect and check the topic; ``ServiceUnavailable`` says what to fix."""
+        if self._producer is not None:
+            return self
+        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        try:
+            producer = KafkaProducer(
+                bootstrap_servers=servers,
+                client_id=self.client_id,
+                bootstrap_timeout_ms=CONNECT_TIMEOUT_MS,
+                max_block_ms=MAX_BLOCK_MS,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                linger_ms=LINGER_MS,
+            )
+        except KafkaError as exc:
+            raise ServiceUnavailable(unreachable_message(self.kafka, exc)) from exc
+        try:
+            partitions = producer.partitions_for(self.topic)
+        except KafkaError as exc:
+            producer.close(timeout=0)
+            raise ServiceUnavailable(no_topic_message(self.kafka, self.topic, exc)) from exc
+        log.info(
+            "producer connected bootstrap=%s topic=%s partitions=%d",
+            self.kafka.bootstrap_servers, self.topic, len(partitions),
+        )  # fmt: skip
+        self._producer = producer
+        return self
+
+    @property
+    def stats(self) -> DeliveryStats:
+        with self._lock:
+            return DeliveryStats(
+                self._stats.sent, self._stats.delivered, self._stats.failed,
+                Counter(self._stats.errors),
+            )  # fmt: skip
+
+    def send(self, event: dict[str, Any]) -> str | None:
+        """Send a valid event (key = user id); return the reason instead when it is invalid."""
+        reason = validate_event(event)
+        if reason is not None:
+            return reason
+        self._send(event_key(event), encode_event(event))
+        return None
+
+    def send_raw(self, key: bytes | None, value: bytes) -> None:
+        """Send bytes as they are, unvalidated (for deliberately malformed records)."""
+        self._send(key, value)
+
+    def _send(self, key: bytes | None, value: bytes) -> None:
+        producer = self._require_open()
+        self._raise_on_failures()
+        try:
+            future = producer.send(self.topic, key=key, value=value)
+        except KafkaError as exc:
+            raise ServiceUnavailable(
+                f"sending to topic {self.topic!r} at {self.kafka.bootstrap_servers} failed "
+                f"({exc}); is the broker still up? `streamrec stack status` tells."
+            ) from exc
+        with self._lock:
+            self._stats.sent += 1
+        future.add_callback(self._delivered)
+        future.add_errback(self._failed)
+
+    def _delivered(self, _metadata: Any) -> None:
+        with self._lock:
+            self._stats.delivered += 1
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._stats.failed += 1
+            self._stats.errors[type(exc).__name__] += 1
+            first = self._stats.failed == 1
+        if first:
+            log.error("delivery failed topic=%s error=%r", self.topic, exc)
+
+    def _raise_on_failures(self) -> None:
+        stats = self.stats
+        if stats.failed > self._failures_raised:
+            self._failures_raised = stats.failed
+            errors = ", ".join(f"{name} x{n}" for name, n in stats.errors.most_common())
+            raise ServiceUnavailable(
+                f"{stats.failed} of {stats.sent} records were not delivered to topic "
+                f"{self.topic!r} at {self.kafka.bootstrap_servers} ({errors}); "
+                "check the broker with `streamrec stack status`."
+            )
+
+    def flush(self, timeout_s: float | None = None) -> DeliveryStats:
+        """Wait until every record sent is acknowledged; raise if any failed."""
+        producer = self._require_open()
+        try:
+            producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            pending = self.stats.pending
+            raise ServiceUnavailable(
+                f"{pending} records to topic {self.topic!r} were still unacknowledged after "
+                f"{timeout_s} s ({exc}); check the broker with `streamrec stack status`."
+            ) from exc
+        self._raise_on_failures()
+        return self.stats
+
+    def close(self) -> None:
+        """Flush and close; failures not yet raised are raised here."""
+        if self._producer is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+            self._producer = None
+
+    def _require_open(self) -> KafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("EventPublisher is not open: call open() or use it in a with block")
+        return self._producer
+
+    def __enter__(self) -> EventPublisher:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Already failing: close without letting a delivery error hide the original one.
+        try:
+            self.close()
+        except ServiceUnavailable as close_exc:
+            log.error("while closing after %s: %s", exc_type.__name__, close_exc)

@@ -1,0 +1,105 @@
+"""The whole path on real services: producer -> Kafka -> streaming job -> dead-letter topic,
+event store and Redis; batch job -> model store and Redis; and again on the same checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from pyspark.sql import SparkSession
+
+from streamrec.batch.job import run_batch
+from streamrec.producer.invalid import KINDS, malformed
+from streamrec.producer.run import publish_events
+from streamrec.producer.synthetic import SyntheticWorld
+from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
+from streamrec.schemas.config import Config
+from streamrec.streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
+from streamrec.streaming.job import run_stream
+from tests.conftest import read_topic
+
+pytestmark = pytest.mark.e2e
+
+
+def _event_store_ids(spark: SparkSession, cfg: Config) -> list[str]:
+    rows = spark.read.parquet(cfg.paths.event_store).select(E.EVENT_ID).collect()
+    return sorted(r[E.EVENT_ID] for r in rows)
+
+
+def _user_list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
+    raw = client.hget(L.user_list_key(cfg.redis.key_prefix, user), L.FIELD_LIST)
+    return None if raw is None else L.decode_list(raw)
+
+
+def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
+    isolated_cfg: Config, spark: SparkSession, redis_client: redis.Redis
+) -> None:
+    cfg = isolated_cfg
+    world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
+    events = list(world.events(2000))
+    # Two records of every malformed kind, spread through the valid ones.
+    invalid = [malformed(kind, events[i * 50], i) for i, kind in enumerate(KINDS * 2)]
+    records: list[object] = list(events)
+    for i, bad in enumerate(invalid):
+        records.insert(i * 90 + 7, bad)
+    sent = publish_events(cfg, records)  # type: ignore[arg-type]
+    assert (sent.sent, sent.injected_invalid, sent.rejected) == (len(events), len(invalid), 0)
+
+    # 1. The stream, with no model yet: dead letters and the event store.
+    first = run_stream(cfg, available_now=True, spark=spark)
+    assert (first.valid, first.invalid) == (len(events), len(invalid))
+    assert _event_store_ids(spark, cfg) == sorted(e[E.EVENT_ID] for e in events)
+
+    dead = read_topic(cfg, cfg.kafka.dead_letter_topic)
+    assert sorted(r.value for r in dead) == sorted(b.value for b in invalid)
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers[H_REASON] == E.parse_event(record.value)[1]
+        assert headers[H_TOPIC] == cfg.kafka.events_topic
+        assert record.key.decode() == (
+            f"{headers[H_TOPIC]}/{headers[H_PARTITION]}/{headers[H_OFFSET]}"
+        )
+
+    # 2. The batch job: a model, and a list for every user, without items they already had.
+    result = run_batch(cfg, spark=spark)
+    users = {e[E.USER_ID] for e in events}
+    assert result.users == len(users) and result.lists_written == len(users)
+    seen: dict[str, set[str]] = {}
+    for e in events:
+        seen.setdefault(e[E.USER_ID], set()).add(e[E.ITEM_ID])
+    for user in users:
+        rec = _user_list(redis_client, cfg, user)
+        assert rec is not None and rec.source == L.SOURCE_BATCH
+        assert rec.model_version == result.version
+        assert len(rec.items) == cfg.batch.top_n
+        assert not {item for item, _ in rec.items} & seen[user]
+    popular = redis_client.hget(L.popular_list_key(cfg.redis.key_prefix), L.FIELD_LIST)
+    assert popular is not None and len(L.decode_list(popular).items) == cfg.batch.top_n
+    assert redis_client.get(L.current_model_key(cfg.redis.key_prefix)).decode() == result.version
+
+    # 3. New events for three users: the stream replaces their lists with fresh ones.
+    later = max(e[E.EVENT_TIME] for e in events) + 60_000
+    active = sorted(users)[:3]
+    fresh = [
+        {E.EVENT_ID: f"fresh-{u}-{n}", E.USER_ID: u, E.ITEM_ID: world.item_ids[n * 7 % 60],
+         E.EVENT_TYPE: "play", E.EVENT_TIME: later + n, E.VALUE: 120.0}
+        for u in active for n in range(3)
+    ]  # fmt: skip
+    assert publish_events(cfg, fresh).sent == len(fresh)
+    second = run_stream(cfg, available_now=True, spark=spark)
+    assert (second.valid, second.invalid) == (len(fresh), 0)
+    for user in active:
+        rec = _user_list(redis_client, cfg, user)
+        assert rec is not None and rec.source == L.SOURCE_STREAM
+        assert rec.watermark_ms == later + 2 and rec.model_version == result.version
+        touched = {f[E.ITEM_ID] for f in fresh if f[E.USER_ID] == user}
+        assert not {item for item, _ in rec.items} & touched
+    untouched = sorted(users)[-1]
+    assert _user_list(redis_client, cfg, untouched).source == L.SOURCE_BATCH  # type: ignore[union-attr]
+
+    # 4. A rerun on the same checkpoint adds nothing anywhere.
+    third = run_stream(cfg, available_now=True, spark=spark)
+    assert (third.valid, third.invalid) == (0, 0)
+    all_ids = sorted([e[E.EVENT_ID] for e in events] + [f[E.EVENT_ID] for f in fresh])
+    assert _event_store_ids(spark, cfg) == all_ids
+    assert len(read_topic(cfg, cfg.kafka.dead_letter_topic)) == len(invalid)
