@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -14,8 +16,9 @@ from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import FEATURES, SEEN, popular_items, user_lists
 from streamrec.batch.train import train_als
-from streamrec.errors import InputError
+from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
+from streamrec.model.store import ItemModel
 from streamrec.redis_lists import ListStamp, connect, write_list_rows, write_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
@@ -56,48 +59,53 @@ def read_event_store(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.parquet(str(root))
 
 
-def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
-    spark = spark or build_spark(cfg, "batch")
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
+@dataclass(frozen=True)
+class Prepared:
+    """The training input: deduplicated events, their ratings, and the id maps."""
 
+    events: DataFrame
+    ratings: DataFrame
+    users: DataFrame
+    items: DataFrame
+    indexed: DataFrame
+    n_events: int
+    n_users: int
+    n_interactions: int
+    data_cut_ms: int
+
+
+def prepare(spark: SparkSession, cfg: Config) -> Prepared:
     events = dedupe_events(read_event_store(spark, cfg.paths.event_store)).cache()
     n_events = events.count()
     data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).collect()[0][0])
     ratings = to_interactions(events, cfg.feedback)
-    users = index_ids(ratings, E.USER_ID, USER_INDEX)
-    items = index_ids(ratings, E.ITEM_ID, ITEM_INDEX)
+    # Cached: each id map is a sort plus zipWithIndex, used by several joins below.
+    users = index_ids(ratings, E.USER_ID, USER_INDEX).cache()
+    items = index_ids(ratings, E.ITEM_ID, ITEM_INDEX).cache()
     indexed = ratings.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
-    n_interactions = indexed.count()
-    timings["prepare"] = time.monotonic() - t0
-    log.info(
-        "batch: %d events -> %d interactions, data cut %d", n_events, n_interactions, data_cut_ms
-    )
+    return Prepared(events, ratings, users, items, indexed, n_events, users.count(),
+                    indexed.count(), data_cut_ms)  # fmt: skip
 
-    t = time.monotonic()
-    als = train_als(indexed, cfg.batch, cfg.spark.shuffle_partitions)
-    timings["train"] = time.monotonic() - t
 
-    t = time.monotonic()
-    version = store.new_version_name()
+def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> ItemModel:
+    """Write the version's folder (item factors in index order, YᵀY, ALS model), then promote."""
     item_rows = (
-        als.itemFactors.join(items, als.itemFactors.id == items[ITEM_INDEX])
+        als.itemFactors.join(data.items, als.itemFactors.id == data.items[ITEM_INDEX])
         .select(ITEM_INDEX, E.ITEM_ID, "features")
         .orderBy(ITEM_INDEX)
         .collect()
     )
-    import numpy as np
-
+    if [r[ITEM_INDEX] for r in item_rows] != list(range(len(item_rows))):
+        raise ModelStoreError(f"model {version}: item factors do not cover indexes 0..n-1")
     item_ids = [r[E.ITEM_ID] for r in item_rows]
     factors = np.array([r["features"] for r in item_rows], dtype=np.float32)
-    n_users = users.count()
     meta = {
         "version": version,
-        "events": n_events,
-        "interactions": n_interactions,
-        "users": n_users,
+        "events": data.n_events,
+        "interactions": data.n_interactions,
+        "users": data.n_users,
         "items": len(item_ids),
-        "data_cut_ms": data_cut_ms,
+        "data_cut_ms": data.data_cut_ms,
         "params": {
             "rank": cfg.batch.rank,
             "reg_param": cfg.batch.reg_param,
@@ -109,52 +117,69 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
     als.write().overwrite().save(str(store.version_dir(cfg.paths.model_store, version) / "als"))
     store.promote(cfg.paths.model_store, version)
-    model = store.load_item_model(cfg.paths.model_store, version)
-    timings["save"] = time.monotonic() - t
+    return store.load_item_model(cfg.paths.model_store, version)
 
-    t = time.monotonic()
+
+def publish(
+    spark: SparkSession, cfg: Config, als: ALSModel, data: Prepared, model: ItemModel
+) -> tuple[int, int]:
+    """Every user's list (from the executors), the popular list, then the version pointer."""
     seen = (
-        indexed.where(F.col(RATING) != 0)
+        data.indexed.where(F.col(RATING) != 0)
         .groupBy(E.USER_ID)
         .agg(F.collect_list(ITEM_INDEX).alias(SEEN))
     )
     user_vectors = (
-        als.userFactors.join(users, als.userFactors.id == users[USER_INDEX])
+        als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
         .select(E.USER_ID, F.col("features").alias(FEATURES))
         .join(seen, E.USER_ID)
     )
-    stamp = ListStamp(L.SOURCE_BATCH, version, int(time.time() * 1000), data_cut_ms)
+    stamp = ListStamp(L.SOURCE_BATCH, model.version, int(time.time() * 1000), data.data_cut_ms)
     written, kept = write_list_rows(user_lists(spark, user_vectors, model, cfg, stamp), cfg)
+    popular = L.RecList(
+        tuple(popular_items(data.ratings, cfg.batch.top_n)),
+        L.SOURCE_POPULAR,
+        model.version,
+        stamp.generated_ms,
+        data.data_cut_ms,
+    )
     client = connect(cfg.redis)
     try:
-        popular = L.RecList(
-            tuple(popular_items(ratings, cfg.batch.top_n)),
-            L.SOURCE_POPULAR,
-            version,
-            stamp.generated_ms,
-            data_cut_ms,
-        )
-        write_lists(
-            client,
-            [(L.popular_list_key(cfg.redis.key_prefix), L.encode_list(popular), data_cut_ms)],
-            cfg.lists.ttl_seconds,
-        )
-        client.set(L.current_model_key(cfg.redis.key_prefix), version)
+        key = L.popular_list_key(cfg.redis.key_prefix)
+        write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)],
+                    cfg.lists.ttl_seconds)  # fmt: skip
+        client.set(L.current_model_key(cfg.redis.key_prefix), model.version)
     finally:
         client.close()
+    return written, kept
+
+
+def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
+    """Train on the whole event store, save a new model version, publish its lists."""
+    spark = spark or build_spark(cfg, "batch")
+    timings: dict[str, float] = {}
+
+    t = time.monotonic()
+    data = prepare(spark, cfg)
+    timings["prepare"] = time.monotonic() - t
+    log.info("batch: %d events -> %d interactions of %d users, data cut %d",
+             data.n_events, data.n_interactions, data.n_users, data.data_cut_ms)  # fmt: skip
+
+    t = time.monotonic()
+    als = train_als(data.indexed, cfg.batch, cfg.spark.shuffle_partitions)
+    timings["train"] = time.monotonic() - t
+
+    t = time.monotonic()
+    model = save_model(cfg, als, data, store.new_version_name())
+    timings["save"] = time.monotonic() - t
+
+    t = time.monotonic()
+    written, kept = publish(spark, cfg, als, data, model)
     timings["publish"] = time.monotonic() - t
-    events.unpersist()
-    indexed.unpersist()
-    result = BatchResult(
-        version,
-        n_events,
-        n_users,
-        len(item_ids),
-        n_interactions,
-        written,
-        kept,
-        data_cut_ms,
-        timings,
-    )
+
+    for df in (data.events, data.users, data.items, data.indexed):
+        df.unpersist()
+    result = BatchResult(model.version, data.n_events, data.n_users, len(model.item_ids),
+                         data.n_interactions, written, kept, data.data_cut_ms, timings)  # fmt: skip
     log.info("batch: %s", result.summary())
     return result

@@ -23,7 +23,7 @@ class ManagedProcess:
     name: str
     pid_file: Path
     log_file: Path
-    marker: str  # a string that must appear in the process's command line
+    marker: str  # a whole word of the process's command line (a path, or host:port)
 
     def pid(self) -> int | None:
         """The PID if our process is alive, else None (and a stale PID file is removed)."""
@@ -38,7 +38,7 @@ class ManagedProcess:
             self.pid_file.unlink(missing_ok=True)
             return None
         # A zombie (state Z) has exited; treat it as gone.
-        if self.marker not in cmdline or stat.rsplit(")", 1)[1].split()[0] == "Z":
+        if self.marker not in cmdline.split() or stat.rsplit(")", 1)[1].split()[0] == "Z":
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid

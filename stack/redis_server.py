@@ -27,7 +27,9 @@ def home(cfg: Config) -> Path:
 
 def process(cfg: Config) -> ManagedProcess:
     h = home(cfg)
-    return ManagedProcess("redis", h / "redis.pid", h / "redis.log", marker=f":{cfg.redis.port}")
+    return ManagedProcess(
+        "redis", h / "redis.pid", h / "redis.log", marker=f"{cfg.redis.host}:{cfg.redis.port}"
+    )
 
 
 def _ready(cfg: Config) -> bool:
