@@ -71,11 +71,11 @@ def test_movielens_lines_become_rating_events(tmp_path: Path) -> None:
 
 
 def test_movielens_line_parsing_keeps_the_file_time() -> None:
-    # The first line of ml-100k; 1997 is outside the contract's window, so the reader
-    # rejects it, but the parse itself is faithful.
+    # The first line of ml-100k (December 1997): inside the contract's window since 1995.
     event = parse_movielens_line(1, "196\t242\t3\t881250949")
     assert isinstance(event, dict)
     assert event["event_time"] == 881_250_949_000
+    assert validate_event(event) is None
 
 
 def test_movielens_bad_lines_are_rejected_in_place(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_movielens_bad_lines_are_rejected_in_place(tmp_path: Path) -> None:
         f"abc\t10\t5\t{T0}\n"
         f"2\t11\tfive\t{T0}\n"
         f"3\t12\t4\t{T0}\textra\n"
-        "4\t13\t4\t881250949\n"
+        "4\t13\t4\t694224000\n"  # 1992: before the contract's 1995 minimum
         f"5\t14\t-1\t{T0}\n"
         "\n"
         f"6\t15\t2\t{T0}\r\n",
