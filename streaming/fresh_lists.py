@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from pyspark import Broadcast
 from pyspark.sql import DataFrame
 
 from streamrec.model.feedback import event_weights
@@ -87,9 +88,9 @@ def _empty_rows() -> pd.DataFrame:
     )
 
 
-def fresh_list_rows(events: DataFrame, model: ItemModel, cfg: Config) -> DataFrame:
-    """LIST_ROWS for every user with events in ``events``, one group per user on executors."""
-    bc = events.sparkSession.sparkContext.broadcast(model)
+def fresh_list_rows(events: DataFrame, bc: Broadcast[ItemModel], cfg: Config) -> DataFrame:
+    """LIST_ROWS for every user with events in ``events``, one group per user on executors.
+    ``bc`` is the model's broadcast, made once per model version (not once per micro-batch)."""
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         m: ItemModel = bc.value

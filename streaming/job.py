@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -37,27 +38,33 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """The current model, reloaded when the batch job promotes a new version."""
+    """The current model and its broadcast, renewed when the batch job promotes a new version
+    (checked before every micro-batch: one small file read)."""
 
-    def __init__(self, model_store: str) -> None:
+    def __init__(self, spark: SparkSession, model_store: str) -> None:
+        self.spark = spark
         self.model_store = model_store
         self.model: ItemModel | None = None
+        self.broadcast: Broadcast[ItemModel] | None = None
 
-    def current(self) -> ItemModel | None:
+    def current(self) -> tuple[ItemModel, Broadcast[ItemModel]] | None:
         version = store.current_version(self.model_store)
-        if version is None:
-            return None
-        if self.model is None or self.model.version != version:
+        if version is not None and (self.model is None or self.model.version != version):
             try:
-                self.model = store.load_item_model(self.model_store, version)
-                log.info("stream: loaded model %s (%d items)", version, len(self.model.item_ids))
+                model = store.load_item_model(self.model_store, version)
             except ModelStoreError:
-                log.exception(
-                    "stream: model %s cannot be loaded; keeping %s",
-                    version,
-                    self.model.version if self.model else "none",
-                )
-        return self.model
+                log.exception("stream: model %s cannot be loaded; keeping %s", version,
+                              self.model.version if self.model else "none")  # fmt: skip
+            else:
+                old = self.broadcast
+                self.model = model
+                self.broadcast = self.spark.sparkContext.broadcast(model)
+                if old is not None:
+                    old.unpersist()  # executors drop the previous version's factors
+                log.info("stream: loaded model %s (%d items)", version, len(model.item_ids))
+        if self.model is None or self.broadcast is None:
+            return None
+        return self.model, self.broadcast
 
 
 @dataclass
@@ -116,12 +123,13 @@ def process_batch(
                 dead_letter_rows(parsed), cfg.kafka.bootstrap_servers, cfg.kafka.dead_letter_topic
             )
         written = kept = 0
-        model = models.current()
+        current = models.current()
+        model = current[0] if current else None
         if valid:
             events = valid_events(parsed)
             write_batch(events, cfg.paths.event_store, batch_id)
-            if model is not None:
-                written, kept = write_list_rows(fresh_list_rows(events, model, cfg), cfg)
+            if current is not None:
+                written, kept = write_list_rows(fresh_list_rows(events, current[1], cfg), cfg)
     finally:
         parsed.unpersist()
     metrics = BatchMetrics(
@@ -163,7 +171,7 @@ def start_stream(
 ) -> StreamingQuery:
     ensure_topics(cfg.kafka)
     connect(cfg.redis).close()  # fail fast, before Spark starts consuming
-    models = ModelHolder(cfg.paths.model_store)
+    models = ModelHolder(spark, cfg.paths.model_store)
 
     def on_batch(batch: DataFrame, batch_id: int) -> None:
         report.batches.append(process_batch(batch, batch_id, cfg, models))

@@ -32,7 +32,12 @@ def test_lists_only_for_users_with_usable_events(spark: SparkSession, stack_cfg:
         ("e4", "only-skips", "i3", "skip", t, None),
     ]
     events = spark.createDataFrame(rows, E.spark_event_schema())
-    got = {r.key: r for r in fresh_list_rows(events, _model(), stack_cfg).collect()}
+    got = {
+        r.key: r
+        for r in fresh_list_rows(
+            events, spark.sparkContext.broadcast(_model()), stack_cfg
+        ).collect()
+    }
     key = L.user_list_key(stack_cfg.redis.key_prefix, "known")
     assert set(got) == {key}
     rec = L.decode_list(bytes(got[key].payload))
@@ -45,4 +50,6 @@ def test_lists_only_for_users_with_usable_events(spark: SparkSession, stack_cfg:
 def test_a_batch_where_no_user_gets_a_list(spark: SparkSession, stack_cfg: Config) -> None:
     rows = [("e1", "u", "unknown", "play", 1_700_000_000_000, 1.0)]
     events = spark.createDataFrame(rows, E.spark_event_schema())
-    assert fresh_list_rows(events, _model(), stack_cfg).collect() == []
+    assert (
+        fresh_list_rows(events, spark.sparkContext.broadcast(_model()), stack_cfg).collect() == []
+    )
