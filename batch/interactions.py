@@ -17,9 +17,12 @@ def dedupe_events(events: DataFrame) -> DataFrame:
     return events.dropDuplicates([E.EVENT_ID])
 
 
-def to_interactions(events: DataFrame, feedback: FeedbackConfig) -> DataFrame:
-    """(user_id, item_id, rating): the sum of the user's event weights on the item."""
-    weight = event_weight_column(feedback, E.EVENT_TYPE, E.VALUE)
+def to_interactions(
+    events: DataFrame, feedback: FeedbackConfig, reference_ms: int | None = None
+) -> DataFrame:
+    """(user_id, item_id, rating): the sum of the user's event weights on the item, decayed by
+    age relative to ``reference_ms`` (the data cut) when the config asks for decay."""
+    weight = event_weight_column(feedback, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME, reference_ms)
     return (
         events.withColumn("_w", weight)
         .groupBy(E.USER_ID, E.ITEM_ID)

@@ -78,7 +78,7 @@ def prepare(spark: SparkSession, cfg: Config) -> Prepared:
     events = dedupe_events(read_event_store(spark, cfg.paths.event_store)).cache()
     n_events = events.count()
     data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).collect()[0][0])
-    ratings = to_interactions(events, cfg.feedback)
+    ratings = to_interactions(events, cfg.feedback, data_cut_ms)
     # Cached: each id map is a sort plus zipWithIndex, used by several joins below.
     users = index_ids(ratings, E.USER_ID, USER_INDEX).cache()
     items = index_ids(ratings, E.ITEM_ID, ITEM_INDEX).cache()
@@ -111,7 +111,7 @@ def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> Item
             "reg_param": cfg.batch.reg_param,
             "alpha": cfg.batch.alpha,
             "max_iter": cfg.batch.max_iter,
-            "implicit": True,
+            "implicit": cfg.batch.implicit,
         },
     }
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)

@@ -11,12 +11,13 @@ from streamrec.schemas.config import BatchConfig
 
 
 def train_als(ratings: DataFrame, cfg: BatchConfig, parallelism: int) -> ALSModel:
+    """Implicit ALS by default; ``cfg.implicit = False`` fits explicit ratings (MovieLens)."""
     als = ALS(
         rank=cfg.rank,
         maxIter=cfg.max_iter,
         regParam=cfg.reg_param,
         alpha=cfg.alpha,
-        implicitPrefs=True,
+        implicitPrefs=cfg.implicit,
         userCol=USER_INDEX,
         itemCol=ITEM_INDEX,
         ratingCol=RATING,

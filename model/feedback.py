@@ -1,11 +1,13 @@
 """How events become implicit feedback, one definition for both jobs.
 
-weight(event) = type_weight[event_type] * strength(value)
+weight(event) = type_weight[event_type] * strength(value) * decay(age)
 strength(value) = 1 if value is missing, else log1p(value) when log-scaled, else value
+decay(age)      = 0.5 ** (age / half_life), age = reference time - event time (0 when off)
 
-A user's rating of an item is the sum of its events' weights. Positive sums are preferences; a
-negative sum (e.g. skips) is a confident "no" (Spark's implicit ALS: preference 0, confidence
-1 + alpha|r|).
+The reference time is the newest event the job has seen (the batch's data cut), so retraining on
+the same data gives the same weights whatever the wall clock says. A user's rating of an item is
+the sum of its events' weights. Positive sums are preferences; a negative sum (e.g. skips) is a
+confident "no" (Spark's implicit ALS: preference 0, confidence 1 + alpha|r|).
 """
 
 from __future__ import annotations
@@ -17,19 +19,42 @@ from pyspark.sql import functions as F
 
 from streamrec.schemas.config import FeedbackConfig
 
+DAY_MS = 86_400_000
 
-def event_weights(cfg: FeedbackConfig, event_types: pd.Series, values: pd.Series) -> np.ndarray:
+
+def event_weights(
+    cfg: FeedbackConfig,
+    event_types: pd.Series,
+    values: pd.Series,
+    event_times: pd.Series | None = None,
+    reference_ms: int | None = None,
+) -> np.ndarray:
     type_weight = event_types.map(cfg.weights).fillna(0.0).to_numpy(dtype=np.float64)
     v = values.astype("float64").to_numpy()
     strength = np.where(np.isnan(v), 1.0, np.log1p(v) if cfg.log_scale_values else v)
-    return type_weight * strength
+    weights = type_weight * strength
+    if cfg.half_life_days > 0 and event_times is not None and reference_ms is not None:
+        age_ms = np.maximum(reference_ms - event_times.to_numpy(dtype=np.float64), 0.0)
+        weights = weights * np.power(0.5, age_ms / (cfg.half_life_days * DAY_MS))
+    return weights
 
 
-def event_weight_column(cfg: FeedbackConfig, event_type: str, value: str) -> Column:
+def event_weight_column(
+    cfg: FeedbackConfig,
+    event_type: str,
+    value: str,
+    event_time: str | None = None,
+    reference_ms: int | None = None,
+) -> Column:
     type_weight = F.lit(0.0)
     for name, weight in sorted(cfg.weights.items()):
         type_weight = F.when(F.col(event_type) == name, F.lit(weight)).otherwise(type_weight)
     v = F.col(value).cast("double")
     scaled = F.log1p(v) if cfg.log_scale_values else v
     strength = F.when(v.isNull(), F.lit(1.0)).otherwise(scaled)
-    return type_weight * strength
+    weight = type_weight * strength
+    if cfg.half_life_days > 0 and event_time is not None and reference_ms is not None:
+        age_ms = F.greatest(F.lit(float(reference_ms)) - F.col(event_time).cast("double"),
+                            F.lit(0.0))  # fmt: skip
+        weight = weight * F.pow(F.lit(0.5), age_ms / F.lit(cfg.half_life_days * DAY_MS))
+    return weight

@@ -85,12 +85,13 @@ class BatchConfig:
     max_iter: int = 10
     top_n: int = 20
     seed: int = 42
+    implicit: bool = True
 
 
 @dataclass(frozen=True)
 class FeedbackConfig:
     """How events become implicit feedback: a weight per event type, times the event's value
-    (log-scaled, so a 600 s play does not count 600 times a 1 s one)."""
+    (log-scaled, so a 600 s play does not count 600 times a 1 s one), times an age decay."""
 
     weights: dict[str, float] = field(
         default_factory=lambda: {
@@ -105,6 +106,8 @@ class FeedbackConfig:
         }
     )
     log_scale_values: bool = True
+    # Age decay: an event `half_life_days` older than the newest one counts half. 0 = off.
+    half_life_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.batch.max_iter >= 1, "batch.max_iter must be >= 1"),
         (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
         (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
+        (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
         (
             bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),

@@ -38,7 +38,9 @@ def user_list_frame(
     usable = user_events[known.notna()]
     if usable.empty:
         return empty  # only items the model does not know yet: the segment/popular list stays
-    weights = event_weights(cfg.feedback, usable[E.EVENT_TYPE], usable[E.VALUE])
+    watermark = int(user_events[E.EVENT_TIME].max())
+    weights = event_weights(cfg.feedback, usable[E.EVENT_TYPE], usable[E.VALUE],
+                            usable[E.EVENT_TIME], watermark)  # fmt: skip
     ratings = (
         pd.DataFrame({"i": known[known.notna()].astype(np.int64).to_numpy(), "r": weights})
         .groupby("i", sort=True)["r"]
@@ -60,7 +62,6 @@ def user_list_frame(
         [ratings.index.to_list()],
         cfg.streaming.top_n,
     )
-    watermark = int(user_events[E.EVENT_TIME].max())
     rec = L.RecList(
         items=tuple((model.item_ids[i], float(s)) for i, s in zip(best, scores, strict=True)),
         source=L.SOURCE_STREAM,
