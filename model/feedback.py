@@ -46,13 +46,13 @@ def event_weight_column(
     event_time: str | None = None,
     reference_ms: int | None = None,
 ) -> Column:
-    type_weight = F.lit(0.0)
+    type_weight: Column = F.lit(0.0)
     for name, weight in sorted(cfg.weights.items()):
         type_weight = F.when(F.col(event_type) == name, F.lit(weight)).otherwise(type_weight)
     v = F.col(value).cast("double")
     scaled = F.log1p(v) if cfg.log_scale_values else v
     strength = F.when(v.isNull(), F.lit(1.0)).otherwise(scaled)
-    weight = type_weight * strength
+    weight: Column = type_weight * strength
     if cfg.half_life_days > 0 and event_time is not None and reference_ms is not None:
         age_ms = F.greatest(F.lit(float(reference_ms)) - F.col(event_time).cast("double"),
                             F.lit(0.0))  # fmt: skip
