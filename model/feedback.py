@@ -47,8 +47,8 @@ def event_weight_column(
     reference_ms: int | None = None,
 ) -> Column:
     type_weight: Column = F.lit(0.0)
-    for name, weight in sorted(cfg.weights.items()):
-        type_weight = F.when(F.col(event_type) == name, F.lit(weight)).otherwise(type_weight)
+    for name, type_w in sorted(cfg.weights.items()):
+        type_weight = F.when(F.col(event_type) == name, F.lit(type_w)).otherwise(type_weight)
     v = F.col(value).cast("double")
     scaled = F.log1p(v) if cfg.log_scale_values else v
     strength = F.when(v.isNull(), F.lit(1.0)).otherwise(scaled)
