@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
-from streamrec.batch.publish import FEATURES, SEEN, popular_items, user_lists
+from streamrec.batch.publish import popular_items, user_lists
+from streamrec.batch.scoring import FEATURES, SEEN, rank_users
 from streamrec.batch.train import train_als
 from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
@@ -135,7 +136,8 @@ def publish(
         .join(seen, E.USER_ID)
     )
     stamp = ListStamp(L.SOURCE_BATCH, model.version, int(time.time() * 1000), data.data_cut_ms)
-    written, kept = write_list_rows(user_lists(spark, user_vectors, model, cfg, stamp), cfg)
+    ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
+    written, kept = write_list_rows(user_lists(ranked, cfg, stamp), cfg)
     popular = L.RecList(
         tuple(popular_items(data.ratings, cfg.batch.top_n)),
         L.SOURCE_POPULAR,

@@ -12,7 +12,7 @@ Conventions (those of most recommender papers and of Spark's RankingMetrics):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,7 +34,7 @@ class RankingMetrics:
 
 def ranking_metrics(
     recommended: Sequence[Sequence[object]],
-    relevant: Sequence[set[object]],
+    relevant: Sequence[Set[object]],
     k: int,
     catalogue_size: int,
 ) -> RankingMetrics:

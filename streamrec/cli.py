@@ -72,6 +72,30 @@ def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from streamrec.batch.evaluate import EvalOptions, evaluate, write_json
+    from streamrec.spark import build_spark
+
+    batch = cfg.batch
+    for name in ("rank", "reg_param", "alpha", "max_iter"):
+        value = getattr(args, name)
+        if value is not None:
+            batch = dataclasses.replace(batch, **{name: value})
+    opts = EvalOptions(
+        train=args.train, test=args.test, fmt=args.format, sep=args.sep, header=args.header,
+        mode=args.mode, relevant_min=args.relevant_min, k=args.k, tune=args.tune,
+    )  # fmt: skip
+    spark = build_spark(cfg, "evaluate")
+    report = evaluate(spark, opts, batch, cfg.spark.shuffle_partitions)
+    print(report.table())
+    if args.json:
+        write_json(report, args.json)
+        print(f"written: {args.json}")
+    return 0
+
+
 def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.demo import run_demo
 
@@ -152,6 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="the batch job: train ALS and publish lists")
     batch.add_argument("action", choices=["run"])
     batch.set_defaults(func=_cmd_batch)
+
+    ev = sub.add_parser("evaluate", help="train on one ratings file, score on another")
+    ev.add_argument("--train", required=True, help="training ratings/interactions file")
+    ev.add_argument("--test", required=True, help="test ratings/interactions file")
+    ev.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
+    ev.add_argument("--sep", default=",", help="delimiter of a delimited file")
+    ev.add_argument("--header", action="store_true", help="the delimited files have a header")
+    ev.add_argument("--mode", choices=["implicit", "explicit"], default="implicit")
+    ev.add_argument(
+        "--relevant-min",
+        type=float,
+        default=4.0,
+        help="test rows with a rating at least this are relevant (default 4)",
+    )
+    ev.add_argument("--k", type=int, default=10, help="list length scored (default 10)")
+    ev.add_argument(
+        "--tune",
+        action="store_true",
+        help="grid-search rank/regParam/alpha on a validation split of --train",
+    )
+    ev.add_argument("--rank", type=int, help="ALS rank (default: batch.rank)")
+    ev.add_argument("--reg-param", type=float, help="ALS regParam (default: batch.reg_param)")
+    ev.add_argument("--alpha", type=float, help="ALS alpha (default: batch.alpha)")
+    ev.add_argument("--max-iter", type=int, help="ALS iterations (default: batch.max_iter)")
+    ev.add_argument("--json", help="write every figure to this JSON file")
+    ev.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")

@@ -1,0 +1,227 @@
+"""`streamrec evaluate`: train on one file, score on another, against a popularity baseline.
+
+Ranking metrics are full-ranking: every user with a relevant test item gets a top-k over all
+training items, their own training items removed (batch/metrics.py). Explicit mode also reports
+RMSE on the test ratings that both sides know (cold users and items dropped, as Spark's
+``coldStartStrategy='drop'`` does). Tuning searches rank, regParam and alpha on a validation
+split carved from the training data only, never from the test file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
+from streamrec.batch.metrics import RankingMetrics, ranking_metrics, rmse
+from streamrec.batch.rating_files import RATING, read_ratings
+from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, rank_users
+from streamrec.batch.train import train_als
+from streamrec.schemas import events as E
+from streamrec.schemas.config import BatchConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    train: str
+    test: str
+    fmt: str = "movielens"
+    sep: str = ","
+    header: bool = False
+    mode: str = "implicit"
+    relevant_min: float = 4.0
+    k: int = 10
+    tune: bool = False
+    rank_grid: tuple[int, ...] = (10, 32, 64)
+    reg_grid: tuple[float, ...] = (0.01, 0.05, 0.1)
+    alpha_grid: tuple[float, ...] = (1.0, 10.0, 40.0)
+    validation_share: float = 0.2
+
+
+@dataclass
+class ModelScore:
+    name: str
+    params: dict[str, Any]
+    ranking: RankingMetrics
+    rmse: float | None = None
+    train_s: float = 0.0
+    score_s: float = 0.0
+
+
+@dataclass
+class EvalReport:
+    options: dict[str, Any]
+    train_rows: int
+    test_rows: int
+    catalogue: int
+    models: list[ModelScore] = field(default_factory=list)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "options": self.options, "train_rows": self.train_rows,
+            "test_rows": self.test_rows, "catalogue": self.catalogue,
+            "models": [
+                {"name": m.name, "params": m.params, **m.ranking.as_dict(), "rmse": m.rmse,
+                 "train_s": round(m.train_s, 3), "score_s": round(m.score_s, 3)}
+                for m in self.models
+            ],
+            "tuning": self.tuning,
+        }  # fmt: skip
+
+    def table(self) -> str:
+        k = self.models[0].ranking.k if self.models else 0
+        head = (
+            f"{'model':<12} {'P@' + str(k):>8} {'R@' + str(k):>8} {'NDCG@' + str(k):>8} "
+            f"{'MAP@' + str(k):>8} {'cover':>7} {'RMSE':>7} {'users':>6} {'train s':>8}"
+        )
+        lines = [head, "-" * len(head)]
+        for m in self.models:
+            r = m.ranking
+            rm = f"{m.rmse:.4f}" if m.rmse is not None else "-"
+            lines.append(
+                f"{m.name:<12} {r.precision:8.4f} {r.recall:8.4f} {r.ndcg:8.4f} "
+                f"{r.map:8.4f} {r.coverage:7.3f} {rm:>7} {r.users:>6} {m.train_s:8.1f}"
+            )
+        return "\n".join(lines)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and test with dense indexes over the training ids; test rows of unknown users or
+    items are kept for ranking (they count as misses) but cannot be rated."""
+
+    train: DataFrame
+    relevant: dict[str, set[str]]
+    test_known: DataFrame
+    users: DataFrame
+    items: DataFrame
+    item_count: int
+
+
+def _split(train_raw: DataFrame, test_raw: DataFrame, relevant_min: float) -> Split:
+    users = index_ids(train_raw, E.USER_ID, USER_INDEX).cache()
+    items = index_ids(train_raw, E.ITEM_ID, ITEM_INDEX).cache()
+    train = train_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
+    test_known = test_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
+    relevant: dict[str, set[str]] = {}
+    for row in test_raw.where(F.col(RATING) >= relevant_min).collect():
+        relevant.setdefault(row[E.USER_ID], set()).add(row[E.ITEM_ID])
+    return Split(train, relevant, test_known, users, items, items.count())
+
+
+def _seen(split: Split) -> DataFrame:
+    return split.train.groupBy(E.USER_ID).agg(F.collect_list(ITEM_INDEX).alias(SEEN))
+
+
+def _ranking_of(ranked: DataFrame, split: Split, k: int) -> RankingMetrics:
+    lists = {r[E.USER_ID]: r[ITEMS] for r in ranked.collect()}
+    users = sorted(split.relevant)
+    return ranking_metrics([lists.get(u, []) for u in users],
+                           [split.relevant[u] for u in users], k, split.item_count)  # fmt: skip
+
+
+def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> ModelScore:
+    t = time.monotonic()
+    model: ALSModel = train_als(split.train, cfg, parallelism)
+    train_s = time.monotonic() - t
+    t = time.monotonic()
+    item_rows = sorted(model.itemFactors.collect(), key=lambda r: r.id)
+    import numpy as np
+
+    ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
+    factors = np.zeros((split.item_count, cfg.rank), dtype=np.float32)
+    for r in item_rows:
+        factors[r.id] = r.features
+    item_ids = [ids_by_index[i] for i in range(split.item_count)]
+    user_vectors = (
+        model.userFactors.join(split.users, model.userFactors.id == split.users[USER_INDEX])
+        .select(E.USER_ID, F.col("features").alias(FEATURES))
+        .join(_seen(split), E.USER_ID)
+    )
+    ranking = _ranking_of(rank_users(user_vectors, item_ids, factors, k), split, k)
+    error = None
+    if not cfg.implicit:
+        predicted = model.transform(split.test_known).collect()
+        error = rmse(np.array([r["prediction"] for r in predicted]),
+                     np.array([r[RATING] for r in predicted]))  # fmt: skip
+    params = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha,
+              "max_iter": cfg.max_iter, "implicit": cfg.implicit}  # fmt: skip
+    name = "als-implicit" if cfg.implicit else "als-explicit"
+    return ModelScore(name, params, ranking, error, train_s, time.monotonic() - t)
+
+
+def score_popularity(split: Split, k: int) -> ModelScore:
+    """Items by number of training users, each user's own training items removed."""
+    t = time.monotonic()
+    counts = split.train.groupBy(E.ITEM_ID).agg(F.countDistinct(E.USER_ID).alias("n"))
+    ranked_items = [r[E.ITEM_ID] for r in counts.orderBy(F.desc("n"), E.ITEM_ID).collect()]
+    seen: dict[str, set[str]] = {}
+    for r in split.train.select(E.USER_ID, E.ITEM_ID).collect():
+        seen.setdefault(r[E.USER_ID], set()).add(r[E.ITEM_ID])
+    users = sorted(split.relevant)
+    lists = []
+    for u in users:
+        own = seen.get(u, set())
+        lists.append(list(itertools.islice((i for i in ranked_items if i not in own), k)))
+    ranking = ranking_metrics(lists, [split.relevant[u] for u in users], k, split.item_count)
+    return ModelScore("popularity", {}, ranking, None, 0.0, time.monotonic() - t)
+
+
+def _validation_split(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
+    # Per-row random split of the training data: the test file is never looked at.
+    fit, valid = train.drop(USER_INDEX, ITEM_INDEX).randomSplit([1 - share, share], seed=seed)
+    return fit, valid
+
+
+def tune(split_train: DataFrame, opts: EvalOptions, base: BatchConfig,
+         parallelism: int) -> tuple[BatchConfig, list[dict[str, Any]]]:  # fmt: skip
+    fit, valid = _validation_split(split_train, opts.validation_share, base.seed)
+    inner = _split(fit, valid, opts.relevant_min)
+    grid = itertools.product(opts.rank_grid, opts.reg_grid,
+                             opts.alpha_grid if base.implicit else (base.alpha,))  # fmt: skip
+    trials = []
+    best: tuple[float, BatchConfig] | None = None
+    for rank, reg, alpha in grid:
+        cfg = replace(base, rank=rank, reg_param=reg, alpha=alpha)
+        score = score_als(inner, cfg, opts.k, parallelism)
+        # explicit mode: lowest RMSE wins; implicit: highest NDCG@k
+        objective = -score.rmse if score.rmse is not None else score.ranking.ndcg
+        trials.append({"rank": rank, "reg_param": reg, "alpha": alpha,
+                       "ndcg": score.ranking.ndcg, "rmse": score.rmse})  # fmt: skip
+        log.info("tune: rank=%d reg=%g alpha=%g ndcg@%d=%.4f rmse=%s", rank, reg, alpha,
+                 opts.k, score.ranking.ndcg, score.rmse)  # fmt: skip
+        if best is None or objective > best[0]:
+            best = (objective, cfg)
+    assert best is not None
+    return best[1], trials
+
+
+def evaluate(spark: SparkSession, opts: EvalOptions, base: BatchConfig,
+             parallelism: int) -> EvalReport:  # fmt: skip
+    cfg = replace(base, implicit=opts.mode == "implicit")
+    train_raw = read_ratings(spark, opts.train, opts.fmt, opts.sep, opts.header)
+    test_raw = read_ratings(spark, opts.test, opts.fmt, opts.sep, opts.header)
+    split = _split(train_raw, test_raw, opts.relevant_min)
+    report = EvalReport(asdict(opts), split.train.count(), test_raw.count(), split.item_count)
+    if opts.tune:
+        cfg, report.tuning = tune(split.train, opts, cfg, parallelism)
+    report.models.append(score_als(split, cfg, opts.k, parallelism))
+    report.models.append(score_popularity(split, opts.k))
+    return report
+
+
+def write_json(report: EvalReport, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report.to_json(), indent=2))

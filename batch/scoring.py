@@ -1,0 +1,53 @@
+"""Top-k items for many users at once, on the executors.
+
+Item factors travel once per executor as a broadcast; each Arrow batch of users is scored with
+one matrix product and a partial sort (model/scoring.py), training items removed. Spark's own
+``recommendForAllUsers`` is far slower on few cores (see ../shared/INFRA.md) and cannot remove
+seen items before cutting the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from streamrec.model.scoring import top_n
+from streamrec.schemas import events as E
+
+FEATURES = "features"
+SEEN = "seen"
+ITEMS = "items"
+SCORES = "scores"
+
+RANKED = T.StructType([
+    T.StructField(E.USER_ID, T.StringType(), False),
+    T.StructField(ITEMS, T.ArrayType(T.StringType()), False),
+    T.StructField(SCORES, T.ArrayType(T.DoubleType()), False),
+])  # fmt: skip
+
+
+def rank_users(
+    users: DataFrame, item_ids: Sequence[str], item_factors: np.ndarray, k: int
+) -> DataFrame:
+    """(user_id, items, scores) from (user_id, features, seen item indexes)."""
+    bc = users.sparkSession.sparkContext.broadcast((list(item_ids), item_factors))
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids, factors = bc.value
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            vectors = np.vstack(pdf[FEATURES].to_numpy()).astype(np.float32)
+            seen = [[] if s is None else list(s) for s in pdf[SEEN]]
+            best = top_n(vectors, factors, seen, k)
+            yield pd.DataFrame({
+                E.USER_ID: pdf[E.USER_ID].to_numpy(),
+                ITEMS: [[ids[i] for i in idx] for idx, _ in best],
+                SCORES: [sc.astype(float).tolist() for _, sc in best],
+            })  # fmt: skip
+
+    return users.mapInPandas(score, schema=RANKED)
