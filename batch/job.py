@@ -12,12 +12,12 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
+from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import popular_items, user_lists
 from streamrec.batch.scoring import FEATURES, SEEN, rank_users
 from streamrec.batch.train import train_als
-from streamrec.errors import InputError, ModelStoreError
+from streamrec.errors import InputError
 from streamrec.model import store
 from streamrec.model.store import ItemModel
 from streamrec.redis_lists import ListStamp, connect, write_list_rows, write_lists
@@ -80,12 +80,31 @@ def prepare(spark: SparkSession, cfg: Config) -> Prepared:
     n_events = events.count()
     data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).collect()[0][0])
     ratings = to_interactions(events, cfg.feedback, data_cut_ms)
-    # Cached: each id map is a sort plus zipWithIndex, used by several joins below.
-    users = index_ids(ratings, E.USER_ID, USER_INDEX).cache()
-    items = index_ids(ratings, E.ITEM_ID, ITEM_INDEX).cache()
+    # The previous model's id maps, extended append-only (cached: used by several joins).
+    previous = store.current_version(cfg.paths.model_store)
+    users = extend_index(_previous_map(spark, cfg, previous, "users"), ratings, E.USER_ID,
+                         USER_INDEX).cache()  # fmt: skip
+    items = extend_index(_previous_map(spark, cfg, previous, "items"), ratings, E.ITEM_ID,
+                         ITEM_INDEX).cache()  # fmt: skip
+    check_index_range(users, USER_INDEX, "user")
+    check_index_range(items, ITEM_INDEX, "item")
     indexed = ratings.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
-    return Prepared(events, ratings, users, items, indexed, n_events, users.count(),
+    n_users = indexed.select(E.USER_ID).distinct().count()
+    return Prepared(events, ratings, users, items, indexed, n_events, n_users,
                     indexed.count(), data_cut_ms)  # fmt: skip
+
+
+def _previous_map(spark: SparkSession, cfg: Config, version: str | None,
+                  kind: str) -> DataFrame | None:  # fmt: skip
+    if version is None:
+        return None
+    path = store.id_map_dir(cfg.paths.model_store, version, kind)
+    if not path.exists():
+        log.warning("model %s has no %s id map; ids are numbered afresh", version, kind)
+        return None
+    # Read into memory: the next version's map is written over the same store, and a lazy
+    # reader must not see a folder that pruning removes.
+    return spark.read.parquet(str(path)).cache()
 
 
 def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> ItemModel:
@@ -96,8 +115,7 @@ def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> Item
         .orderBy(ITEM_INDEX)
         .collect()
     )
-    if [r[ITEM_INDEX] for r in item_rows] != list(range(len(item_rows))):
-        raise ModelStoreError(f"model {version}: item factors do not cover indexes 0..n-1")
+    # The item model is compact: only trained items, in ALS-id order (ids may have gaps).
     item_ids = [r[E.ITEM_ID] for r in item_rows]
     factors = np.array([r["features"] for r in item_rows], dtype=np.float32)
     meta = {
@@ -116,6 +134,10 @@ def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> Item
         },
     }
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
+    for kind, mapping in (("users", data.users), ("items", data.items)):
+        mapping.write.mode("overwrite").parquet(
+            str(store.id_map_dir(cfg.paths.model_store, version, kind))
+        )
     als.write().overwrite().save(str(store.version_dir(cfg.paths.model_store, version) / "als"))
     store.promote(cfg.paths.model_store, version)
     return store.load_item_model(cfg.paths.model_store, version)
@@ -125,10 +147,15 @@ def publish(
     spark: SparkSession, cfg: Config, als: ALSModel, data: Prepared, model: ItemModel
 ) -> tuple[int, int]:
     """Every user's list (from the executors), the popular list, then the version pointer."""
+    # Seen items as positions in the compact item model, which is what scoring indexes.
+    positions = spark.createDataFrame(
+        [(item, pos) for pos, item in enumerate(model.item_ids)], f"{E.ITEM_ID} string, pos int"
+    )
     seen = (
         data.indexed.where(F.col(RATING) != 0)
+        .join(positions, E.ITEM_ID)
         .groupBy(E.USER_ID)
-        .agg(F.collect_list(ITEM_INDEX).alias(SEEN))
+        .agg(F.collect_list("pos").alias(SEEN))
     )
     user_vectors = (
         als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
@@ -178,6 +205,9 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     t = time.monotonic()
     written, kept = publish(spark, cfg, als, data, model)
     timings["publish"] = time.monotonic() - t
+    pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
+    if pruned:
+        log.info("batch: removed old model versions %s", ", ".join(pruned))
 
     for df in (data.events, data.users, data.items, data.indexed):
         df.unpersist()

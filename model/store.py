@@ -7,6 +7,8 @@
             item_factors.npy         float32 (items x rank), rows in index order
             gram.npy                 float64 YᵀY, so a fold-in does not recompute it
             als/                     the Spark ALSModel (for evaluation and re-scoring)
+            id_maps/users/, items/   Parquet (id, index): ALS's integer ids, append-only
+                                     across versions, so an id keeps its index
         current                      the version name; written last, by an atomic rename
 
 A reader that follows ``current`` never sees a half-written version.
@@ -106,3 +108,28 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
         raise ModelStoreError(
             f"model version {version} in {folder} cannot be loaded: {exc}"
         ) from exc
+
+
+def id_map_dir(store: str | Path, version: str, kind: str) -> Path:
+    """Where a version keeps its ``users`` or ``items`` id map (Parquet: id, index)."""
+    return version_dir(store, version) / "id_maps" / kind
+
+
+def versions(store: str | Path) -> list[str]:
+    """Complete versions, oldest first (names sort by creation time)."""
+    root = Path(store).resolve()
+    if not root.exists():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith("v") and (p / "meta.json").exists()]
+    return sorted(p.name for p in done)
+
+
+def prune(store: str | Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest versions, never the current one; returns the deleted."""
+    import shutil
+
+    current = current_version(store)
+    doomed = [v for v in versions(store)[:-keep] if v != current] if keep > 0 else []
+    for version in doomed:
+        shutil.rmtree(version_dir(store, version), ignore_errors=True)
+    return doomed

@@ -86,6 +86,7 @@ class BatchConfig:
     top_n: int = 20
     seed: int = 42
     implicit: bool = True
+    keep_versions: int = 3
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.batch.alpha > 0, "batch.alpha must be > 0"),
         (cfg.batch.max_iter >= 1, "batch.max_iter must be >= 1"),
         (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
+        (cfg.batch.keep_versions >= 1, "batch.keep_versions must be >= 1"),
         (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
