@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import redis
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,7 +21,13 @@ from streamrec.batch.train import train_als
 from streamrec.errors import InputError
 from streamrec.model import store
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import ListStamp, connect, write_list_rows, write_lists
+from streamrec.redis_lists import (
+    ListStamp,
+    connect,
+    switch_version,
+    write_list_rows,
+    write_lists,
+)  # fmt: skip
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -163,8 +170,26 @@ def publish(
         .join(seen, E.USER_ID)
     )
     stamp = ListStamp(L.SOURCE_BATCH, model.version, int(time.time() * 1000), data.data_cut_ms)
-    ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
-    written, kept = write_list_rows(user_lists(ranked, cfg, stamp), cfg)
+    client = connect(cfg.redis)
+    try:
+        previous = client.get(L.current_model_key(cfg.redis.key_prefix))
+        previous_version = previous.decode() if isinstance(previous, bytes) else previous
+        ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
+        rows = user_lists(ranked, cfg, stamp, previous_version)
+        written, kept = write_list_rows(rows, cfg)
+        _publish_popular(client, cfg, data, model, stamp)
+        # The switch: one SET; then the previous version's keys go.
+        switch_version(client, cfg.redis.key_prefix, model.version)
+    finally:
+        client.close()
+    log.info("batch: published %s (previous %s): %d lists, %d newer stream lists kept",
+             model.version, previous_version, written, kept)  # fmt: skip
+    return written, kept
+
+
+def _publish_popular(
+    client: redis.Redis, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
+) -> None:
     popular = L.RecList(
         tuple(popular_items(data.ratings, cfg.batch.top_n)),
         L.SOURCE_POPULAR,
@@ -172,15 +197,8 @@ def publish(
         stamp.generated_ms,
         data.data_cut_ms,
     )
-    client = connect(cfg.redis)
-    try:
-        key = L.popular_list_key(cfg.redis.key_prefix)
-        write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)],
-                    cfg.lists.ttl_seconds)  # fmt: skip
-        client.set(L.current_model_key(cfg.redis.key_prefix), model.version)
-    finally:
-        client.close()
-    return written, kept
+    key = L.popular_list_key(cfg.redis.key_prefix, model.version)
+    write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)], cfg.lists.ttl_seconds)
 
 
 def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:

@@ -11,15 +11,18 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streamrec.batch.scoring import ITEMS, SCORES
-from streamrec.redis_lists import LIST_ROWS, ListStamp
+from streamrec.redis_lists import PUBLISH_ROWS, ListStamp
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 
 
-def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
-    """LIST_ROWS (key, encoded list, fence) from ``rank_users`` output."""
-    prefix = cfg.redis.key_prefix
+def user_lists(
+    ranked: DataFrame, cfg: Config, stamp: ListStamp, previous_version: str | None
+) -> DataFrame:
+    """PUBLISH_ROWS (key, prev_key, encoded list, fence) from ``rank_users`` output."""
+    prefix, version = cfg.redis.key_prefix, stamp.model_version
+    previous = previous_version or version
 
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
@@ -32,12 +35,13 @@ def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
                 for items, scores in zip(pdf[ITEMS], pdf[SCORES], strict=True)
             ]  # fmt: skip
             yield pd.DataFrame({
-                "key": [L.user_list_key(prefix, u) for u in pdf[E.USER_ID]],
+                "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
+                "prev_key": [L.user_list_key(prefix, previous, u) for u in pdf[E.USER_ID]],
                 "payload": payloads,
                 "fence": np.full(len(pdf), stamp.watermark_ms, dtype=np.int64),
             })  # fmt: skip
 
-    return ranked.mapInPandas(encode, schema=LIST_ROWS)
+    return ranked.mapInPandas(encode, schema=PUBLISH_ROWS)
 
 
 def popular_items(ratings: DataFrame, n: int) -> list[tuple[str, float]]:

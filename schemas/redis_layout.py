@@ -1,12 +1,19 @@
 """The Redis layout: every key streamrec writes, and the encoding of a top-N list.
 
-Keys (``P`` is ``redis.key_prefix`` from config):
+Keys (``P`` is ``redis.key_prefix`` from config, ``V`` a model version such as
+``v20261125T120000Z-1a2b``):
 
-    P:rec:u:<user_id>     HASH  one user's current list
-                                 field ``list``  = the encoded list (JSON, below)
-                                 field ``fence`` = integer watermark (ms) the list was built up to
-    P:rec:popular         HASH  the global popular list, same fields
-    P:model:current       STRING the model version the batch job published last
+    P:model:current          STRING the version readers use: switching it switches every list
+    P:m:V:u:<user_id>        HASH   one user's list under version V
+                                    field ``list``  = the encoded list (JSON, below)
+                                    field ``fence`` = watermark (ms) the list was built up to
+    P:m:V:popular            HASH   the global popular list of version V, same fields
+
+A batch publish writes version V's keys while readers still follow the previous version, then
+switches ``P:model:current`` in one command and removes the previous version's keys, so a
+reader never sees a mix of two versions or a half-written one (read with ``READ_LISTS_LUA``:
+pointer and lists in one atomic step). The streaming job writes into the namespace of the model
+version it scored with.
 
 A list value is compact UTF-8 JSON:
 
@@ -34,12 +41,24 @@ SOURCE_STREAM = "stream"
 SOURCE_POPULAR = "popular"
 
 
-def user_list_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:rec:u:{user_id}"
+def user_list_key(prefix: str, version: str, user_id: str) -> str:
+    return f"{version_prefix(prefix, version)}u:{user_id}"
 
 
-def popular_list_key(prefix: str) -> str:
-    return f"{prefix}:rec:popular"
+def popular_list_key(prefix: str, version: str) -> str:
+    return f"{version_prefix(prefix, version)}popular"
+
+
+def version_prefix(prefix: str, version: str) -> str:
+    """Every key of ``version`` starts with this (the Lua reader builds keys the same way)."""
+    return f"{prefix}:m:{version}:"
+
+
+def version_keys_pattern(prefix: str, version: str) -> str:
+    """A SCAN MATCH pattern for all keys of ``version``, glob characters of the prefix and
+    version escaped."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in version_prefix(prefix, version))
+    return escaped + "*"
 
 
 def current_model_key(prefix: str) -> str:
@@ -82,6 +101,7 @@ def decode_list(raw: bytes | str) -> RecList:
 
 
 # KEYS[1] = list key; ARGV = encoded list, fence (int ms), ttl seconds.
+# The stream's write: replaces the list unless the stored one is newer.
 # Returns 1 when written, 0 when the stored list is newer (and was kept).
 FENCED_WRITE_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'fence')
@@ -91,4 +111,44 @@ end
 redis.call('HSET', KEYS[1], 'list', ARGV[1], 'fence', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
+"""
+
+
+# A batch publish's write of one user into the new version.
+# KEYS[1] = the user's key in the new version, KEYS[2] = their key in the current version
+# ARGV = encoded list, fence (the model's data cut, ms), ttl seconds.
+# A list the stream refreshed after the data cut (in either version) is kept, not replaced by
+# the older batch list. Returns 1 when the batch list was written, 0 when a newer one was kept.
+PUBLISH_WRITE_LUA = """
+local fence = tonumber(ARGV[2])
+local own = redis.call('HGET', KEYS[1], 'fence')
+if own and tonumber(own) > fence then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 0
+end
+local prev = redis.call('HMGET', KEYS[2], 'list', 'fence')
+if prev[1] and prev[2] and tonumber(prev[2]) > fence then
+  redis.call('HSET', KEYS[1], 'list', prev[1], 'fence', prev[2])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 0
+end
+redis.call('HSET', KEYS[1], 'list', ARGV[1], 'fence', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+# Atomic read of the current version and some users' lists (and the popular list).
+# KEYS[1] = P:model:current; ARGV[1] = P (the prefix), ARGV[2..] = user ids.
+# Returns {version or false, popular list or false, list of user 1 or false, ...}.
+READ_LISTS_LUA = """
+local version = redis.call('GET', KEYS[1])
+if not version then
+  return {false}
+end
+local base = ARGV[1] .. ':m:' .. version .. ':'
+local out = {version, redis.call('HGET', base .. 'popular', 'list')}
+for i = 2, #ARGV do
+  out[#out + 1] = redis.call('HGET', base .. 'u:' .. ARGV[i], 'list')
+end
+return out
 """

@@ -71,7 +71,7 @@ def user_list_frame(
     )
     return pd.DataFrame(
         {
-            "key": [L.user_list_key(cfg.redis.key_prefix, user_id)],
+            "key": [L.user_list_key(cfg.redis.key_prefix, model.version, user_id)],
             "payload": [L.encode_list(rec)],
             "fence": [watermark],
         }

@@ -23,7 +23,7 @@ from streamrec.kafka_topics import admin_client, ensure_topics
 from streamrec.model import store
 from streamrec.producer.run import ProduceOptions, produce, publish_events
 from streamrec.producer.synthetic import SyntheticWorld
-from streamrec.redis_lists import connect
+from streamrec.redis_lists import connect, read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
@@ -75,17 +75,15 @@ def _wait_for_list(
     timeout_s: float,
     query: StreamingQuery,
 ) -> float | None:
-    """Poll until the user's list is a stream list at least as new as ``watermark``."""
-    key = L.user_list_key(cfg.redis.key_prefix, user)
+    """Poll, as an app would, until the user's list is a stream list at least as new as
+    ``watermark``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not query.isActive:
             raise StreamrecError(f"the streaming query stopped: {query.exception()}")
-        raw = client.hget(key, L.FIELD_LIST)
-        if raw is not None:
-            rec = L.decode_list(raw)
-            if rec.source == L.SOURCE_STREAM and rec.watermark_ms >= watermark:
-                return time.monotonic()
+        rec = read_lists(client, cfg.redis.key_prefix, [user])[2][user]
+        if rec is not None and rec.source == L.SOURCE_STREAM and rec.watermark_ms >= watermark:
+            return time.monotonic()
         time.sleep(0.01)
     return None
 
@@ -119,12 +117,11 @@ def _measure_freshness(
 def _print_lists(cfg: Config, users: list[str]) -> None:
     client = connect(cfg.redis)
     now_ms = int(time.time() * 1000)
-    for user in users:
-        raw = client.hget(L.user_list_key(cfg.redis.key_prefix, user), L.FIELD_LIST)
-        if raw is None:
+    _, _, lists = read_lists(client, cfg.redis.key_prefix, users)
+    for user, rec in lists.items():
+        if rec is None:
             print(f"\n{user}: no list in Redis")
             continue
-        rec = L.decode_list(raw)
         age = (now_ms - rec.generated_ms) / 1000
         print(f"\n{user}  (source {rec.source}, model {rec.model_version}, "
               f"generated {age:.1f}s ago)")  # fmt: skip

@@ -11,8 +11,9 @@ from pyspark.sql import DataFrame, Row
 from pyspark.sql import types as T
 
 from streamrec.errors import ServiceUnavailable
+from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, RedisConfig
-from streamrec.schemas.redis_layout import FENCED_WRITE_LUA
+from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -43,7 +44,30 @@ def write_lists(
     chunk: int = 500,
 ) -> tuple[int, int]:
     """Write (key, encoded list, fence) rows; returns (written, kept because newer)."""
-    script = client.register_script(FENCED_WRITE_LUA)
+    return _run_script(client, FENCED_WRITE_LUA,
+                       (([key], [payload, int(fence), int(ttl_seconds)])
+                        for key, payload, fence in rows), chunk)  # fmt: skip
+
+
+def write_publish(
+    client: redis.Redis,
+    rows: Iterable[tuple[str, str, bytes, int]],
+    ttl_seconds: int,
+    chunk: int = 500,
+) -> tuple[int, int]:
+    """A publish's (new key, current-version key, list, fence) rows; (written, kept newer)."""
+    return _run_script(client, PUBLISH_WRITE_LUA,
+                       (([key, prev_key], [payload, int(fence), int(ttl_seconds)])
+                        for key, prev_key, payload, fence in rows), chunk)  # fmt: skip
+
+
+def _run_script(
+    client: redis.Redis,
+    lua: str,
+    calls: Iterable[tuple[list[str], list[bytes | int]]],
+    chunk: int,
+) -> tuple[int, int]:
+    script = client.register_script(lua)
     written = kept = 0
     pipe = client.pipeline(transaction=False)
     pending = 0
@@ -57,8 +81,8 @@ def write_lists(
                 kept += 1
         pending = 0
 
-    for key, encoded, fence in rows:
-        script(keys=[key], args=[encoded, int(fence), int(ttl_seconds)], client=pipe)
+    for keys, args in calls:
+        script(keys=keys, args=args, client=pipe)
         pending += 1
         if pending >= chunk:
             flush()
@@ -77,6 +101,16 @@ LIST_ROWS = T.StructType(
 )
 
 
+# A batch publish's rows: also the same user's key in the version readers follow until the
+# switch (the key itself when there is none), so a fresher stream list there is carried over.
+PUBLISH_ROWS = T.StructType([
+    T.StructField("key", T.StringType(), False),
+    T.StructField("prev_key", T.StringType(), False),
+    T.StructField("payload", T.BinaryType(), False),
+    T.StructField("fence", T.LongType(), False),
+])  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ListStamp:
     """What every list of one publish carries besides its items."""
@@ -88,15 +122,22 @@ class ListStamp:
 
 
 def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
-    """Write LIST_ROWS from the executors, one pipeline per partition; (written, kept) totals."""
+    """Write LIST_ROWS (or PUBLISH_ROWS, through the publish script) from the executors, one
+    pipeline per partition; returns the (written, kept because newer) totals."""
     redis_cfg, ttl = cfg.redis, cfg.lists.ttl_seconds
+    publish = "prev_key" in rows.columns
     sc = rows.sparkSession.sparkContext
     written_acc, kept_acc = sc.accumulator(0), sc.accumulator(0)
 
     def write_partition(it: Iterator[Row]) -> None:
         client = connect(redis_cfg)
         try:
-            w, k = write_lists(client, ((r.key, r.payload, r.fence) for r in it), ttl)
+            if publish:
+                w, k = write_publish(
+                    client, ((r.key, r.prev_key, r.payload, r.fence) for r in it), ttl
+                )
+            else:
+                w, k = write_lists(client, ((r.key, r.payload, r.fence) for r in it), ttl)
         finally:
             client.close()
         written_acc.add(w)
@@ -104,3 +145,42 @@ def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
 
     rows.foreachPartition(write_partition)
     return written_acc.value, kept_acc.value
+
+
+def read_lists(
+    client: redis.Redis, prefix: str, user_ids: list[str]
+) -> tuple[str | None, L.RecList | None, dict[str, L.RecList | None]]:
+    """(current version, popular list, {user: list or None}) in one atomic round trip."""
+    raw = client.eval(READ_LISTS_LUA, 1, L.current_model_key(prefix), prefix, *user_ids)
+    if not raw or raw[0] is None:
+        return None, None, {u: None for u in user_ids}
+
+    def decode(value: bytes | None) -> L.RecList | None:
+        return None if value is None else L.decode_list(value)
+
+    version = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+    lists = {u: decode(v) for u, v in zip(user_ids, raw[2:], strict=True)}
+    return version, decode(raw[1]), lists
+
+
+def switch_version(client: redis.Redis, prefix: str, new_version: str) -> str | None:
+    """Point readers at ``new_version`` (one SET), then unlink the previous version's keys.
+    Returns the previous version."""
+    old = client.getset(L.current_model_key(prefix), new_version)
+    previous = old.decode() if isinstance(old, bytes) else old
+    if previous and previous != new_version:
+        delete_version(client, prefix, previous)
+    return previous
+
+
+def delete_version(client: redis.Redis, prefix: str, version: str) -> int:
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=L.version_keys_pattern(prefix, version), count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        removed += int(client.unlink(*batch))
+    return removed

@@ -11,6 +11,7 @@ from streamrec.batch.job import run_batch
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
+from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -27,8 +28,7 @@ def _event_store_ids(spark: SparkSession, cfg: Config) -> list[str]:
 
 
 def _user_list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
-    raw = client.hget(L.user_list_key(cfg.redis.key_prefix, user), L.FIELD_LIST)
-    return None if raw is None else L.decode_list(raw)
+    return read_lists(client, cfg.redis.key_prefix, [user])[2][user]
 
 
 def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
@@ -73,9 +73,9 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
         assert rec.model_version == result.version
         assert len(rec.items) == cfg.batch.top_n
         assert not {item for item, _ in rec.items} & seen[user]
-    popular = redis_client.hget(L.popular_list_key(cfg.redis.key_prefix), L.FIELD_LIST)
-    assert popular is not None and len(L.decode_list(popular).items) == cfg.batch.top_n
-    assert redis_client.get(L.current_model_key(cfg.redis.key_prefix)).decode() == result.version
+    version, popular, _ = read_lists(redis_client, cfg.redis.key_prefix, [])
+    assert version == result.version
+    assert popular is not None and len(popular.items) == cfg.batch.top_n
 
     # 3. New events for three users: the stream replaces their lists with fresh ones.
     later = max(e[E.EVENT_TIME] for e in events) + 60_000

@@ -38,7 +38,7 @@ def test_lists_only_for_users_with_usable_events(spark: SparkSession, stack_cfg:
             events, spark.sparkContext.broadcast(_model()), stack_cfg
         ).collect()
     }
-    key = L.user_list_key(stack_cfg.redis.key_prefix, "known")
+    key = L.user_list_key(stack_cfg.redis.key_prefix, "v-test", "known")
     assert set(got) == {key}
     rec = L.decode_list(bytes(got[key].payload))
     assert got[key].fence == t + 5 == rec.watermark_ms

@@ -17,7 +17,7 @@ def _list(source: str, watermark: int, items: tuple[tuple[str, float], ...]) -> 
 
 def test_newer_fence_replaces_older_is_kept(isolated_cfg: Config) -> None:
     client = connect(isolated_cfg.redis)
-    key = L.user_list_key(isolated_cfg.redis.key_prefix, "user:{odd} id/ü")
+    key = L.user_list_key(isolated_cfg.redis.key_prefix, "v1", "user:{odd} id/ü")
     first = _list("batch", 100, (("a", 1.0),))
     newer = _list("stream", 200, (("b", 2.0),))
     older = _list("batch", 150, (("c", 3.0),))
@@ -33,7 +33,7 @@ def test_newer_fence_replaces_older_is_kept(isolated_cfg: Config) -> None:
 
 def test_replay_with_equal_fence_rewrites_identically(isolated_cfg: Config) -> None:
     client = connect(isolated_cfg.redis)
-    key = L.user_list_key(isolated_cfg.redis.key_prefix, "u1")
+    key = L.user_list_key(isolated_cfg.redis.key_prefix, "v1", "u1")
     payload = _list("stream", 500, (("x", 0.5), ("y", 0.25)))
     assert write_lists(client, [(key, payload, 500)], ttl_seconds=30) == (1, 0)
     assert write_lists(client, [(key, payload, 500)], ttl_seconds=30) == (1, 0)
@@ -44,10 +44,11 @@ def test_many_rows_in_chunks(isolated_cfg: Config) -> None:
     client = connect(isolated_cfg.redis)
     prefix = isolated_cfg.redis.key_prefix
     rows = [
-        (L.user_list_key(prefix, f"u{i}"), _list("batch", 7, (("i", 1.0),)), 7) for i in range(1234)
+        (L.user_list_key(prefix, "v1", f"u{i}"), _list("batch", 7, (("i", 1.0),)), 7)
+        for i in range(1234)
     ]
     assert write_lists(client, rows, ttl_seconds=100, chunk=100) == (1234, 0)
-    assert len(list(client.scan_iter(match=f"{prefix}:rec:u:*", count=1000))) == 1234
+    assert len(list(client.scan_iter(match=f"{prefix}:m:v1:u:*", count=1000))) == 1234
 
 
 def test_missing_redis_says_how_to_start_it() -> None:

@@ -23,6 +23,8 @@ from streamrec.schemas.redis_layout import (
     encode_list,
     popular_list_key,
     user_list_key,
+    version_keys_pattern,
+    version_prefix,
 )
 
 pytestmark = pytest.mark.unit
@@ -55,19 +57,33 @@ KNOWN_BYTES = (
 # --- keys ------------------------------------------------------------------------------------
 
 
+V = "v20261125T120000Z-1a2b"
+
+
 def test_key_functions_exact() -> None:
-    assert user_list_key("streamrec", "u1") == "streamrec:rec:u:u1"
-    assert popular_list_key("streamrec") == "streamrec:rec:popular"
+    assert user_list_key("streamrec", V, "u1") == f"streamrec:m:{V}:u:u1"
+    assert popular_list_key("streamrec", V) == f"streamrec:m:{V}:popular"
     assert current_model_key("streamrec") == "streamrec:model:current"
-    assert user_list_key(PREFIX, "x") == "P:rec:u:x"
-    assert popular_list_key(PREFIX) == "P:rec:popular"
+    assert user_list_key(PREFIX, "v1", "x") == "P:m:v1:u:x"
+    assert popular_list_key(PREFIX, "v1") == "P:m:v1:popular"
     assert current_model_key(PREFIX) == "P:model:current"
+    assert version_prefix(PREFIX, "v1") == "P:m:v1:"
+
+
+def test_version_pattern_matches_only_that_version_and_escapes_globs() -> None:
+    import fnmatch
+
+    assert version_keys_pattern("P", "v1") == "P:m:v1:*"
+    assert version_keys_pattern("a*b[c]", "v1") == "a\\*b\\[c\\]:m:v1:*"
+    # Redis' glob is close to fnmatch for these cases (fnmatch has no backslash escapes).
+    assert fnmatch.fnmatchcase(user_list_key("P", "v1", "x:*y"), "P:m:v1:*")
+    assert not fnmatch.fnmatchcase(user_list_key("P", "v10", "x"), "P:m:v1:*")
 
 
 def test_user_key_bytes_keep_unicode_as_utf8() -> None:
     # redis-py sends str keys as UTF-8: the id is neither escaped nor normalised.
-    key = user_list_key(PREFIX, "Zoë 🎬")
-    assert key.encode("utf-8") == b"P:rec:u:Zo\xc3\xab \xf0\x9f\x8e\xac"
+    key = user_list_key(PREFIX, "v1", "Zoë 🎬")
+    assert key.encode("utf-8") == b"P:m:v1:u:Zo\xc3\xab \xf0\x9f\x8e\xac"
 
 
 ODD_USER_IDS = [
@@ -103,7 +119,7 @@ ODD_USER_IDS = [
 
 
 def test_user_keys_are_distinct_for_odd_ids() -> None:
-    keys = [user_list_key(PREFIX, uid) for uid in ODD_USER_IDS]
+    keys = [user_list_key(PREFIX, "v1", uid) for uid in ODD_USER_IDS]
     assert len(set(ODD_USER_IDS)) == len(ODD_USER_IDS)
     assert len(set(keys)) == len(keys)
     assert len({k.encode("utf-8") for k in keys}) == len(keys)
@@ -111,25 +127,27 @@ def test_user_keys_are_distinct_for_odd_ids() -> None:
 
 @pytest.mark.parametrize("uid", ODD_USER_IDS)
 def test_user_key_never_reaches_another_key(uid: str) -> None:
-    key = user_list_key(PREFIX, uid)
-    assert key not in (popular_list_key(PREFIX), current_model_key(PREFIX))
+    key = user_list_key(PREFIX, "v1", uid)
+    assert key not in (popular_list_key(PREFIX, "v1"), current_model_key(PREFIX))
     # The id is the whole last part: stripping the fixed head gives it back unchanged.
-    head = user_list_key(PREFIX, "")
-    assert head == "P:rec:u:"
+    head = user_list_key(PREFIX, "v1", "")
+    assert head == "P:m:v1:u:"
     assert key.startswith(head)
     assert key[len(head) :] == uid
 
 
 def test_popular_and_model_keys_differ_from_each_other_and_across_prefixes() -> None:
     keys = {
-        popular_list_key("a"),
+        popular_list_key("a", "v1"),
         current_model_key("a"),
-        popular_list_key("b"),
+        popular_list_key("b", "v1"),
         current_model_key("b"),
-        user_list_key("a", "x"),
-        user_list_key("b", "x"),
+        user_list_key("a", "v1", "x"),
+        user_list_key("b", "v1", "x"),
+        user_list_key("a", "v2", "x"),
+        popular_list_key("a", "v2"),
     }
-    assert len(keys) == 6
+    assert len(keys) == 8
 
 
 # --- list encoding ---------------------------------------------------------------------------
