@@ -110,13 +110,23 @@ class Split:
     item_count: int
 
 
-def _split(train_raw: DataFrame, test_raw: DataFrame, relevant_min: float) -> Split:
+def make_split(
+    train_raw: DataFrame, test_raw: DataFrame, relevant_min: float, known_users_only: bool = False
+) -> Split:
+    """Index the training ids and collect each user's relevant test items. A test item the user
+    already has in training is not relevant: lists leave training items out, so it could never
+    be hit. ``known_users_only`` leaves users absent from training out of the metrics."""
     users = index_ids(train_raw, E.USER_ID, USER_INDEX).cache()
     items = index_ids(train_raw, E.ITEM_ID, ITEM_INDEX).cache()
     train = train_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
     test_known = test_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
+    positives = test_raw.where(F.col(RATING) >= relevant_min).select(E.USER_ID, E.ITEM_ID)
+    new_to_user = positives.join(train_raw.select(E.USER_ID, E.ITEM_ID), [E.USER_ID, E.ITEM_ID],
+                                 "left_anti")  # fmt: skip
+    if known_users_only:
+        new_to_user = new_to_user.join(users.select(E.USER_ID), E.USER_ID)
     relevant: dict[str, set[str]] = {}
-    for row in test_raw.where(F.col(RATING) >= relevant_min).collect():
+    for row in new_to_user.collect():
         relevant.setdefault(row[E.USER_ID], set()).add(row[E.ITEM_ID])
     return Split(train, relevant, test_known, users, items, items.count())
 
@@ -188,7 +198,7 @@ def _validation_split(train: DataFrame, share: float, seed: int) -> tuple[DataFr
 def tune(split_train: DataFrame, opts: EvalOptions, base: BatchConfig,
          parallelism: int) -> tuple[BatchConfig, list[dict[str, Any]]]:  # fmt: skip
     fit, valid = _validation_split(split_train, opts.validation_share, base.seed)
-    inner = _split(fit, valid, opts.relevant_min)
+    inner = make_split(fit, valid, opts.relevant_min)
     grid = itertools.product(opts.rank_grid, opts.reg_grid,
                              opts.alpha_grid if base.implicit else (base.alpha,))  # fmt: skip
     trials = []
@@ -213,7 +223,7 @@ def evaluate(spark: SparkSession, opts: EvalOptions, base: BatchConfig,
     cfg = replace(base, implicit=opts.mode == "implicit")
     train_raw = read_ratings(spark, opts.train, opts.fmt, opts.sep, opts.header)
     test_raw = read_ratings(spark, opts.test, opts.fmt, opts.sep, opts.header)
-    split = _split(train_raw, test_raw, opts.relevant_min)
+    split = make_split(train_raw, test_raw, opts.relevant_min)
     report = EvalReport(asdict(opts), split.train.count(), test_raw.count(), split.item_count)
     if opts.tune:
         cfg, report.tuning = tune(split.train, opts, cfg, parallelism)

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import redis
@@ -13,6 +14,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamrec.batch.holdout import holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import popular_items, user_lists
@@ -47,13 +49,22 @@ class BatchResult:
     lists_kept_newer: int
     data_cut_ms: int
     durations_s: dict[str, float] = field(default_factory=dict)
+    promoted: bool = True
+    decision: str = ""
+    holdout: dict[str, Any] | None = None
 
     def summary(self) -> str:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.durations_s.items())
+        quality = ""
+        if self.holdout:
+            als, pop = self.holdout["als"], self.holdout["popularity"]
+            quality = (f"; holdout NDCG@{als['k']} {als['ndcg']:.4f} "
+                       f"(popularity {pop['ndcg']:.4f})")  # fmt: skip
         return (
             f"model {self.version}: {self.events} events, {self.users} users, {self.items} items, "
             f"{self.interactions} interactions; {self.lists_written} lists written, "
-            f"{self.lists_kept_newer} kept (stream lists newer than the data cut); {steps}"
+            f"{self.lists_kept_newer} kept (stream lists newer than the data cut){quality}; "
+            f"{self.decision}; {steps}"
         )
 
 
@@ -114,8 +125,11 @@ def _previous_map(spark: SparkSession, cfg: Config, version: str | None,
     return spark.read.parquet(str(path)).cache()
 
 
-def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> ItemModel:
-    """Write the version's folder (item factors in index order, YᵀY, ALS model), then promote."""
+def save_model(
+    cfg: Config, als: ALSModel, data: Prepared, version: str, holdout: dict[str, Any] | None
+) -> ItemModel:
+    """Write the version's folder (item factors in index order, YᵀY, ALS model, id maps,
+    metrics); promotion is the caller's decision."""
     item_rows = (
         als.itemFactors.join(data.items, als.itemFactors.id == data.items[ITEM_INDEX])
         .select(ITEM_INDEX, E.ITEM_ID, "features")
@@ -132,6 +146,7 @@ def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> Item
         "users": data.n_users,
         "items": len(item_ids),
         "data_cut_ms": data.data_cut_ms,
+        "holdout": holdout,
         "params": {
             "rank": cfg.batch.rank,
             "reg_param": cfg.batch.reg_param,
@@ -146,7 +161,6 @@ def save_model(cfg: Config, als: ALSModel, data: Prepared, version: str) -> Item
             str(store.id_map_dir(cfg.paths.model_store, version, kind))
         )
     als.write().overwrite().save(str(store.version_dir(cfg.paths.model_store, version) / "als"))
-    store.promote(cfg.paths.model_store, version)
     return store.load_item_model(cfg.paths.model_store, version)
 
 
@@ -213,23 +227,39 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
              data.n_events, data.n_interactions, data.n_users, data.data_cut_ms)  # fmt: skip
 
     t = time.monotonic()
+    holdout = holdout_metrics(data.events, cfg)
+    timings["evaluate"] = time.monotonic() - t
+
+    t = time.monotonic()
     als = train_als(data.indexed, cfg.batch, cfg.spark.shuffle_partitions)
     timings["train"] = time.monotonic() - t
 
     t = time.monotonic()
-    model = save_model(cfg, als, data, store.new_version_name())
+    model = save_model(cfg, als, data, store.new_version_name(), holdout)
     timings["save"] = time.monotonic() - t
 
-    t = time.monotonic()
-    written, kept = publish(spark, cfg, als, data, model)
-    timings["publish"] = time.monotonic() - t
-    pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
-    if pruned:
-        log.info("batch: removed old model versions %s", ", ".join(pruned))
+    current = store.current_version(cfg.paths.model_store)
+    current_holdout = (
+        store.read_meta(cfg.paths.model_store, current).get("holdout") if current else None
+    )
+    decision = promotion_decision(holdout, current_holdout, cfg.batch.promote_margin)
+    written = kept = 0
+    if decision.promote:
+        store.promote(cfg.paths.model_store, model.version)
+        t = time.monotonic()
+        written, kept = publish(spark, cfg, als, data, model)
+        timings["publish"] = time.monotonic() - t
+        pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
+        if pruned:
+            log.info("batch: removed old model versions %s", ", ".join(pruned))
+    else:
+        log.warning("batch: model %s %s; %s stays current", model.version, decision.reason,
+                    current)  # fmt: skip
 
     for df in (data.events, data.users, data.items, data.indexed):
         df.unpersist()
     result = BatchResult(model.version, data.n_events, data.n_users, len(model.item_ids),
-                         data.n_interactions, written, kept, data.data_cut_ms, timings)  # fmt: skip
+                         data.n_interactions, written, kept, data.data_cut_ms, timings,
+                         decision.promote, decision.reason, holdout)  # fmt: skip
     log.info("batch: %s", result.summary())
     return result

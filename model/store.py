@@ -110,6 +110,14 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
         ) from exc
 
 
+def read_meta(store: str | Path, version: str) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((version_dir(store, version) / "meta.json").read_text())
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelStoreError(f"model version {version}: unreadable meta.json ({exc})") from exc
+    return meta
+
+
 def id_map_dir(store: str | Path, version: str, kind: str) -> Path:
     """Where a version keeps its ``users`` or ``items`` id map (Parquet: id, index)."""
     return version_dir(store, version) / "id_maps" / kind

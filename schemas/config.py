@@ -87,6 +87,12 @@ class BatchConfig:
     seed: int = 42
     implicit: bool = True
     keep_versions: int = 3
+    # Promotion guard: the newest share of events is held out to judge each retrain; 0 = off.
+    holdout_share: float = 0.1
+    eval_k: int = 10
+    # A retrain whose holdout NDCG@k falls below the current model's by more than this
+    # (absolute) is saved but not promoted.
+    promote_margin: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,9 @@ def _check_values(cfg: Config) -> None:
         (cfg.batch.max_iter >= 1, "batch.max_iter must be >= 1"),
         (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
         (cfg.batch.keep_versions >= 1, "batch.keep_versions must be >= 1"),
+        (0 <= cfg.batch.holdout_share < 1, "batch.holdout_share must be in [0, 1)"),
+        (cfg.batch.eval_k >= 1, "batch.eval_k must be >= 1"),
+        (cfg.batch.promote_margin >= 0, "batch.promote_margin must be >= 0"),
         (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),

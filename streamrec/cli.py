@@ -67,9 +67,22 @@ def _cmd_stream(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.batch.job import run_batch
 
+    if args.every:
+        from streamrec.batch.schedule import parse_duration, run_every
+        from streamrec.spark import build_spark
+
+        try:
+            every_s = parse_duration(args.every)
+        except ValueError as exc:
+            print(f"streamrec: error: --every: {exc}", file=sys.stderr)
+            return 2
+        spark = build_spark(cfg, "batch")
+        run_every(every_s, lambda: print(run_batch(cfg, spark=spark).summary(), flush=True))
+        return 0
     result = run_batch(cfg)
     print(result.summary())
-    return 0
+    # 3: trained and saved, but not promoted (worse than the current model): worth an alert.
+    return 0 if result.promoted else 3
 
 
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
@@ -175,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser("batch", help="the batch job: train ALS and publish lists")
     batch.add_argument("action", choices=["run"])
+    batch.add_argument(
+        "--every",
+        metavar="DURATION",
+        help="repeat every DURATION (90s, 30m, 2h, 1d) until interrupted; a "
+        "failed run is logged and the schedule goes on",
+    )
     batch.set_defaults(func=_cmd_batch)
 
     ev = sub.add_parser("evaluate", help="train on one ratings file, score on another")
