@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamrec.batch.biases import ITEM_BIAS, USER_BIAS, fit_biases
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics, rmse
 from streamrec.batch.rating_files import RATING, read_ratings
@@ -143,27 +145,41 @@ def _ranking_of(ranked: DataFrame, split: Split, k: int) -> RankingMetrics:
 
 
 def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> ModelScore:
+    """Implicit ALS, or in explicit mode ALS on the residuals of baseline biases."""
     t = time.monotonic()
-    model: ALSModel = train_als(split.train, cfg, parallelism)
+    biases = None if cfg.implicit else fit_biases(split.train, RATING)
+    train = split.train if biases is None else biases.residuals(split.train, RATING)
+    model: ALSModel = train_als(train, cfg, parallelism)
     train_s = time.monotonic() - t
     t = time.monotonic()
-    item_rows = sorted(model.itemFactors.collect(), key=lambda r: r.id)
-    import numpy as np
-
     ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
-    factors = np.zeros((split.item_count, cfg.rank), dtype=np.float32)
-    for r in item_rows:
-        factors[r.id] = r.features
     item_ids = [ids_by_index[i] for i in range(split.item_count)]
+    # With biases, rank by b_i + x·y (μ and b_u do not change a user's order): an extra factor
+    # of 1 on the user side and b_i on the item side.
+    extra = 0 if biases is None else 1
+    factors = np.zeros((split.item_count, cfg.rank + extra), dtype=np.float32)
+    for r in model.itemFactors.collect():
+        factors[r.id, : cfg.rank] = r.features
+    if biases is not None:
+        for r in biases.items.collect():
+            factors[r[ITEM_INDEX], cfg.rank] = r[ITEM_BIAS]
+    user_features = F.col("features")
+    if biases is not None:
+        user_features = F.concat(user_features, F.array(F.lit(1.0).cast("float")))
     user_vectors = (
         model.userFactors.join(split.users, model.userFactors.id == split.users[USER_INDEX])
-        .select(E.USER_ID, F.col("features").alias(FEATURES))
+        .select(E.USER_ID, user_features.alias(FEATURES))
         .join(_seen(split), E.USER_ID)
     )
     ranking = _ranking_of(rank_users(user_vectors, item_ids, factors, k), split, k)
     error = None
-    if not cfg.implicit:
-        predicted = model.transform(split.test_known).collect()
+    if biases is not None:
+        predicted = (
+            biases.attach(model.transform(split.test_known))
+            .withColumn("prediction", F.col("prediction") + F.lit(biases.mean)
+                        + F.col(USER_BIAS) + F.col(ITEM_BIAS))
+            .collect()
+        )  # fmt: skip
         error = rmse(np.array([r["prediction"] for r in predicted]),
                      np.array([r[RATING] for r in predicted]))  # fmt: skip
     params = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha,

@@ -106,6 +106,24 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         write_json(report, args.json)
         print(f"written: {args.json}")
+    if args.plot:
+        from streamrec.batch.plots import plot_models
+
+        plot_models(report, args.plot)
+        print(f"written: {args.plot}")
+    return 0
+
+
+def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.bench.quality import QualityParams, run_quality, table, write
+    from streamrec.spark import build_spark
+
+    spark = build_spark(cfg, "bench")
+    result = run_quality(spark, args.data, QualityParams())
+    print(table(result))
+    if args.json:
+        write(result, args.json)
+        print(f"written: {args.json}")
     return 0
 
 
@@ -220,7 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--alpha", type=float, help="ALS alpha (default: batch.alpha)")
     ev.add_argument("--max-iter", type=int, help="ALS iterations (default: batch.max_iter)")
     ev.add_argument("--json", help="write every figure to this JSON file")
+    ev.add_argument("--plot", help="write a PNG comparing the models")
     ev.set_defaults(func=_cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
+    bench.add_argument("which", choices=["quality"])
+    bench.add_argument(
+        "--data", required=True, help="folder with MovieLens 100K (ua.base, ua.test)"
+    )
+    bench.add_argument("--json", help="write every figure to this JSON file")
+    bench.set_defaults(func=_cmd_bench)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")

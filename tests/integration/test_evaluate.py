@@ -52,6 +52,11 @@ def test_als_beats_popularity_on_planted_groups(spark: SparkSession, tmp_path: P
     data = json.loads(out.read_text())
     assert [m["name"] for m in data["models"]] == ["als-implicit", "popularity"]
     assert data["catalogue"] == 31 and data["options"]["k"] == 5
+    from streamrec.batch.plots import plot_models
+
+    png = tmp_path / "eval.png"
+    plot_models(report, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
 def test_explicit_mode_reports_rmse_and_tuning_uses_training_data_only(
