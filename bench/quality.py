@@ -64,11 +64,11 @@ def _implicit_library(split: Any, params: QualityParams) -> dict[str, Any]:
          ([r[USER_INDEX] for r in rows], [r[ITEM_INDEX] for r in rows])),
         shape=(n_users, split.item_count), dtype=np.float32,
     )  # fmt: skip
-    model = AlternatingLeastSquares(
-        factors=params.rank, regularization=params.reg_param, alpha=params.alpha,
-        iterations=params.max_iter, random_state=42, calculate_training_loss=False,
-    )  # fmt: skip
     with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
+        model = AlternatingLeastSquares(
+            factors=params.rank, regularization=params.reg_param, alpha=params.alpha,
+            iterations=params.max_iter, random_state=42, calculate_training_loss=False,
+        )  # fmt: skip
         t = time.monotonic()
         model.fit(matrix, show_progress=False)
         fit_s = time.monotonic() - t

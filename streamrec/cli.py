@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from streamrec.errors import StreamrecError
-from streamrec.schemas.config import ENV_CONFIG_PATH, Config, load_config
+from streamrec.schemas.config import ENV_CONFIG_PATH, BatchConfig, Config, load_config
 
 log = logging.getLogger("streamrec")
 
@@ -96,6 +96,12 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             batch = dataclasses.replace(batch, **{name: value})
+    if args.event_store:
+        return _evaluate_event_store(cfg, batch, args)
+    if not (args.train and args.test):
+        print("streamrec: error: evaluate needs --train and --test, or --event-store",
+              file=sys.stderr)  # fmt: skip
+        return 2
     opts = EvalOptions(
         train=args.train, test=args.test, fmt=args.format, sep=args.sep, header=args.header,
         mode=args.mode, relevant_min=args.relevant_min, k=args.k, tune=args.tune,
@@ -111,6 +117,41 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
         plot_models(report, args.plot)
         print(f"written: {args.plot}")
+    return 0
+
+
+def _evaluate_event_store(cfg: Config, batch: BatchConfig, args: argparse.Namespace) -> int:
+    """The batch job's own judgement: a time split of the event store (newest share held out)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from streamrec.batch.holdout import holdout_metrics
+    from streamrec.batch.interactions import dedupe_events
+    from streamrec.batch.job import read_event_store
+    from streamrec.spark import build_spark
+
+    share = args.holdout_share if args.holdout_share is not None else batch.holdout_share or 0.1
+    batch = dataclasses.replace(batch, holdout_share=share, eval_k=args.k)
+    spark = build_spark(cfg, "evaluate")
+    events = dedupe_events(read_event_store(spark, cfg.paths.event_store))
+    result = holdout_metrics(events, dataclasses.replace(cfg, batch=batch))
+    if result is None:
+        print("streamrec: error: the newest events have no user with new items to score",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    k = args.k
+    print(f"event store {cfg.paths.event_store}, newest {share:.0%} held out (from "
+          f"{result['split_ms']} ms)\n{'model':<12} {'P@' + str(k):>8} {'R@' + str(k):>8} "
+          f"{'NDCG@' + str(k):>8} {'MAP@' + str(k):>8} {'cover':>7} {'users':>6}")  # fmt: skip
+    for name in ("als", "popularity"):
+        m = result[name]
+        print(f"{name:<12} {m['precision']:8.4f} {m['recall']:8.4f} {m['ndcg']:8.4f} "
+              f"{m['map']:8.4f} {m['coverage']:7.3f} {m['users']:>6}")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"written: {args.json}")
     return 0
 
 
@@ -215,8 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.set_defaults(func=_cmd_batch)
 
     ev = sub.add_parser("evaluate", help="train on one ratings file, score on another")
-    ev.add_argument("--train", required=True, help="training ratings/interactions file")
-    ev.add_argument("--test", required=True, help="test ratings/interactions file")
+    ev.add_argument("--train", help="training ratings/interactions file")
+    ev.add_argument("--test", help="test ratings/interactions file")
+    ev.add_argument(
+        "--event-store",
+        action="store_true",
+        help="instead of files: a time split of the event store (paths.event_store)",
+    )
+    ev.add_argument(
+        "--holdout-share",
+        type=float,
+        help="with --event-store: newest share of events held out (default batch.holdout_share)",
+    )
     ev.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
     ev.add_argument("--sep", default=",", help="delimiter of a delimited file")
     ev.add_argument("--header", action="store_true", help="the delimited files have a header")
