@@ -217,6 +217,7 @@ def _publish_popular(
 
 def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     """Train on the whole event store, save a new model version, publish its lists."""
+    connect(cfg.redis).close()  # fail fast, not after minutes of training
     spark = spark or build_spark(cfg, "batch")
     timings: dict[str, float] = {}
 
