@@ -163,14 +163,20 @@ def process_batch(
     return metrics
 
 
+def check_services(cfg: Config) -> None:
+    """Kafka answers and has the topics, Redis answers: or a ServiceUnavailable that says how
+    to start them."""
+    ensure_topics(cfg.kafka)
+    connect(cfg.redis).close()
+
+
 def start_stream(
     spark: SparkSession,
     cfg: Config,
     available_now: bool,
     report: StreamReport,
 ) -> StreamingQuery:
-    ensure_topics(cfg.kafka)
-    connect(cfg.redis).close()  # fail fast, before Spark starts consuming
+    check_services(cfg)
     models = ModelHolder(spark, cfg.paths.model_store)
 
     def on_batch(batch: DataFrame, batch_id: int) -> None:
@@ -196,6 +202,7 @@ def run_stream(
     spark: SparkSession | None = None,
 ) -> StreamReport:
     """Run the stream until it ends (available-now), the timeout passes, or Ctrl-C."""
+    check_services(cfg)  # before the seconds a SparkSession takes to start
     spark = spark or build_spark(cfg, "stream")
     report = StreamReport()
     query = start_stream(spark, cfg, available_now, report)
