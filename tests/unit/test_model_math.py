@@ -83,3 +83,18 @@ def test_model_store_promote_and_load(tmp_path) -> None:  # type: ignore[no-unty
     assert np.allclose(model.gram, factors.T.astype(np.float64) @ factors)
     with pytest.raises(ModelStoreError, match="incomplete"):
         store.promote(tmp_path, "v2")
+
+
+def test_top_n_in_blocks_equals_a_plain_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.model import scoring
+
+    rng = np.random.default_rng(7)
+    users, items = rng.normal(size=(37, 5)), rng.normal(size=(50, 5))
+    seen = [list(rng.choice(50, size=int(rng.integers(0, 10)), replace=False)) for _ in range(37)]
+    monkeypatch.setattr(scoring, "SCORE_BLOCK_ELEMENTS", 50 * 4)  # 4 users per block
+    got = scoring.top_n(users, items, seen, n=7)
+    for u in range(37):
+        s = users[u] @ items.T
+        ranked = [i for i in np.argsort(-s, kind="stable") if i not in set(seen[u])][:7]
+        assert got[u][0].tolist() == ranked
+        assert np.allclose(got[u][1], s[ranked])
