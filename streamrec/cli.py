@@ -160,8 +160,21 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.spark import build_spark
 
     spark = build_spark(cfg, "bench")
-    result = run_quality(spark, args.data, QualityParams())
-    print(table(result))
+    if args.which == "scoring":
+        from streamrec.bench.scoring import run_scoring
+
+        result = run_scoring(spark, args.users, args.items, args.rank, args.seen, args.k)
+        print(
+            f"top-{args.k} for {args.users} users x {args.items} items, rank {args.rank}: "
+            f"streamrec {result['streamrec_topk_s']:.1f}s, implicit "
+            f"{result['implicit_topk_s']:.1f}s, ratio {result['ratio_vs_implicit']:.2f}x"
+        )
+    else:
+        if not args.data:
+            print("streamrec: error: bench quality needs --data DIR", file=sys.stderr)
+            return 2
+        result = run_quality(spark, args.data, QualityParams())
+        print(table(result))
     if args.json:
         write(result, args.json)
         print(f"written: {args.json}")
@@ -293,10 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
-    bench.add_argument("which", choices=["quality"])
-    bench.add_argument(
-        "--data", required=True, help="folder with MovieLens 100K (ua.base, ua.test)"
-    )
+    bench.add_argument("which", choices=["quality", "scoring"])
+    bench.add_argument("--data", help="quality: folder with MovieLens 100K (ua.base, ua.test)")
+    bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
+    bench.add_argument("--items", type=int, default=20_000, help="scoring: items")
+    bench.add_argument("--rank", type=int, default=32, help="scoring: factors")
+    bench.add_argument("--seen", type=int, default=20, help="scoring: seen items per user")
+    bench.add_argument("--k", type=int, default=10, help="scoring: list length")
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)
 
