@@ -1,0 +1,43 @@
+"""The benchmarks run end to end on tiny data (structure only: no timing is asserted)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from streamrec.bench.quality import QualityParams, run_quality, table
+from streamrec.bench.scoring import run_scoring
+
+pytestmark = pytest.mark.integration
+
+
+def test_scoring_bench_scores_every_user(spark: SparkSession) -> None:
+    result = run_scoring(spark, users=300, items=120, rank=8, seen=5, k=10)
+    assert result["users_scored"] == 300
+    assert result["ratio_vs_implicit"] > 0 and result["streamrec_users_per_s"] > 0
+
+
+def test_quality_bench_on_a_small_movielens_shaped_split(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rng = random.Random(1)
+    base, test = [], []
+    for u in range(1, 61):
+        group = u % 3
+        items = [group * 20 + i for i in range(1, 21)]
+        rng.shuffle(items)
+        base += [f"{u}\t{i}\t{rng.choice([4, 5])}\t881250949" for i in items[:12]]
+        test += [f"{u}\t{i}\t{rng.choice([3, 4, 5])}\t881250999" for i in items[12:16]]
+    (tmp_path / "ua.base").write_text("\n".join(base) + "\n")
+    (tmp_path / "ua.test").write_text("\n".join(test) + "\n")
+    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5)
+    result = run_quality(spark, str(tmp_path), params)
+    imp = result["implicit"]
+    assert set(imp) == {"streamrec_als", "implicit_library_als", "popularity"}
+    assert imp["streamrec_als"]["users"] == imp["implicit_library_als"]["users"] > 0
+    assert result["explicit"]["rmse"] is not None
+    assert result["speed"]["fit_ratio_vs_implicit"] > 0
+    assert "implicit_library_als" in table(result)
