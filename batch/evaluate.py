@@ -26,7 +26,7 @@ from streamrec.batch.biases import ITEM_BIAS, USER_BIAS, fit_biases
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics, rmse
 from streamrec.batch.rating_files import RATING, read_ratings
-from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, rank_users
+from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.schemas import events as E
 from streamrec.schemas.config import BatchConfig
@@ -157,9 +157,7 @@ def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> Model
     # With biases, rank by b_i + x·y (μ and b_u do not change a user's order): an extra factor
     # of 1 on the user side and b_i on the item side.
     extra = 0 if biases is None else 1
-    factors = np.zeros((split.item_count, cfg.rank + extra), dtype=np.float32)
-    for r in model.itemFactors.collect():
-        factors[r.id, : cfg.rank] = r.features
+    factors = dense_item_factors(model, split.item_count, extra)
     if biases is not None:
         for r in biases.items.collect():
             factors[r[ITEM_INDEX], cfg.rank] = r[ITEM_BIAS]

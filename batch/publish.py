@@ -10,6 +10,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streamrec.batch.interactions import RATING
 from streamrec.batch.scoring import ITEMS, SCORES
 from streamrec.redis_lists import PUBLISH_ROWS, ListStamp
 from streamrec.schemas import events as E
@@ -47,7 +48,7 @@ def user_lists(
 def popular_items(ratings: DataFrame, n: int) -> list[tuple[str, float]]:
     """The n items with the most users who like them (positive rating), as (item, users)."""
     top = (
-        ratings.where(F.col("rating") > 0)
+        ratings.where(F.col(RATING) > 0)
         .groupBy(E.ITEM_ID)
         .agg(F.countDistinct(E.USER_ID).alias("users"))
         .orderBy(F.desc("users"), F.asc(E.ITEM_ID))

@@ -8,10 +8,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamrec.batch.interactions import RATING
 from streamrec.errors import InputError
 from streamrec.schemas import events as E
 
-RATING = "rating"
 FORMATS = ("movielens", "delimited")
 
 

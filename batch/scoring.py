@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -28,6 +29,15 @@ RANKED = T.StructType([
     T.StructField(ITEMS, T.ArrayType(T.StringType()), False),
     T.StructField(SCORES, T.ArrayType(T.DoubleType()), False),
 ])  # fmt: skip
+
+
+def dense_item_factors(model: ALSModel, n_items: int, extra: int = 0) -> np.ndarray:
+    """ALS item factors as a matrix indexed by ALS item id (0..n_items-1), with ``extra`` zero
+    columns after the factors for callers that append per-item terms (e.g. a bias)."""
+    factors = np.zeros((n_items, model.rank + extra), dtype=np.float32)
+    for r in model.itemFactors.collect():
+        factors[r.id, : model.rank] = r.features
+    return factors
 
 
 def rank_users(

@@ -29,7 +29,7 @@ from streamrec.batch.evaluate import make_split, score_als, score_popularity
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.metrics import ranking_metrics
 from streamrec.batch.rating_files import RATING, read_ratings
-from streamrec.batch.scoring import FEATURES, SEEN, rank_users
+from streamrec.batch.scoring import FEATURES, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.errors import InputError
 from streamrec.schemas import events as E
@@ -89,9 +89,7 @@ def _implicit_library(split: Any, params: QualityParams) -> dict[str, Any]:
 def _time_scoring(spark: SparkSession, split: Any, cfg: BatchConfig, k: int) -> dict[str, float]:
     """Top-k for every user: streamrec's publishing path vs Spark's recommendForAllUsers."""
     model = train_als(split.train, cfg, 2)
-    factors = np.zeros((split.item_count, cfg.rank), dtype=np.float32)
-    for r in model.itemFactors.collect():
-        factors[r.id] = r.features
+    factors = dense_item_factors(model, split.item_count)
     item_ids = [str(i) for i in range(split.item_count)]
     seen = split.train.groupBy(E.USER_ID).agg(F.collect_list(ITEM_INDEX).alias(SEEN))
     users = (

@@ -1,5 +1,6 @@
-"""Writing recommendation lists to Redis: connect fast-failing, and write many lists in one
-pipeline through the fenced Lua script of the layout (schemas/redis_layout.py)."""
+"""Recommendation lists in Redis (layout: schemas/redis_layout.py): connect fast-failing, write
+many lists per pipeline through the layout's Lua scripts (stream writes and batch publishes),
+switch the current version, and read a version's lists atomically."""
 
 from __future__ import annotations
 
