@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamrec import storage
 from streamrec.batch.holdout import holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
@@ -34,6 +34,7 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.spark import build_spark
+from streamrec.streaming.event_store import BATCH_ID
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,13 @@ class BatchResult:
 
 
 def read_event_store(spark: SparkSession, path: str) -> DataFrame:
-    root = Path(path).resolve()
-    if not root.exists() or not any(root.glob("*/*.parquet")):
+    root = storage.absolute(path)
+    if not storage.filesystem(root).matches_any(root, f"{BATCH_ID}=*/*.parquet"):
         raise InputError(
             f"the event store {root} holds no events yet: run the streaming job first "
             "(`streamrec stream --available-now`)"
         )
-    return spark.read.parquet(str(root))
+    return spark.read.parquet(root)
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,12 @@ def _previous_map(spark: SparkSession, cfg: Config, version: str | None,
     if version is None:
         return None
     path = store.id_map_dir(cfg.paths.model_store, version, kind)
-    if not path.exists():
+    if not storage.filesystem(path).exists(path):
         log.warning("model %s has no %s id map; ids are numbered afresh", version, kind)
         return None
     # Read into memory: the next version's map is written over the same store, and a lazy
     # reader must not see a folder that pruning removes.
-    return spark.read.parquet(str(path)).cache()
+    return spark.read.parquet(path).cache()
 
 
 def save_model(
@@ -158,9 +159,11 @@ def save_model(
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
     for kind, mapping in (("users", data.users), ("items", data.items)):
         mapping.write.mode("overwrite").parquet(
-            str(store.id_map_dir(cfg.paths.model_store, version, kind))
+            store.id_map_dir(cfg.paths.model_store, version, kind)
         )
-    als.write().overwrite().save(str(store.version_dir(cfg.paths.model_store, version) / "als"))
+    als.write().overwrite().save(
+        storage.join(store.version_dir(cfg.paths.model_store, version), "als")
+    )
     return store.load_item_model(cfg.paths.model_store, version)
 
 

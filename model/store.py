@@ -11,13 +11,14 @@
                                      across versions, so an id keeps its index
         current                      the version name; written last, by an atomic rename
 
-A reader that follows ``current`` never sees a half-written version.
+A reader that follows ``current`` never sees a half-written version. The store may be a local
+folder or any Hadoop-compatible URI (streamrec/storage.py).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from streamrec import storage
 from streamrec.errors import ModelStoreError
 
 CURRENT = "current"
@@ -50,8 +52,19 @@ class ItemModel:
         return {item: i for i, item in enumerate(self.item_ids)}
 
 
-def version_dir(store: str | Path, version: str) -> Path:
-    return Path(store).resolve() / version
+def version_dir(store: str | Path, version: str) -> str:
+    return storage.join(store, version)
+
+
+def _save_array(fs: storage.FileSystem, location: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    fs.write_bytes(location, buffer.getvalue())
+
+
+def _load_array(fs: storage.FileSystem, location: str) -> np.ndarray:
+    array: np.ndarray = np.load(io.BytesIO(fs.read_bytes(location)), allow_pickle=False)
+    return array
 
 
 def write_item_model(
@@ -60,31 +73,52 @@ def write_item_model(
     item_ids: list[str],
     item_factors: np.ndarray,
     meta: dict[str, Any],
-) -> Path:
+) -> str:
     folder = version_dir(store, version)
-    folder.mkdir(parents=True, exist_ok=True)
+    fs = storage.filesystem(folder)
     factors = np.asarray(item_factors, dtype=np.float32)
-    np.save(folder / "item_factors.npy", factors)
+    _save_array(fs, storage.join(folder, "item_factors.npy"), factors)
     f64 = factors.astype(np.float64)
-    np.save(folder / "gram.npy", f64.T @ f64)
-    (folder / "item_ids.json").write_text(json.dumps(item_ids, ensure_ascii=False))
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _save_array(fs, storage.join(folder, "gram.npy"), f64.T @ f64)
+    fs.write_bytes(storage.join(folder, "item_ids.json"),
+                   json.dumps(item_ids, ensure_ascii=False).encode())  # fmt: skip
+    # meta.json last: its presence marks the version complete (see versions()).
+    fs.write_bytes(storage.join(folder, "meta.json"),
+                   json.dumps(meta, indent=2, sort_keys=True).encode())  # fmt: skip
     return folder
+
+
+def write_version_file(store: str | Path, version: str, name: str, data: bytes) -> None:
+    """An extra file of a version (e.g. the segment assigner), before it is promoted."""
+    location = storage.join(version_dir(store, version), name)
+    storage.filesystem(location).write_bytes(location, data)
+
+
+def read_version_file(store: str | Path, version: str, name: str) -> bytes | None:
+    location = storage.join(version_dir(store, version), name)
+    try:
+        return storage.filesystem(location).read_bytes(location)
+    except FileNotFoundError:
+        return None
 
 
 def promote(store: str | Path, version: str) -> None:
     """Point ``current`` at ``version`` (atomic: a rename over the old pointer)."""
-    root = Path(store).resolve()
-    if not (root / version / "meta.json").exists():
-        raise ModelStoreError(f"cannot promote {version}: {root / version} is incomplete")
-    tmp = root / f".{CURRENT}.{secrets.token_hex(4)}"
-    tmp.write_text(version)
-    os.replace(tmp, root / CURRENT)
+    fs = storage.filesystem(storage.absolute(store))
+    if not fs.exists(storage.join(store, version, "meta.json")):
+        raise ModelStoreError(
+            f"cannot promote {version}: {version_dir(store, version)} is incomplete"
+        )
+    pointer = storage.join(store, CURRENT)
+    tmp = storage.temporary_sibling(pointer)
+    fs.write_bytes(tmp, version.encode())
+    fs.replace(tmp, pointer)
 
 
 def current_version(store: str | Path) -> str | None:
+    pointer = storage.join(store, CURRENT)
     try:
-        return (Path(store).resolve() / CURRENT).read_text().strip() or None
+        return storage.filesystem(pointer).read_bytes(pointer).decode().strip() or None
     except FileNotFoundError:
         return None
 
@@ -93,16 +127,17 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
     version = version or current_version(store)
     if version is None:
         raise ModelStoreError(
-            f"no model in {Path(store).resolve()} yet: run `streamrec batch run` first"
+            f"no model in {storage.absolute(store)} yet: run `streamrec batch run` first"
         )
     folder = version_dir(store, version)
+    fs = storage.filesystem(folder)
     try:
         return ItemModel(
             version=version,
-            item_ids=json.loads((folder / "item_ids.json").read_text()),
-            item_factors=np.load(folder / "item_factors.npy"),
-            gram=np.load(folder / "gram.npy"),
-            meta=json.loads((folder / "meta.json").read_text()),
+            item_ids=json.loads(fs.read_bytes(storage.join(folder, "item_ids.json"))),
+            item_factors=_load_array(fs, storage.join(folder, "item_factors.npy")),
+            gram=_load_array(fs, storage.join(folder, "gram.npy")),
+            meta=json.loads(fs.read_bytes(storage.join(folder, "meta.json"))),
         )
     except (FileNotFoundError, ValueError) as exc:
         raise ModelStoreError(
@@ -111,33 +146,34 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
 
 
 def read_meta(store: str | Path, version: str) -> dict[str, Any]:
+    location = storage.join(store, version, "meta.json")
     try:
-        meta: dict[str, Any] = json.loads((version_dir(store, version) / "meta.json").read_text())
+        meta: dict[str, Any] = json.loads(storage.filesystem(location).read_bytes(location))
     except (FileNotFoundError, ValueError) as exc:
         raise ModelStoreError(f"model version {version}: unreadable meta.json ({exc})") from exc
     return meta
 
 
-def id_map_dir(store: str | Path, version: str, kind: str) -> Path:
+def id_map_dir(store: str | Path, version: str, kind: str) -> str:
     """Where a version keeps its ``users`` or ``items`` id map (Parquet: id, index)."""
-    return version_dir(store, version) / "id_maps" / kind
+    return storage.join(store, version, "id_maps", kind)
 
 
 def versions(store: str | Path) -> list[str]:
     """Complete versions, oldest first (names sort by creation time)."""
-    root = Path(store).resolve()
-    if not root.exists():
-        return []
-    done = [p for p in root.iterdir() if p.name.startswith("v") and (p / "meta.json").exists()]
-    return sorted(p.name for p in done)
+    root = storage.absolute(store)
+    fs = storage.filesystem(root)
+    return sorted(
+        name for name in fs.list_names(root)
+        if name.startswith("v") and fs.exists(storage.join(root, name, "meta.json"))
+    )  # fmt: skip
 
 
 def prune(store: str | Path, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest versions, never the current one; returns the deleted."""
-    import shutil
-
     current = current_version(store)
     doomed = [v for v in versions(store)[:-keep] if v != current] if keep > 0 else []
     for version in doomed:
-        shutil.rmtree(version_dir(store, version), ignore_errors=True)
+        folder = version_dir(store, version)
+        storage.filesystem(folder).delete_tree(folder)
     return doomed

@@ -8,11 +8,10 @@ appending them twice. Readers see ``batch_id`` as a partition column; Spark igno
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streamrec import storage
 from streamrec.schemas import events as E
 from streamrec.streaming.parse import REASON, SOURCE_OFFSET, SOURCE_PARTITION
 
@@ -29,5 +28,4 @@ def valid_events(parsed: DataFrame) -> DataFrame:
 
 
 def write_batch(events: DataFrame, store_path: str, batch_id: int) -> None:
-    target = Path(store_path).resolve() / f"{BATCH_ID}={batch_id}"
-    events.write.mode("overwrite").parquet(str(target))
+    events.write.mode("overwrite").parquet(storage.join(store_path, f"{BATCH_ID}={batch_id}"))

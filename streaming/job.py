@@ -14,13 +14,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from streamrec import storage
 from streamrec.errors import ModelStoreError
 from streamrec.kafka_topics import ensure_topics
 from streamrec.model import store
@@ -185,7 +185,7 @@ def start_stream(
     writer = (
         kafka_source(spark, cfg)
         .writeStream.foreachBatch(on_batch)
-        .option("checkpointLocation", str(Path(cfg.paths.stream_checkpoint).resolve()))
+        .option("checkpointLocation", storage.absolute(cfg.paths.stream_checkpoint))
         .queryName(f"{cfg.spark.app_name}-stream")
     )
     if available_now:

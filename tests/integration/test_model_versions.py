@@ -24,14 +24,21 @@ def _events(spark: SparkSession, users: range, items: range, tag: str):  # type:
 
 
 def _map(spark: SparkSession, cfg: Config, version: str, kind: str, col: str) -> dict[str, int]:
-    df = spark.read.parquet(str(store.id_map_dir(cfg.paths.model_store, version, kind)))
+    df = spark.read.parquet(store.id_map_dir(cfg.paths.model_store, version, kind))
     return {r[0]: r[col] for r in df.collect()}
 
 
+@pytest.mark.parametrize("location", ["path", "uri"])
 def test_ids_are_stable_across_retrains_and_old_versions_pruned(
-    spark: SparkSession, isolated_cfg: Config
+    spark: SparkSession, isolated_cfg: Config, location: str
 ) -> None:
     cfg = with_overrides(isolated_cfg, batch=dict(keep_versions=2))
+    if location == "uri":
+        # file:// goes through Hadoop's FileSystem, as hdfs:// or s3a:// would on a cluster.
+        cfg = with_overrides(cfg, paths=dict(
+            event_store=f"file://{cfg.paths.event_store}",
+            model_store=f"file://{cfg.paths.model_store}",
+        ))  # fmt: skip
     write_batch(_events(spark, range(0, 20), range(0, 15), "a"), cfg.paths.event_store, 0)
     first = run_batch(cfg, spark=spark)
     users1 = _map(spark, cfg, first.version, "users", USER_INDEX)
