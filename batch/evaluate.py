@@ -144,11 +144,14 @@ def _ranking_of(ranked: DataFrame, split: Split, k: int) -> RankingMetrics:
                            [split.relevant[u] for u in users], k, split.item_count)  # fmt: skip
 
 
-def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> ModelScore:
-    """Implicit ALS, or in explicit mode ALS on the residuals of baseline biases."""
+def score_als(
+    split: Split, cfg: BatchConfig, k: int, parallelism: int, biases: bool = True
+) -> ModelScore:
+    """Implicit ALS, or in explicit mode ALS on the residuals of baseline biases (plain
+    explicit ALS with ``biases=False``, for comparison with the textbook recipe)."""
     t = time.monotonic()
-    biases = None if cfg.implicit else fit_biases(split.train, RATING)
-    train = split.train if biases is None else biases.residuals(split.train, RATING)
+    fitted = None if cfg.implicit or not biases else fit_biases(split.train, RATING)
+    train = split.train if fitted is None else fitted.residuals(split.train, RATING)
     model: ALSModel = train_als(train, cfg, parallelism)
     train_s = time.monotonic() - t
     t = time.monotonic()
@@ -156,13 +159,13 @@ def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> Model
     item_ids = [ids_by_index[i] for i in range(split.item_count)]
     # With biases, rank by b_i + x·y (μ and b_u do not change a user's order): an extra factor
     # of 1 on the user side and b_i on the item side.
-    extra = 0 if biases is None else 1
+    extra = 0 if fitted is None else 1
     factors = dense_item_factors(model, split.item_count, extra)
-    if biases is not None:
-        for r in biases.items.collect():
+    if fitted is not None:
+        for r in fitted.items.collect():
             factors[r[ITEM_INDEX], cfg.rank] = r[ITEM_BIAS]
     user_features = F.col("features")
-    if biases is not None:
+    if fitted is not None:
         user_features = F.concat(user_features, F.array(F.lit(1.0).cast("float")))
     user_vectors = (
         model.userFactors.join(split.users, model.userFactors.id == split.users[USER_INDEX])
@@ -171,15 +174,15 @@ def score_als(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> Model
     )
     ranking = _ranking_of(rank_users(user_vectors, item_ids, factors, k), split, k)
     error = None
-    if biases is not None:
-        predicted = (
-            biases.attach(model.transform(split.test_known))
-            .withColumn("prediction", F.col("prediction") + F.lit(biases.mean)
-                        + F.col(USER_BIAS) + F.col(ITEM_BIAS))
-            .collect()
-        )  # fmt: skip
-        error = rmse(np.array([r["prediction"] for r in predicted]),
-                     np.array([r[RATING] for r in predicted]))  # fmt: skip
+    if not cfg.implicit:
+        predicted = model.transform(split.test_known)
+        if fitted is not None:
+            predicted = fitted.attach(predicted).withColumn(
+                "prediction", F.col("prediction") + F.lit(fitted.mean) + F.col(USER_BIAS)
+                + F.col(ITEM_BIAS))  # fmt: skip
+        rows = predicted.select("prediction", RATING).collect()
+        error = rmse(np.array([r["prediction"] for r in rows]),
+                     np.array([r[RATING] for r in rows]))  # fmt: skip
     params = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha,
               "max_iter": cfg.max_iter, "implicit": cfg.implicit}  # fmt: skip
     name = "als-implicit" if cfg.implicit else "als-explicit"

@@ -49,9 +49,12 @@ class QualityParams:
     explicit_rank: int = 50
     explicit_reg: float = 0.15
     explicit_iter: int = 20
+    # Both ALS implementations start from random factors: one seed decides ties of a few hits
+    # either way, so the comparison is made on the mean over several seeds.
+    seeds: tuple[int, ...] = (42, 43, 44)
 
 
-def _implicit_library(split: Any, params: QualityParams) -> dict[str, Any]:
+def _implicit_library(split: Any, params: QualityParams, seed: int) -> dict[str, Any]:
     """Fit and score `implicit`'s ALS on exactly the training matrix streamrec uses."""
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
@@ -67,7 +70,7 @@ def _implicit_library(split: Any, params: QualityParams) -> dict[str, Any]:
     with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
         model = AlternatingLeastSquares(
             factors=params.rank, regularization=params.reg_param, alpha=params.alpha,
-            iterations=params.max_iter, random_state=42, calculate_training_loss=False,
+            iterations=params.max_iter, random_state=seed, calculate_training_loss=False,
         )  # fmt: skip
         t = time.monotonic()
         model.fit(matrix, show_progress=False)
@@ -117,47 +120,83 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
                                max_iter=params.max_iter, implicit=True)  # fmt: skip
     explicit_cfg = replace(implicit_cfg, rank=params.explicit_rank, reg_param=params.explicit_reg,
                            max_iter=params.explicit_iter, implicit=False)  # fmt: skip
-    log.info("bench quality: streamrec implicit ALS")
-    ours = score_als(split, implicit_cfg, params.k, 2)
-    log.info("bench quality: implicit library ALS")
-    theirs = _implicit_library(split, params)
+    ours, theirs = [], []
+    for seed in params.seeds:
+        log.info("bench quality: streamrec implicit ALS, seed %d", seed)
+        ours.append(score_als(split, replace(implicit_cfg, seed=seed), params.k, 2))
+        log.info("bench quality: implicit library ALS, seed %d", seed)
+        theirs.append(_implicit_library(split, params, seed))
     log.info("bench quality: popularity, explicit ALS, scoring speed")
     popularity = score_popularity(split, params.k)
     explicit = score_als(split, explicit_cfg, params.k, 2)
+    plain_cfg = replace(explicit_cfg, rank=10, reg_param=0.1, max_iter=10)
+    plain = score_als(split, plain_cfg, params.k, 2, biases=False)
     speed = _time_scoring(spark, split, implicit_cfg, params.k)
+    streamrec_als = _mean_over_seeds([{**o.ranking.as_dict(), "fit_s": o.train_s} for o in ours])
+    library_als = _mean_over_seeds([{**t["ranking"], "fit_s": t["fit_s"]} for t in theirs])
+    fit_s = min(o.train_s for o in ours)
+    library_fit_s = min(t["fit_s"] for t in theirs)
+    library_topk_s = min(t["topk_all_users_s"] for t in theirs)
     return {
         "data": str(Path(data_dir).resolve()),
-        "params": params.__dict__,
+        "params": {**params.__dict__, "seeds": list(params.seeds)},
         "implicit": {
-            "streamrec_als": {**ours.ranking.as_dict(), "fit_s": ours.train_s},
-            "implicit_library_als": {**theirs["ranking"], "fit_s": theirs["fit_s"]},
+            "streamrec_als": streamrec_als,
+            "implicit_library_als": library_als,
             "popularity": popularity.ranking.as_dict(),
+        },
+        "implicit_verdict": {
+            "precision_vs_library": streamrec_als["precision"] / library_als["precision"],
+            "ndcg_vs_library": streamrec_als["ndcg"] / library_als["ndcg"],
+            "precision_vs_popularity": streamrec_als["precision"] / popularity.ranking.precision,
+            "at_least_equal": streamrec_als["precision"] >= library_als["precision"]
+            and streamrec_als["ndcg"] >= library_als["ndcg"],
         },
         "explicit": {
             "rmse": explicit.rmse,
             "params": explicit.params,
             **explicit.ranking.as_dict(),
         },
+        "explicit_plain_als": {
+            "rmse": plain.rmse,
+            "params": plain.params,
+            **plain.ranking.as_dict(),
+        },
         "speed": {
             **speed,
-            "implicit_topk_all_users_s": theirs["topk_all_users_s"],
-            "fit_ratio_vs_implicit": ours.train_s / theirs["fit_s"],
-            "topk_ratio_vs_implicit": speed["streamrec_topk_s"] / theirs["topk_all_users_s"],
+            "streamrec_fit_s": fit_s,
+            "implicit_fit_s": library_fit_s,
+            "implicit_topk_all_users_s": library_topk_s,
+            "fit_ratio_vs_implicit": fit_s / library_fit_s,
+            "topk_ratio_vs_implicit": speed["streamrec_topk_s"] / library_topk_s,
             "spark_recommend_ratio_vs_implicit": speed["spark_recommend_for_all_s"]
-            / theirs["topk_all_users_s"],
+            / library_topk_s,
         },
     }
+
+
+def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every metric's mean over the seeds, and each seed's run as it was."""
+    mean = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
+    mean["users"] = runs[0]["users"]
+    mean["k"] = runs[0]["k"]
+    return {**mean, "per_seed": runs}
 
 
 def table(result: dict[str, Any]) -> str:
     imp, k = result["implicit"], result["params"]["k"]
     lines = [f"{'implicit mode':<24} {'P@' + str(k):>8} {'NDCG@' + str(k):>8} {'fit s':>8}"]
-    for name, m in imp.items():
+    for name, m in imp.items():  # ALS rows: means over the seeds
         fit = f"{m['fit_s']:8.2f}" if "fit_s" in m else f"{'-':>8}"
         lines.append(f"{name:<24} {m['precision']:8.4f} {m['ndcg']:8.4f} {fit}")
-    ex = result["explicit"]
+    verdict = result["implicit_verdict"]
+    lines.append(f"streamrec vs implicit (mean of {len(result['params']['seeds'])} seeds): "
+                 f"P@{k} {verdict['precision_vs_library']:.3f}x, "
+                 f"NDCG@{k} {verdict['ndcg_vs_library']:.3f}x")  # fmt: skip
+    ex, plain = result["explicit"], result["explicit_plain_als"]
     lines.append(f"explicit ALS + biases (rank {ex['params']['rank']}): RMSE {ex['rmse']:.4f}, "
-                 f"P@{k} {ex['precision']:.4f}")  # fmt: skip
+                 f"P@{k} {ex['precision']:.4f}; plain explicit ALS (rank "
+                 f"{plain['params']['rank']}): RMSE {plain['rmse']:.4f}")  # fmt: skip
     sp_ = result["speed"]
     lines.append(
         f"fit time vs implicit: {sp_['fit_ratio_vs_implicit']:.1f}x; top-{k} for all users vs "

@@ -33,11 +33,17 @@ def test_quality_bench_on_a_small_movielens_shaped_split(
         test += [f"{u}\t{i}\t{rng.choice([3, 4, 5])}\t881250999" for i in items[12:16]]
     (tmp_path / "ua.base").write_text("\n".join(base) + "\n")
     (tmp_path / "ua.test").write_text("\n".join(test) + "\n")
-    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5)
+    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5, seeds=(1, 2))
     result = run_quality(spark, str(tmp_path), params)
     imp = result["implicit"]
     assert set(imp) == {"streamrec_als", "implicit_library_als", "popularity"}
     assert imp["streamrec_als"]["users"] == imp["implicit_library_als"]["users"] > 0
+    assert len(imp["streamrec_als"]["per_seed"]) == 2
+    assert imp["streamrec_als"]["precision"] == pytest.approx(
+        sum(run["precision"] for run in imp["streamrec_als"]["per_seed"]) / 2
+    )
+    assert isinstance(result["implicit_verdict"]["at_least_equal"], bool)
     assert result["explicit"]["rmse"] is not None
+    assert result["explicit_plain_als"]["rmse"] is not None
     assert result["speed"]["fit_ratio_vs_implicit"] > 0
     assert "implicit_library_als" in table(result)
