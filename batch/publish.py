@@ -17,13 +17,27 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 
+SEGMENT = "segment"
+PROBABILITIES = "probabilities"
+
 
 def user_lists(
     ranked: DataFrame, cfg: Config, stamp: ListStamp, previous_version: str | None
 ) -> DataFrame:
-    """PUBLISH_ROWS (key, prev_key, encoded list, fence) from ``rank_users`` output."""
+    """PUBLISH_ROWS from ``rank_users`` output, which may carry each user's ``segment`` (int,
+    null when unassigned) and membership ``probabilities`` (array of doubles)."""
     prefix, version = cfg.redis.key_prefix, stamp.model_version
     previous = previous_version or version
+    has_segment, has_probabilities = SEGMENT in ranked.columns, PROBABILITIES in ranked.columns
+
+    def segment_fields(pdf: pd.DataFrame) -> tuple[list[str], list[str]]:
+        n = len(pdf)
+        segments = ([""] * n if not has_segment else
+                    ["" if pd.isna(s) else str(int(s)) for s in pdf[SEGMENT]])  # fmt: skip
+        probabilities = ([""] * n if not has_probabilities else
+                         [L.encode_segment_probabilities(None if p is None else list(p))
+                          for p in pdf[PROBABILITIES]])  # fmt: skip
+        return segments, probabilities
 
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
@@ -35,11 +49,14 @@ def user_lists(
                 ))
                 for items, scores in zip(pdf[ITEMS], pdf[SCORES], strict=True)
             ]  # fmt: skip
+            segments, probabilities = segment_fields(pdf)
             yield pd.DataFrame({
                 "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
                 "prev_key": [L.user_list_key(prefix, previous, u) for u in pdf[E.USER_ID]],
                 "payload": payloads,
                 "fence": np.full(len(pdf), stamp.watermark_ms, dtype=np.int64),
+                "segment": segments,
+                "segment_p": probabilities,
             })  # fmt: skip
 
     return ranked.mapInPandas(encode, schema=PUBLISH_ROWS)

@@ -7,6 +7,11 @@ Keys (``P`` is ``redis.key_prefix`` from config, ``V`` a model version such as
     P:m:V:u:<user_id>        HASH   one user's list under version V
                                     field ``list``  = the encoded list (JSON, below)
                                     field ``fence`` = watermark (ms) the list was built up to
+                                    field ``segment`` = the user's segment under V (an int)
+                                    field ``segment_p`` = JSON array of membership
+                                    probabilities, one per segment (Gaussian mixture only)
+    P:m:V:s:<segment>        HASH   segment ``segment``'s list under version V, same fields
+                                    as a user's list (source ``segment``)
     P:m:V:popular            HASH   the global popular list of version V, same fields
 
 A batch publish writes version V's keys while readers still follow the previous version, then
@@ -35,14 +40,28 @@ from typing import Any
 LIST_FORMAT_VERSION = 1
 FIELD_LIST = "list"
 FIELD_FENCE = "fence"
+FIELD_SEGMENT = "segment"
+FIELD_SEGMENT_P = "segment_p"
 
 SOURCE_BATCH = "batch"
 SOURCE_STREAM = "stream"
 SOURCE_POPULAR = "popular"
+SOURCE_SEGMENT = "segment"
 
 
 def user_list_key(prefix: str, version: str, user_id: str) -> str:
     return f"{version_prefix(prefix, version)}u:{user_id}"
+
+
+def segment_list_key(prefix: str, version: str, segment: int) -> str:
+    return f"{version_prefix(prefix, version)}s:{int(segment)}"
+
+
+def encode_segment_probabilities(probabilities: list[float] | None) -> str:
+    """The ``segment_p`` field: a JSON array (4 decimals), or "" when there are none."""
+    if probabilities is None:
+        return ""
+    return json.dumps([round(float(p), 4) for p in probabilities], separators=(",", ":"))
 
 
 def popular_list_key(prefix: str, version: str) -> str:
@@ -116,23 +135,35 @@ return 1
 
 # A batch publish's write of one user into the new version.
 # KEYS[1] = the user's key in the new version, KEYS[2] = their key in the current version
-# ARGV = encoded list, fence (the model's data cut, ms), ttl seconds.
+# ARGV = encoded list, fence (the model's data cut, ms), ttl seconds, segment ("" for none),
+#        segment probabilities ("" for none).
 # A list the stream refreshed after the data cut (in either version) is kept, not replaced by
-# the older batch list. Returns 1 when the batch list was written, 0 when a newer one was kept.
+# the older batch list. Segment ids belong to a version's segmentation, so the new version's
+# segment is always written, except over one the stream already assigned under the new version.
+# Returns 1 when the batch list was written, 0 when a newer one was kept.
 PUBLISH_WRITE_LUA = """
 local fence = tonumber(ARGV[2])
+local function set_segment(overwrite)
+  if ARGV[4] == '' then return end
+  local command = overwrite and 'HSET' or 'HSETNX'
+  redis.call(command, KEYS[1], 'segment', ARGV[4])
+  if ARGV[5] ~= '' then redis.call(command, KEYS[1], 'segment_p', ARGV[5]) end
+end
 local own = redis.call('HGET', KEYS[1], 'fence')
 if own and tonumber(own) > fence then
+  set_segment(false)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 0
 end
 local prev = redis.call('HMGET', KEYS[2], 'list', 'fence')
 if prev[1] and prev[2] and tonumber(prev[2]) > fence then
   redis.call('HSET', KEYS[1], 'list', prev[1], 'fence', prev[2])
+  set_segment(true)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 0
 end
 redis.call('HSET', KEYS[1], 'list', ARGV[1], 'fence', ARGV[2])
+set_segment(true)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
