@@ -125,6 +125,31 @@ class ListsConfig:
 
 
 @dataclass(frozen=True)
+class SegmentsConfig:
+    """User segments: the features, the Spark ML pipeline that clusters them (scaler, PCA,
+    KMeans or a Gaussian mixture), and the validation report."""
+
+    enabled: bool = True
+    method: str = "kmeans"
+    k_min: int = 2
+    k_max: int = 8
+    explained_variance: float = 0.9
+    max_iter: int = 50
+    gmm_restarts: int = 3
+    seed: int = 42
+    top_n: int = 20
+    activity: bool = True
+    recency: bool = True
+    event_mix: bool = True
+    categories: bool = True
+    factors: bool = True
+    normalize_factors: bool = True
+    behaviour_weight: float = 0.5
+    validation_share: float = 0.2
+    report_items: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -135,6 +160,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     lists: ListsConfig = field(default_factory=ListsConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     # The file this config came from ("" for defaults); used in messages only.
     source: str = ""
 
@@ -280,6 +306,19 @@ def _check_values(cfg: Config) -> None:
         (cfg.lists.ttl_seconds >= 1, "lists.ttl_seconds must be >= 1"),
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
+        (cfg.segments.method in ("kmeans", "gmm"), "segments.method must be 'kmeans' or 'gmm'"),
+        (cfg.segments.k_min >= 2, "segments.k_min must be >= 2"),
+        (cfg.segments.k_max >= cfg.segments.k_min, "segments.k_max must be >= segments.k_min"),
+        (
+            0 < cfg.segments.explained_variance <= 1,
+            "segments.explained_variance must be in (0, 1]",
+        ),
+        (cfg.segments.max_iter >= 1, "segments.max_iter must be >= 1"),
+        (cfg.segments.gmm_restarts >= 1, "segments.gmm_restarts must be >= 1"),
+        (cfg.segments.top_n >= 1, "segments.top_n must be >= 1"),
+        (cfg.segments.behaviour_weight > 0, "segments.behaviour_weight must be > 0"),
+        (0 < cfg.segments.validation_share < 1, "segments.validation_share must be in (0, 1)"),
+        (cfg.segments.report_items >= 1, "segments.report_items must be >= 1"),
         (
             bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),
             "redis.key_prefix must be non-empty and not end with ':'",

@@ -181,6 +181,22 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segments(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.batch.segment_report import report_from_ratings_file
+    from streamrec.spark import build_spark
+
+    spark = build_spark(cfg, "segments")
+    m = report_from_ratings_file(spark, args.train, args.format, args.sep, args.header,
+                                 args.items, args.out, cfg)  # fmt: skip
+    agreement = m["classifier_agreement"]
+    sizes = ", ".join(f"{s}: {n}" for s, n in m["segment_sizes"].items())
+    print(f"{m['users']} users -> k = {m['k']} segments ({m['method']}), silhouette "
+          f"{m['silhouette']:.3f}, classifier agreement "
+          f"{'n/a' if agreement is None else f'{agreement:.1%}'}; sizes {sizes}")  # fmt: skip
+    print(f"written: {args.out}/report.md, metrics.json and plots")
+    return 0
+
+
 def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.demo import run_demo
 
@@ -315,6 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--k", type=int, default=10, help="scoring: list length")
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)
+
+    seg = sub.add_parser("segments", help="user segments: train on a ratings file and report")
+    seg.add_argument("action", choices=["report"])
+    seg.add_argument("--train", required=True, help="ratings/interactions file to train on")
+    seg.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
+    seg.add_argument("--sep", default=",", help="delimiter of a delimited file (default ',')")
+    seg.add_argument("--header", action="store_true", help="the delimited file has a header")
+    seg.add_argument(
+        "--items", help="MovieLens u.item file: titles in the report, genre shares as features"
+    )
+    seg.add_argument("--out", required=True, help="folder for report.md, metrics.json, plots")
+    seg.set_defaults(func=_cmd_segments)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")
