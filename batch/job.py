@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,22 @@ from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, exten
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import popular_items, user_lists
 from streamrec.batch.scoring import FEATURES, SEEN, rank_users
+from streamrec.batch.segment_report import write_report
+from streamrec.batch.segmentation import FEATURES as SEG_FEATURES
+from streamrec.batch.segmentation import (
+    ITEMS,
+    SCORES,
+    SEGMENT,
+    save_pipeline,
+    segment_top_items,
+    train_segments,
+    user_feature_frame,
+)
 from streamrec.batch.train import train_als
 from streamrec.errors import InputError
 from streamrec.model import store
-from streamrec.model.store import ItemModel
+from streamrec.model.segments import feature_spec
+from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
     ListStamp,
     connect,
@@ -126,8 +140,58 @@ def _previous_map(spark: SparkSession, cfg: Config, version: str | None,
     return spark.read.parquet(path).cache()
 
 
+@dataclass
+class Segmentation:
+    """A version's segments: the assignments to publish and the summary kept in meta.json."""
+
+    assignments: DataFrame  # user_id, segment[, probabilities]
+    summary: dict[str, Any]
+
+
+def segment_users(
+    spark: SparkSession, cfg: Config, als: ALSModel, data: Prepared, version: str
+) -> Segmentation | None:
+    """Fit the segment pipeline on every user's features (ALS factor and behaviour), save it
+    and its plain-array assigner into the version's folder, and write the validation report
+    beside them (``segments/report/``)."""
+    if not cfg.segments.enabled:
+        return None
+    factors = als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
+    factors = factors.select(E.USER_ID, F.col("features").alias(SEG_FEATURES))
+    spec = feature_spec(cfg.segments, cfg.batch.rank)
+    features = user_feature_frame(spark, data.events, factors, data.data_cut_ms, spec,
+                                  None).cache()  # fmt: skip
+    try:
+        result = train_segments(features, cfg.segments, spec)
+    except InputError as exc:  # too few users to segment: lists still publish
+        log.warning("batch: no segments for %s: %s", version, exc)
+        features.unpersist()
+        return None
+    folder = store.version_dir(cfg.paths.model_store, version)
+    save_pipeline(result, storage.join(folder, "segments", "pipeline"))
+    store.write_version_file(cfg.paths.model_store, version, SEGMENT_ASSIGNER,
+                             result.assigner.to_bytes())  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="streamrec-segments-") as tmp:
+        # matplotlib writes local files; they are then copied to the store, wherever it is.
+        metrics = write_report(result, features, data.ratings, tmp)
+        for report_file in sorted(Path(tmp).iterdir()):
+            store.write_version_file(cfg.paths.model_store, version,
+                                     f"segments/report/{report_file.name}",
+                                     report_file.read_bytes())  # fmt: skip
+    features.unpersist()
+    summary = {key: metrics[key] for key in ("method", "k", "silhouette", "n_components",
+                                              "classifier_agreement", "segment_sizes")}  # fmt: skip
+    summary["features"] = list(spec.names())
+    return Segmentation(result.assignments, summary)
+
+
 def save_model(
-    cfg: Config, als: ALSModel, data: Prepared, version: str, holdout: dict[str, Any] | None
+    cfg: Config,
+    als: ALSModel,
+    data: Prepared,
+    version: str,
+    holdout: dict[str, Any] | None,
+    segments: Segmentation | None = None,
 ) -> ItemModel:
     """Write the version's folder (item factors in index order, YᵀY, ALS model, id maps,
     metrics); promotion is the caller's decision."""
@@ -148,6 +212,7 @@ def save_model(
         "items": len(item_ids),
         "data_cut_ms": data.data_cut_ms,
         "holdout": holdout,
+        "segments": segments.summary if segments else None,
         "params": {
             "rank": cfg.batch.rank,
             "reg_param": cfg.batch.reg_param,
@@ -168,9 +233,15 @@ def save_model(
 
 
 def publish(
-    spark: SparkSession, cfg: Config, als: ALSModel, data: Prepared, model: ItemModel
+    spark: SparkSession,
+    cfg: Config,
+    als: ALSModel,
+    data: Prepared,
+    model: ItemModel,
+    segments: Segmentation | None = None,
 ) -> tuple[int, int]:
-    """Every user's list (from the executors), the popular list, then the version pointer."""
+    """Every user's list and segment (from the executors), the segment lists, the popular list,
+    then the version pointer."""
     # Seen items as positions in the compact item model, which is what scoring indexes.
     positions = spark.createDataFrame(
         [(item, pos) for pos, item in enumerate(model.item_ids)], f"{E.ITEM_ID} string, pos int"
@@ -192,8 +263,12 @@ def publish(
         previous = client.get(L.current_model_key(cfg.redis.key_prefix))
         previous_version = previous.decode() if isinstance(previous, bytes) else previous
         ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
+        if segments is not None:
+            ranked = ranked.join(segments.assignments, E.USER_ID, "left")
         rows = user_lists(ranked, cfg, stamp, previous_version)
         written, kept = write_list_rows(rows, cfg)
+        if segments is not None:
+            _publish_segment_lists(client, cfg, data, segments, stamp)
         _publish_popular(client, cfg, data, model, stamp)
         # The switch: one SET; then the previous version's keys go.
         switch_version(client, cfg.redis.key_prefix, model.version)
@@ -218,6 +293,23 @@ def _publish_popular(
     write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)], cfg.lists.ttl_seconds)
 
 
+def _publish_segment_lists(
+    client: redis.Redis, cfg: Config, data: Prepared, segments: Segmentation, stamp: ListStamp
+) -> None:
+    """Each segment's most popular items: the list of a user the model cannot personalise."""
+    top = segment_top_items(data.ratings, segments.assignments, cfg.segments.top_n).collect()
+    rows = [
+        (L.segment_list_key(cfg.redis.key_prefix, stamp.model_version, r[SEGMENT]),
+         L.encode_list(L.RecList(tuple(zip(r[ITEMS], r[SCORES], strict=True)),
+                                 L.SOURCE_SEGMENT, stamp.model_version, stamp.generated_ms,
+                                 data.data_cut_ms)),
+         data.data_cut_ms)
+        for r in top
+    ]  # fmt: skip
+    write_lists(client, rows, cfg.lists.ttl_seconds)
+    log.info("batch: %d segment lists published", len(rows))
+
+
 def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     """Train on the whole event store, save a new model version, publish its lists."""
     connect(cfg.redis).close()  # fail fast, not after minutes of training
@@ -238,8 +330,13 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     als = train_als(data.indexed, cfg.batch, cfg.spark.shuffle_partitions)
     timings["train"] = time.monotonic() - t
 
+    version = store.new_version_name()
     t = time.monotonic()
-    model = save_model(cfg, als, data, store.new_version_name(), holdout)
+    segments = segment_users(spark, cfg, als, data, version)
+    timings["segments"] = time.monotonic() - t
+
+    t = time.monotonic()
+    model = save_model(cfg, als, data, version, holdout, segments)
     timings["save"] = time.monotonic() - t
 
     current = store.current_version(cfg.paths.model_store)
@@ -251,7 +348,7 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     if decision.promote:
         store.promote(cfg.paths.model_store, model.version)
         t = time.monotonic()
-        written, kept = publish(spark, cfg, als, data, model)
+        written, kept = publish(spark, cfg, als, data, model, segments)
         timings["publish"] = time.monotonic() - t
         pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
         if pruned:
@@ -262,6 +359,8 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
 
     for df in (data.events, data.users, data.items, data.indexed):
         df.unpersist()
+    if segments is not None:
+        segments.assignments.unpersist()
     result = BatchResult(model.version, data.n_events, data.n_users, len(model.item_ids),
                          data.n_interactions, written, kept, data.data_cut_ms, timings,
                          decision.promote, decision.reason, holdout)  # fmt: skip

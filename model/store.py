@@ -9,6 +9,9 @@
             als/                     the Spark ALSModel (for evaluation and re-scoring)
             id_maps/users/, items/   Parquet (id, index): ALS's integer ids, append-only
                                      across versions, so an id keeps its index
+            segments/pipeline/       the Spark ML PipelineModel of user segments
+            segments/assigner.npz    the same pipeline as plain arrays, for the stream
+            segments/report/         report.md, metrics.json and the plots
         current                      the version name; written last, by an atomic rename
 
 A reader that follows ``current`` never sees a half-written version. The store may be a local
@@ -29,8 +32,10 @@ import numpy as np
 
 from streamrec import storage
 from streamrec.errors import ModelStoreError
+from streamrec.model.segments import SegmentAssigner
 
 CURRENT = "current"
+SEGMENT_ASSIGNER = "segments/assigner.npz"
 
 
 def new_version_name(now_s: float | None = None) -> str:
@@ -40,13 +45,15 @@ def new_version_name(now_s: float | None = None) -> str:
 
 @dataclass(frozen=True)
 class ItemModel:
-    """What scoring and fold-in need: item factors, their Gram matrix and the id map."""
+    """What scoring and fold-in need: item factors, their Gram matrix and the id map; and the
+    segment assigner when the version has segments."""
 
     version: str
     item_ids: list[str]
     item_factors: np.ndarray
     gram: np.ndarray
     meta: dict[str, Any]
+    segments: SegmentAssigner | None = None
 
     def index_of(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
@@ -138,11 +145,17 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
             item_factors=_load_array(fs, storage.join(folder, "item_factors.npy")),
             gram=_load_array(fs, storage.join(folder, "gram.npy")),
             meta=json.loads(fs.read_bytes(storage.join(folder, "meta.json"))),
+            segments=_load_assigner(store, version),
         )
     except (FileNotFoundError, ValueError) as exc:
         raise ModelStoreError(
             f"model version {version} in {folder} cannot be loaded: {exc}"
         ) from exc
+
+
+def _load_assigner(store: str | Path, version: str) -> SegmentAssigner | None:
+    raw = read_version_file(store, version, SEGMENT_ASSIGNER)
+    return None if raw is None else SegmentAssigner.from_bytes(raw)
 
 
 def read_meta(store: str | Path, version: str) -> dict[str, Any]:

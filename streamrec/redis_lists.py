@@ -67,7 +67,7 @@ def write_publish(
 def _run_script(
     client: redis.Redis,
     lua: str,
-    calls: Iterable[tuple[list[str], list[bytes | int]]],
+    calls: Iterable[tuple[list[str], list[bytes | int | str]]],
     chunk: int,
 ) -> tuple[int, int]:
     script = client.register_script(lua)

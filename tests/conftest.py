@@ -33,6 +33,9 @@ def base_test_config() -> Config:
         ),
         batch=dict(rank=8, max_iter=5, top_n=10),
         streaming=dict(top_n=10),
+        # Segmenting costs a batch run ~15 s on 2 cores: off unless a test is about segments
+        # (test_batch_segments, the e2e test), and then with a narrow k range.
+        segments=dict(enabled=False, k_min=2, k_max=4),
     )
 
 

@@ -8,13 +8,14 @@ import redis
 from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
+from streamrec.model import store
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config
+from streamrec.schemas.config import Config, with_overrides
 from streamrec.streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from streamrec.streaming.job import run_stream
 from tests.conftest import read_topic
@@ -34,7 +35,7 @@ def _user_list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
 def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     isolated_cfg: Config, spark: SparkSession, redis_client: redis.Redis
 ) -> None:
-    cfg = isolated_cfg
+    cfg = with_overrides(isolated_cfg, segments=dict(enabled=True))
     world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
     events = list(world.events(2000))
     # Two records of every malformed kind, spread through the valid ones.
@@ -76,6 +77,16 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     version, popular, _ = read_lists(redis_client, cfg.redis.key_prefix, [])
     assert version == result.version
     assert popular is not None and len(popular.items) == cfg.batch.top_n
+    # ... and segments: every user has one, every segment a list.
+    prefix, k = (
+        cfg.redis.key_prefix,
+        store.read_meta(cfg.paths.model_store, version)["segments"]["k"],
+    )
+    for user in users:
+        segment = redis_client.hget(L.user_list_key(prefix, version, user), L.FIELD_SEGMENT)
+        assert segment is not None and 0 <= int(segment) < k
+    for segment in range(k):
+        assert redis_client.hget(L.segment_list_key(prefix, version, segment), L.FIELD_LIST)
 
     # 3. New events for three users: the stream replaces their lists with fresh ones.
     later = max(e[E.EVENT_TIME] for e in events) + 60_000
