@@ -114,6 +114,26 @@ def feature_spec(
     )
 
 
+@dataclass(frozen=True)
+class BehaviourSummary:
+    """What the behaviour features are made of; the streaming job keeps it per user
+    (model/user_state.py), the batch job computes it from all of a user's events."""
+
+    events: int
+    last_ms: int | None  # newest event time; None when no event has one
+    type_counts: dict[str, int]
+
+
+def summarize(events: pd.DataFrame) -> BehaviourSummary:
+    times = events[E.EVENT_TIME].dropna()
+    counts = events[E.EVENT_TYPE].value_counts()
+    return BehaviourSummary(
+        events=len(events),
+        last_ms=None if times.empty else int(times.max()),
+        type_counts={str(t): int(c) for t, c in counts.items()},
+    )
+
+
 def user_features(
     events: pd.DataFrame,
     factor: np.ndarray | None,
@@ -127,29 +147,44 @@ def user_features(
         raise ValueError("the spec has category features but no item -> categories mapping")
     # A fixed order makes every floating-point sum the same whatever order the rows came in.
     events = events.sort_values([E.EVENT_TIME, E.ITEM_ID, E.EVENT_TYPE], kind="stable")
-    n = len(events)
+    categories = None
+    if spec.categories:
+        assert item_categories is not None
+        categories = _category_shares(events[E.ITEM_ID], item_categories, spec.categories)
+    return summary_features(summarize(events), factor, reference_ms, spec, categories)
+
+
+def summary_features(
+    summary: BehaviourSummary,
+    factor: np.ndarray | None,
+    reference_ms: int,
+    spec: FeatureSpec,
+    category_shares: np.ndarray | None = None,
+) -> np.ndarray:
+    """The feature vector from a behaviour summary: what ``user_features`` computes from the
+    events, and the streaming job from a user's state."""
+    n = summary.events
     parts: list[np.ndarray] = []
     if spec.activity:
         parts.append(np.array([np.log1p(n)]))
     if spec.recency:
-        parts.append(np.array([_recency(events[E.EVENT_TIME], reference_ms)]))
+        parts.append(np.array([_recency(summary.last_ms, reference_ms)]))
     if spec.event_types:
-        counts = events[E.EVENT_TYPE].value_counts()
-        shares = [counts.get(t, 0) / n if n else 0.0 for t in spec.event_types]
+        shares = [summary.type_counts.get(t, 0) / n if n else 0.0 for t in spec.event_types]
         parts.append(np.array(shares, dtype=np.float64))
     if spec.categories:
-        assert item_categories is not None
-        parts.append(_category_shares(events[E.ITEM_ID], item_categories, spec.categories))
+        if category_shares is None:
+            raise ValueError("the spec has category features but no category shares were given")
+        parts.append(category_shares)
     if spec.factor_dim:
         parts.append(_factor_part(factor, spec))
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _recency(times: pd.Series, reference_ms: int) -> float:
-    known = times.dropna()
-    if known.empty:
+def _recency(last_ms: int | None, reference_ms: int) -> float:
+    if last_ms is None:
         return 0.0  # no event time (a ratings file without timestamps): no recency signal
-    days = max(reference_ms - float(known.max()), 0.0) / DAY_MS
+    days = max(reference_ms - float(last_ms), 0.0) / DAY_MS
     return float(np.log1p(days))
 
 

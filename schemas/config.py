@@ -75,6 +75,10 @@ class StreamingConfig:
     max_offsets_per_trigger: int = 100_000
     starting_offsets: str = "earliest"
     top_n: int = 20
+    # Per-user state bounds (model/user_state.py): items kept for the fold-in, event ids kept
+    # to drop a producer's retried duplicates.
+    state_max_items: int = 1000
+    state_max_ids: int = 256
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,8 @@ def _check_values(cfg: Config) -> None:
             "streaming.starting_offsets must be 'earliest' or 'latest'",
         ),
         (cfg.streaming.top_n >= 1, "streaming.top_n must be >= 1"),
+        (cfg.streaming.state_max_items >= 1, "streaming.state_max_items must be >= 1"),
+        (cfg.streaming.state_max_ids >= 0, "streaming.state_max_ids must be >= 0"),
         (cfg.batch.rank >= 1, "batch.rank must be >= 1"),
         (cfg.batch.reg_param >= 0, "batch.reg_param must be >= 0"),
         (cfg.batch.alpha > 0, "batch.alpha must be > 0"),

@@ -13,6 +13,9 @@ Keys (``P`` is ``redis.key_prefix`` from config, ``V`` a model version such as
     P:m:V:s:<segment>        HASH   segment ``segment``'s list under version V, same fields
                                     as a user's list (source ``segment``)
     P:m:V:popular            HASH   the global popular list of version V, same fields
+    P:st:u:<user_id>         HASH   the streaming job's state of one user, whatever the version
+                                    field ``state`` = JSON (model/user_state.py)
+                                    field ``batch`` = the last micro-batch applied to it
 
 A batch publish writes version V's keys while readers still follow the previous version, then
 switches ``P:model:current`` in one command and removes the previous version's keys, so a
@@ -78,6 +81,10 @@ def version_keys_pattern(prefix: str, version: str) -> str:
     version escaped."""
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in version_prefix(prefix, version))
     return escaped + "*"
+
+
+def user_state_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:st:u:{user_id}"
 
 
 def current_model_key(prefix: str) -> str:
@@ -166,6 +173,41 @@ redis.call('HSET', KEYS[1], 'list', ARGV[1], 'fence', ARGV[2])
 set_segment(true)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
+"""
+
+# The stream's write of one user: their new state and, in the same atomic step, their list and
+# segment under the model version the stream scored with.
+# KEYS[1] = the user's list key (version V), KEYS[2] = their state key
+# ARGV = encoded list ("" for none), fence (the user's newest event time, ms), ttl seconds,
+#        micro-batch id, encoded state, segment ("" for none), segment probabilities ("" none)
+# A micro-batch applied already (a replay, a retried task) changes nothing: returns -1.
+# Otherwise returns 1 when the list was written, 0 when the stored list is newer (or no list).
+STREAM_WRITE_LUA = """
+local applied = redis.call('HGET', KEYS[2], 'batch')
+if applied and tonumber(applied) >= tonumber(ARGV[4]) then
+  return -1
+end
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[2], 'state', ARGV[5], 'batch', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+local wrote = 0
+if ARGV[1] ~= '' then
+  local stored = redis.call('HGET', KEYS[1], 'fence')
+  if not stored or tonumber(stored) <= tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], 'list', ARGV[1], 'fence', ARGV[2])
+    wrote = 1
+  end
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'segment', ARGV[6])
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[1], 'segment_p', ARGV[7])
+  end
+end
+if wrote == 1 or ARGV[6] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return wrote
 """
 
 # Atomic read of the current version and some users' lists (and the popular list).

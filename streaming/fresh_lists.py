@@ -1,104 +1,181 @@
-"""Fresh lists for the users active in a micro-batch, computed on the executors.
+"""Fresh lists and segments for the users active in a micro-batch, computed on the executors.
 
-Each active user's events in the batch are turned into ratings (model/feedback.py), folded into
-the current model with the exact implicit-ALS solve (model/foldin.py) and scored against all
-items (model/scoring.py). Items the user touched in the batch are left out of the list. This is
-the first, stateless step: the user's earlier history joins the fold-in with per-user state.
+For every active user (model/user_state.py has the state itself):
+
+1. read their state from Redis (one pipelined round trip per partition) and merge the
+   micro-batch's events into it; a micro-batch already applied is skipped;
+2. fold the user in from their whole history, the exact implicit-ALS solve against the current
+   item factors (model/foldin.py, Spark's conventions), so a user the model has never seen gets
+   a personal list from their first event on a known item;
+3. score every item, leave out the ones the user already has, keep the top N;
+4. assign their segment with the version's segment assigner (model/segments.py), from the same
+   features the batch job computes;
+5. write state, list and segment in one atomic Lua step (``STREAM_WRITE_LUA``), fenced on the
+   micro-batch id (a replay changes nothing) and the user's newest event time (an older list
+   never replaces a newer one).
+
+A user with nothing usable yet (only items the model does not know) still gets their state and
+segment; apps fall back to the segment's list, then the popular one. Items the model does not
+know stay in the state and count once a retrain knows them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark import Broadcast
 from pyspark.sql import DataFrame
+from pyspark.sql import types as T
 
-from streamrec.model.feedback import event_weights
 from streamrec.model.foldin import fold_in
 from streamrec.model.scoring import top_n
+from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import LIST_ROWS
+from streamrec.model.user_state import UserState, decode_state, encode_state, merge
+from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 
+# One row per active user: what happened to them in this micro-batch.
+OUTCOME = "outcome"
+WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
+OUTCOME_ROWS = T.StructType([
+    T.StructField(E.USER_ID, T.StringType(), False),
+    T.StructField(OUTCOME, T.StringType(), False),
+    T.StructField("watermark_ms", T.LongType(), False),
+])  # fmt: skip
 
-def user_list_frame(
-    user_events: pd.DataFrame,
-    model: ItemModel,
+
+@dataclass(frozen=True)
+class UserUpdate:
+    """What one user's micro-batch produces for Redis."""
+
+    state: UserState
+    payload: bytes  # b"" when there is no list
+    fence: int
+    segment: str  # "" when the version has no segments
+    segment_p: str
+
+
+def update_user(
+    state: UserState,
+    events: pd.DataFrame,
+    batch_id: int,
+    model: ItemModel | None,
     index: dict[str, int],
     cfg: Config,
-) -> pd.DataFrame:
-    """One user's events -> zero or one LIST_ROWS row. Pure: the unit of the grouped UDF."""
-    empty = _empty_rows()
-    user_id = str(user_events[E.USER_ID].iloc[0])
-    known = user_events[E.ITEM_ID].map(index)
-    usable = user_events[known.notna()]
-    if usable.empty:
-        return empty  # only items the model does not know yet: the segment/popular list stays
-    watermark = int(user_events[E.EVENT_TIME].max())
-    weights = event_weights(cfg.feedback, usable[E.EVENT_TYPE], usable[E.VALUE],
-                            usable[E.EVENT_TIME], watermark)  # fmt: skip
-    ratings = (
-        pd.DataFrame({"i": known[known.notna()].astype(np.int64).to_numpy(), "r": weights})
-        .groupby("i", sort=True)["r"]
-        .sum()
-    )
-    vector = fold_in(
-        model.item_factors,
-        model.gram,
-        ratings.index.to_numpy(),
-        ratings.to_numpy(),
-        cfg.batch.reg_param,
-        cfg.batch.alpha,
-    )
-    if vector is None:
-        return empty
-    ((best, scores),) = top_n(
-        vector[None, :].astype(np.float32),
-        model.item_factors,
-        [ratings.index.to_list()],
-        cfg.streaming.top_n,
-    )
-    rec = L.RecList(
-        items=tuple((model.item_ids[i], float(s)) for i, s in zip(best, scores, strict=True)),
-        source=L.SOURCE_STREAM,
-        model_version=model.version,
-        generated_ms=int(time.time() * 1000),
-        watermark_ms=watermark,
-    )
-    return pd.DataFrame(
-        {
-            "key": [L.user_list_key(cfg.redis.key_prefix, model.version, user_id)],
-            "payload": [L.encode_list(rec)],
-            "fence": [watermark],
-        }
-    )
+    reference_ms: int,
+) -> UserUpdate | None:
+    """One user's state, list and segment after a micro-batch; None when the micro-batch was
+    applied already. Without a model yet only the state grows. Pure: the unit the executors
+    run per user."""
+    merged = merge(state, events, batch_id, cfg.feedback, cfg.streaming.state_max_items,
+                   cfg.streaming.state_max_ids)  # fmt: skip
+    if merged is None:
+        return None
+    fence = int(merged.last_ms or 0)
+    if model is None:
+        return UserUpdate(merged, b"", fence, "", "")
+    items, ratings = merged.interactions(index)
+    vector = None
+    if len(items):
+        vector = fold_in(model.item_factors, model.gram, items, ratings, cfg.batch.reg_param,
+                         cfg.batch.alpha)  # fmt: skip
+    payload = b""
+    if vector is not None:
+        ((best, scores),) = top_n(vector[None, :].astype(np.float32), model.item_factors,
+                                  [items.tolist()], cfg.streaming.top_n)  # fmt: skip
+        payload = L.encode_list(L.RecList(
+            items=tuple((model.item_ids[i], float(s)) for i, s in zip(best, scores, strict=True)),
+            source=L.SOURCE_STREAM, model_version=model.version,
+            generated_ms=int(time.time() * 1000), watermark_ms=fence,
+        ))  # fmt: skip
+    segment = segment_p = ""
+    assigner = model.segments
+    if assigner is not None and assigner.spec is not None:
+        features = summary_features(merged.behaviour, vector, reference_ms, assigner.spec)
+        segments, probabilities = assigner.assign(features[None, :])
+        segment = str(int(segments[0]))
+        if probabilities is not None:
+            segment_p = L.encode_segment_probabilities(list(probabilities[0]))
+    return UserUpdate(merged, payload, fence, segment, segment_p)
 
 
-def _empty_rows() -> pd.DataFrame:
-    # Typed columns: an untyped empty frame makes Arrow fail to convert the group's output.
-    return pd.DataFrame(
-        {
-            "key": pd.Series([], dtype=object),
-            "payload": pd.Series([], dtype=object),
-            "fence": pd.Series([], dtype="int64"),
-        }
+def fresh_list_rows(
+    events: DataFrame,
+    bc: Broadcast[ItemModel] | None,
+    cfg: Config,
+    batch_id: int,
+    reference_ms: int,
+) -> DataFrame:
+    """OUTCOME_ROWS for every user with events in ``events``; the Redis writes happen on the
+    executors as the rows are computed. ``bc`` is the model's broadcast, made once per model
+    version (not once per micro-batch), or None before the first model."""
+    redis_cfg, ttl, prefix = cfg.redis, cfg.lists.ttl_seconds, cfg.redis.key_prefix
+
+    def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        frames = [pdf for pdf in batches if not pdf.empty]
+        if not frames:
+            return
+        # A user's rows may span Arrow batches: group the whole partition (hash-partitioned by
+        # user, so every user is in exactly one partition).
+        pdf = pd.concat(frames, ignore_index=True)
+        model: ItemModel | None = bc.value if bc is not None else None
+        index = _index_of(model) if model is not None else {}
+        groups = list(pdf.groupby(E.USER_ID, sort=True))
+        client = connect(redis_cfg)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for user, _ in groups:
+                pipe.hget(L.user_state_key(prefix, str(user)), "state")
+            states = pipe.execute()
+            script = client.register_script(L.STREAM_WRITE_LUA)
+            pipe = client.pipeline(transaction=False)
+            updates: list[tuple[str, UserUpdate | None]] = []
+            for (user, user_events), raw in zip(groups, states, strict=True):
+                update = update_user(decode_state(raw), user_events, batch_id, model, index,
+                                     cfg, reference_ms)  # fmt: skip
+                updates.append((str(user), update))
+                if update is None:
+                    continue
+                state_key = L.user_state_key(prefix, str(user))
+                # Without a model the script touches the state key only.
+                list_key = (state_key if model is None
+                            else L.user_list_key(prefix, model.version, str(user)))  # fmt: skip
+                script(
+                    keys=[list_key, state_key],
+                    args=[update.payload, update.fence, ttl, batch_id,
+                          encode_state(update.state), update.segment, update.segment_p],
+                    client=pipe,
+                )  # fmt: skip
+            results = iter(pipe.execute())
+        finally:
+            client.close()
+        users, outcomes, marks = [], [], []
+        for user, update in updates:
+            users.append(user)
+            if update is None:
+                outcomes.append(REPLAYED)
+                marks.append(0)
+                continue
+            result = int(next(results))
+            outcome = REPLAYED if result < 0 else WRITTEN if result == 1 else KEPT
+            outcomes.append(outcome if update.payload or result < 0 else NO_LIST)
+            marks.append(update.fence)
+        yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes,
+                            "watermark_ms": np.array(marks, dtype=np.int64)})  # fmt: skip
+
+    cols = [E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
+    return (
+        events.select(*cols)
+        .repartition(cfg.spark.shuffle_partitions, E.USER_ID)
+        .mapInPandas(per_partition, schema=OUTCOME_ROWS)
     )
-
-
-def fresh_list_rows(events: DataFrame, bc: Broadcast[ItemModel], cfg: Config) -> DataFrame:
-    """LIST_ROWS for every user with events in ``events``, one group per user on executors.
-    ``bc`` is the model's broadcast, made once per model version (not once per micro-batch)."""
-
-    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
-        m: ItemModel = bc.value
-        return user_list_frame(pdf, m, _index_of(m), cfg)
-
-    cols = [E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
-    return events.select(*cols).groupBy(E.USER_ID).applyInPandas(per_user, schema=LIST_ROWS)
 
 
 _INDEX_CACHE: dict[str, dict[str, int]] = {}

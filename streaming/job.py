@@ -25,13 +25,13 @@ from streamrec.errors import ModelStoreError
 from streamrec.kafka_topics import ensure_topics
 from streamrec.model import store
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import connect, write_list_rows
+from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config
 from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
-from streamrec.streaming.fresh_lists import fresh_list_rows
+from streamrec.streaming.fresh_lists import KEPT, OUTCOME, WRITTEN, fresh_list_rows
 from streamrec.streaming.parse import REASON, parse_records
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ def process_batch(
             F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
             F.count(F.col(REASON)).alias("invalid"),
             F.countDistinct(F.when(F.col(REASON).isNull(), F.col(E.USER_ID))).alias("users"),
+            F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
         ).collect()[0]  # an aggregate without grouping always has exactly one row
         valid, invalid, users = int(counts["valid"]), int(counts["invalid"]), int(counts["users"])
         if invalid:
@@ -128,8 +129,12 @@ def process_batch(
         if valid:
             events = valid_events(parsed)
             write_batch(events, cfg.paths.event_store, batch_id)
-            if current is not None:
-                written, kept = write_list_rows(fresh_list_rows(events, current[1], cfg), cfg)
+            # State, lists and segments: written on the executors; the driver gets the tally.
+            rows = fresh_list_rows(events, current[1] if current else None, cfg, batch_id,
+                                   int(counts["newest"]))  # fmt: skip
+            tally = {r[OUTCOME]: r["n"] for r in
+                     rows.groupBy(OUTCOME).agg(F.count("*").alias("n")).collect()}  # fmt: skip
+            written, kept = tally.get(WRITTEN, 0), tally.get(KEPT, 0)
     finally:
         parsed.unpersist()
     metrics = BatchMetrics(
@@ -156,7 +161,7 @@ def process_batch(
     )
     if valid and model is None:
         log.warning(
-            "stream batch %d: no model yet, so no per-user lists; run "
+            "stream batch %d: no model yet, so only user state grows, no per-user lists; run "
             "`streamrec batch run` once the event store has data",
             batch_id,
         )

@@ -1,18 +1,25 @@
-"""Stream-side lists on Spark executors: personal lists for usable events, no row otherwise."""
+"""The stream's per-user step on Spark executors against real Redis: state, list and segment in
+one atomic write; replays change nothing; history accumulates across micro-batches, before
+and after the first model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis
 from pyspark.sql import SparkSession
 
 from streamrec.model.store import ItemModel
+from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.fresh_lists import fresh_list_rows
+from streamrec.streaming.fresh_lists import KEPT, NO_LIST, OUTCOME, REPLAYED, WRITTEN
+from streamrec.streaming.fresh_lists import fresh_list_rows as rows_for
 
 pytestmark = pytest.mark.integration
+
+T = 1_700_000_000_000
 
 
 def _model() -> ItemModel:
@@ -23,33 +30,60 @@ def _model() -> ItemModel:
     return ItemModel("v-test", ids, factors, f64.T @ f64, {})
 
 
-def test_lists_only_for_users_with_usable_events(spark: SparkSession, stack_cfg: Config) -> None:
-    t = 1_700_000_000_000
+def _run(spark: SparkSession, cfg: Config, rows: list[tuple], batch_id: int,  # type: ignore[type-arg]
+         model: ItemModel | None) -> dict[str, str]:  # fmt: skip
+    events = spark.createDataFrame(rows, E.spark_event_schema())
+    bc = spark.sparkContext.broadcast(model) if model is not None else None
+    newest = max(r[4] for r in rows)
+    return {r[E.USER_ID]: r[OUTCOME] for r in rows_for(events, bc, cfg, batch_id, newest).collect()}
+
+
+def _list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
+    raw = client.hget(L.user_list_key(cfg.redis.key_prefix, "v-test", user), L.FIELD_LIST)
+    return None if raw is None else L.decode_list(raw)
+
+
+def test_state_lists_and_replays(
+    spark: SparkSession, isolated_cfg: Config, redis_client: redis.Redis
+) -> None:
+    cfg, model = isolated_cfg, _model()
+    # Before any model: only the state grows.
+    first = [("e0", "known", "i1", "play", T, 30.0)]
+    assert _run(spark, cfg, first, 0, None) == {"known": NO_LIST}
+    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"),
+                                           "state"))  # fmt: skip
+    assert state.batch == 0 and set(state.weights) == {"i1"} and state.events == 1
+
     rows = [
-        ("e1", "known", "i1", "play", t, 30.0),
-        ("e2", "known", "i2", "like", t + 5, None),
-        ("e3", "only-new-items", "brand-new", "play", t, 10.0),
-        ("e4", "only-skips", "i3", "skip", t, None),
+        ("e1", "known", "i2", "like", T + 5, None),
+        ("e0", "known", "i1", "play", T, 30.0),  # a producer's retry of e0: counted once
+        ("e3", "only-new-items", "brand-new", "play", T, 10.0),
+        ("e4", "only-skips", "i3", "skip", T, None),
     ]
-    events = spark.createDataFrame(rows, E.spark_event_schema())
-    got = {
-        r.key: r
-        for r in fresh_list_rows(
-            events, spark.sparkContext.broadcast(_model()), stack_cfg
-        ).collect()
-    }
-    key = L.user_list_key(stack_cfg.redis.key_prefix, "v-test", "known")
-    assert set(got) == {key}
-    rec = L.decode_list(bytes(got[key].payload))
-    assert got[key].fence == t + 5 == rec.watermark_ms
-    assert rec.source == L.SOURCE_STREAM and rec.model_version == "v-test"
-    assert len(rec.items) == stack_cfg.streaming.top_n
+    outcomes = _run(spark, cfg, rows, 1, model)
+    assert outcomes == {"known": WRITTEN, "only-new-items": NO_LIST, "only-skips": NO_LIST}
+    rec = _list(redis_client, cfg, "known")
+    assert rec is not None and rec.source == L.SOURCE_STREAM and rec.model_version == "v-test"
+    assert rec.watermark_ms == T + 5 and len(rec.items) == cfg.streaming.top_n
+    # The whole history is left out of the list, not just this micro-batch's items.
     assert not {"i1", "i2"} & {item for item, _ in rec.items}
+    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"),
+                                           "state"))  # fmt: skip
+    assert state.events == 2 and set(state.weights) == {"i1", "i2"}
+    # Items the model does not know wait in the state for the next retrain.
+    newcomer = decode_state(redis_client.hget(
+        L.user_state_key(cfg.redis.key_prefix, "only-new-items"), "state"))  # fmt: skip
+    assert set(newcomer.weights) == {"brand-new"}
+    assert _list(redis_client, cfg, "only-new-items") is None
 
+    # A replay of micro-batch 1 (a retried task, a restart) changes nothing.
+    before = redis_client.hgetall(L.user_state_key(cfg.redis.key_prefix, "known"))
+    assert set(_run(spark, cfg, rows, 1, model).values()) == {REPLAYED}
+    assert redis_client.hgetall(L.user_state_key(cfg.redis.key_prefix, "known")) == before
 
-def test_a_batch_where_no_user_gets_a_list(spark: SparkSession, stack_cfg: Config) -> None:
-    rows = [("e1", "u", "unknown", "play", 1_700_000_000_000, 1.0)]
-    events = spark.createDataFrame(rows, E.spark_event_schema())
-    assert (
-        fresh_list_rows(events, spark.sparkContext.broadcast(_model()), stack_cfg).collect() == []
-    )
+    # A late event (older than the list's fence) still joins the state; the list stays.
+    late = [("e5", "known", "i7", "play", T - 1000, 60.0)]
+    assert _run(spark, cfg, late, 2, model) == {"known": WRITTEN}  # fence is the newest time
+    assert "i7" in decode_state(redis_client.hget(
+        L.user_state_key(cfg.redis.key_prefix, "known"), "state")).weights  # fmt: skip
+    assert KEPT not in _run(spark, cfg, [("e6", "known", "i8", "play", T + 9, 5.0)], 3, model)

@@ -1,0 +1,82 @@
+"""The stream's per-user state: merging is exact, idempotent and bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamrec.model.feedback import DAY_MS, event_weights
+from streamrec.model.store import ItemModel
+from streamrec.model.user_state import UserState, decode_state, encode_state, merge
+from streamrec.schemas import events as E
+from streamrec.schemas.config import Config, FeedbackConfig, with_overrides
+from streamrec.streaming.fresh_lists import update_user
+
+pytestmark = pytest.mark.unit
+
+T = 1_700_000_000_000
+
+
+def _events(rows: list[tuple[str, str, str, int, float | None]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[E.EVENT_ID, E.ITEM_ID, E.EVENT_TYPE, E.EVENT_TIME,
+                                       E.VALUE])  # fmt: skip
+
+
+def test_merge_sums_event_weights_per_item_and_counts_behaviour() -> None:
+    cfg = FeedbackConfig()
+    events = _events([("a", "x", "play", T, 30.0), ("b", "x", "like", T + 1, None),
+                      ("c", "y", "skip", T + 2, None)])  # fmt: skip
+    state = merge(UserState(), events, 0, cfg)
+    assert state is not None
+    w = event_weights(cfg, events[E.EVENT_TYPE], events[E.VALUE])
+    assert state.weights == pytest.approx({"x": w[0] + w[1], "y": w[2]})
+    assert (state.events, state.last_ms, state.batch) == (3, T + 2, 0)
+    assert state.types == {"play": 1, "like": 1, "skip": 1}
+
+
+def test_a_batch_applied_twice_and_retried_ids_count_once() -> None:
+    cfg = FeedbackConfig()
+    first = merge(UserState(), _events([("a", "x", "play", T, 30.0)]), 4, cfg)
+    assert first is not None
+    assert merge(first, _events([("b", "y", "play", T, 1.0)]), 4, cfg) is None  # replay
+    again = merge(first, _events([("a", "x", "play", T, 30.0)]), 5, cfg)  # producer retry
+    assert again is not None and again.weights == first.weights and again.events == 1
+    assert again.batch == 5
+
+
+def test_decay_in_two_steps_equals_decay_in_one() -> None:
+    cfg = FeedbackConfig(half_life_days=7.0)
+    early = ("a", "x", "play", T, 30.0)
+    later = ("b", "y", "play", T + 3 * DAY_MS, 30.0)
+    both = merge(UserState(), _events([early, later]), 0, cfg)
+    step = merge(UserState(), _events([early]), 0, cfg)
+    assert step is not None
+    step = merge(step, _events([later]), 1, cfg)
+    assert both is not None and step is not None
+    assert step.weights == pytest.approx(both.weights) and step.ref_ms == both.ref_ms
+
+
+def test_bounds_keep_the_strongest_items_and_newest_ids() -> None:
+    rows = [(f"e{i}", f"i{i}", "play", T + i, float(i + 1)) for i in range(10)]
+    state = merge(UserState(), _events(rows), 0, FeedbackConfig(), max_items=3, max_ids=4)
+    assert state is not None
+    assert set(state.weights) == {"i9", "i8", "i7"} and state.ids == ("e6", "e7", "e8", "e9")
+    assert decode_state(encode_state(state)) == state
+    assert decode_state(None) == UserState()
+
+
+def test_update_user_folds_in_a_new_user_and_leaves_history_out() -> None:
+    rng = np.random.default_rng(1)
+    factors = rng.normal(size=(12, 3)).astype(np.float32)
+    f64 = factors.astype(np.float64)
+    model = ItemModel("v1", [f"i{n}" for n in range(12)], factors, f64.T @ f64, {})
+    cfg = with_overrides(Config(), streaming=dict(top_n=5))
+    events = _events([("a", "i1", "play", T, 30.0), ("b", "new-item", "play", T + 1, 5.0)])
+    update = update_user(UserState(), events, 0, model, model.index_of(), cfg, T + 1)
+    assert update is not None and update.payload and update.fence == T + 1
+    assert set(update.state.weights) == {"i1", "new-item"}
+    assert update.segment == ""  # the model has no segments
+    assert update_user(update.state, events, 0, model, model.index_of(), cfg, T) is None
+    no_model = update_user(UserState(), events, 0, None, {}, cfg, T)
+    assert no_model is not None and no_model.payload == b"" and no_model.state.events == 2
