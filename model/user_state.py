@@ -67,34 +67,58 @@ def merge(
 ) -> UserState | None:
     """``state`` with one micro-batch's events of this user (columns event_id, item_id,
     event_type, event_time, value); None when the micro-batch was applied already."""
+    if events.empty:
+        return merge_rows(state, [], 0, batch_id, feedback, max_items, max_ids)
+    reference = int(events[E.EVENT_TIME].max())
+    weights = event_weights(feedback, events[E.EVENT_TYPE], events[E.VALUE],
+                            events[E.EVENT_TIME], reference)  # fmt: skip
+    rows = list(zip(events[E.EVENT_ID].astype(str), events[E.ITEM_ID].astype(str),
+                    events[E.EVENT_TYPE].astype(str), events[E.EVENT_TIME].astype("int64"),
+                    weights.tolist(), strict=True))  # fmt: skip
+    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids)
+
+
+def merge_rows(
+    state: UserState,
+    rows: list[tuple[str, str, str, int, float]],
+    reference_ms: int,
+    batch_id: int,
+    feedback: FeedbackConfig,
+    max_items: int = 1000,
+    max_ids: int = 256,
+) -> UserState | None:
+    """``merge`` on plain rows (event id, item, type, time, weight decayed to
+    ``reference_ms``): the executors weigh a whole partition at once, then merge each user
+    without pandas (a few microseconds per event instead of a millisecond per user)."""
     if batch_id <= state.batch:
         return None
     seen = set(state.ids)
-    fresh = events[~events[E.EVENT_ID].isin(seen)].drop_duplicates(E.EVENT_ID)
-    # A fixed order: the same events give the same floating-point sums, whatever Spark's order.
-    fresh = fresh.sort_values([E.EVENT_TIME, E.EVENT_ID], kind="stable")
-    if fresh.empty:
+    fresh = []
+    for row in sorted(rows, key=lambda r: (r[3], r[0])):  # fixed order: the same float sums
+        if row[0] not in seen:
+            seen.add(row[0])
+            fresh.append(row)
+    if not fresh:
         return UserState(batch_id, state.ref_ms, state.weights, state.events, state.types,
                          state.last_ms, state.ids)  # fmt: skip
-    newest = int(fresh[E.EVENT_TIME].max())
+    newest = max(r[3] for r in fresh)
     ref_ms = max(state.ref_ms, newest)
-    scale = 1.0
-    if feedback.half_life_days > 0 and state.ref_ms:
-        scale = 0.5 ** ((ref_ms - state.ref_ms) / (feedback.half_life_days * DAY_MS))
-    weights = {item: w * scale for item, w in state.weights.items()}
-    added = event_weights(feedback, fresh[E.EVENT_TYPE], fresh[E.VALUE], fresh[E.EVENT_TIME],
-                          ref_ms)  # fmt: skip
-    for item, w in zip(fresh[E.ITEM_ID], added, strict=True):
-        weights[item] = weights.get(item, 0.0) + float(w)
+    old_scale = new_scale = 1.0
+    if feedback.half_life_days > 0:
+        half_life_ms = feedback.half_life_days * DAY_MS
+        old_scale = 0.5 ** ((ref_ms - state.ref_ms) / half_life_ms) if state.ref_ms else 1.0
+        new_scale = 0.5 ** ((ref_ms - reference_ms) / half_life_ms)
+    weights = {item: w * old_scale for item, w in state.weights.items()}
+    types = dict(state.types)
+    for _, item, event_type, _, w in fresh:
+        weights[item] = weights.get(item, 0.0) + w * new_scale
+        types[event_type] = types.get(event_type, 0) + 1
     weights = {item: w for item, w in weights.items() if w != 0.0}  # as the batch job drops 0
     if len(weights) > max_items:
         keep = sorted(weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:max_items]
         weights = dict(keep)
-    types = dict(state.types)
-    for event_type, count in fresh[E.EVENT_TYPE].value_counts().items():
-        types[str(event_type)] = types.get(str(event_type), 0) + int(count)
     last_ms = newest if state.last_ms is None else max(state.last_ms, newest)
-    ids = (*state.ids, *fresh[E.EVENT_ID].astype(str))[-max_ids:]
+    ids = (*state.ids, *(r[0] for r in fresh))[-max_ids:] if max_ids else ()
     return UserState(batch_id, ref_ms, weights, state.events + len(fresh), types, last_ms, ids)
 
 

@@ -31,11 +31,12 @@ from pyspark import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from streamrec.model.feedback import event_weights
 from streamrec.model.foldin import fold_in
 from streamrec.model.scoring import top_n
 from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel
-from streamrec.model.user_state import UserState, decode_state, encode_state, merge
+from streamrec.model.user_state import UserState, decode_state, encode_state, merge, merge_rows
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
@@ -76,8 +77,17 @@ def update_user(
     run per user."""
     merged = merge(state, events, batch_id, cfg.feedback, cfg.streaming.state_max_items,
                    cfg.streaming.state_max_ids)  # fmt: skip
-    if merged is None:
-        return None
+    return None if merged is None else finish_user(merged, model, index, cfg, reference_ms)
+
+
+def finish_user(
+    merged: UserState,
+    model: ItemModel | None,
+    index: dict[str, int],
+    cfg: Config,
+    reference_ms: int,
+) -> UserUpdate:
+    """A merged state's list (fold-in, score, seen items left out) and segment."""
     fence = int(merged.last_ms or 0)
     if model is None:
         return UserUpdate(merged, b"", fence, "", "")
@@ -127,7 +137,17 @@ def fresh_list_rows(
         pdf = pd.concat(frames, ignore_index=True)
         model: ItemModel | None = bc.value if bc is not None else None
         index = _index_of(model) if model is not None else {}
-        groups = list(pdf.groupby(E.USER_ID, sort=True))
+        # Weigh the whole partition at once (one vectorised call), then group plain rows.
+        partition_ref = int(pdf[E.EVENT_TIME].max())
+        weights = event_weights(cfg.feedback, pdf[E.EVENT_TYPE], pdf[E.VALUE],
+                                pdf[E.EVENT_TIME], partition_ref)  # fmt: skip
+        by_user: dict[str, list[tuple[str, str, str, int, float]]] = {}
+        for row in zip(pdf[E.USER_ID].astype(str), pdf[E.EVENT_ID].astype(str),
+                       pdf[E.ITEM_ID].astype(str), pdf[E.EVENT_TYPE].astype(str),
+                       pdf[E.EVENT_TIME].astype("int64").tolist(), weights.tolist(),
+                       strict=True):  # fmt: skip
+            by_user.setdefault(row[0], []).append(row[1:])
+        groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
             pipe = client.pipeline(transaction=False)
@@ -137,9 +157,12 @@ def fresh_list_rows(
             script = client.register_script(L.STREAM_WRITE_LUA)
             pipe = client.pipeline(transaction=False)
             updates: list[tuple[str, UserUpdate | None]] = []
-            for (user, user_events), raw in zip(groups, states, strict=True):
-                update = update_user(decode_state(raw), user_events, batch_id, model, index,
-                                     cfg, reference_ms)  # fmt: skip
+            for (user, rows), raw in zip(groups, states, strict=True):
+                merged = merge_rows(decode_state(raw), rows, partition_ref, batch_id,
+                                    cfg.feedback, cfg.streaming.state_max_items,
+                                    cfg.streaming.state_max_ids)  # fmt: skip
+                update = (None if merged is None
+                          else finish_user(merged, model, index, cfg, reference_ms))  # fmt: skip
                 updates.append((str(user), update))
                 if update is None:
                     continue

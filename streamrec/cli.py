@@ -7,6 +7,7 @@ see config/streamrec.example.yaml. Environment overrides are written in that fil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -159,6 +160,20 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.bench.quality import QualityParams, run_quality, table, write
     from streamrec.spark import build_spark
 
+    if args.which == "freshness":
+        from streamrec.bench import freshness
+
+        params = freshness.FreshnessParams()
+        if args.rate:
+            params = dataclasses.replace(params, rates=tuple(args.rate))
+        if args.duration:
+            params = dataclasses.replace(params, duration_s=args.duration)
+        fresh = freshness.run_freshness(cfg, params)
+        print(freshness.table(fresh))
+        if args.json:
+            freshness.write(fresh, args.json)
+            print(f"written: {args.json}")
+        return 0
     spark = build_spark(cfg, "bench")
     if args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
@@ -322,13 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
-    bench.add_argument("which", choices=["quality", "scoring"])
+    bench.add_argument("which", choices=["quality", "scoring", "freshness"])
     bench.add_argument("--data", help="quality: folder with MovieLens 100K (ua.base, ua.test)")
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")
     bench.add_argument("--rank", type=int, default=32, help="scoring: factors")
     bench.add_argument("--seen", type=int, default=20, help="scoring: seen items per user")
     bench.add_argument("--k", type=int, default=10, help="scoring: list length")
+    bench.add_argument(
+        "--rate",
+        type=float,
+        action="append",
+        help="freshness: events/s to hold (repeat for several; 500, 2000, 5000)",
+    )
+    bench.add_argument("--duration", type=float, help="freshness: seconds per rate (30)")
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)
 

@@ -36,20 +36,27 @@ log = logging.getLogger(__name__)
 DEMO_USERS, DEMO_ITEMS, DEMO_SEGMENTS, DEMO_SEED = 500, 300, 5, 7
 
 
-def demo_config(cfg: Config) -> Config:
-    home = Path(".streamrec/demo").resolve()
+def namespace_config(cfg: Config, name: str) -> Config:
+    """``cfg`` moved to its own namespace: topics ``<topic>.<name>``, Redis prefix
+    ``<prefix>-<name>``, folders under ``.streamrec/<name>``; micro-batches back to back."""
+    home = Path(".streamrec", name).resolve()
     return with_overrides(
         cfg,
-        kafka=dict(events_topic=f"{cfg.kafka.events_topic}.demo",
-                   dead_letter_topic=f"{cfg.kafka.dead_letter_topic}.demo"),
-        redis=dict(key_prefix=f"{cfg.redis.key_prefix}-demo"),
+        kafka=dict(events_topic=f"{cfg.kafka.events_topic}.{name}",
+                   dead_letter_topic=f"{cfg.kafka.dead_letter_topic}.{name}"),
+        redis=dict(key_prefix=f"{cfg.redis.key_prefix}-{name}"),
         paths=dict(event_store=str(home / "events"), stream_checkpoint=str(home / "checkpoint"),
                    model_store=str(home / "models")),
         streaming=dict(trigger_seconds=0.0),  # micro-batches back to back: lowest latency
     )  # fmt: skip
 
 
-def _reset(cfg: Config) -> None:
+def demo_config(cfg: Config) -> Config:
+    return namespace_config(cfg, "demo")
+
+
+def reset_namespace(cfg: Config) -> None:
+    """Delete the namespace's topics, folders and Redis keys, then create the topics again."""
     admin = admin_client(cfg.kafka)
     try:
         existing = set(admin.list_topics())
@@ -134,7 +141,7 @@ def run_demo(cfg: Config, events: int = 20_000, users_to_show: int = 3) -> int:
     cfg = demo_config(cfg)
     print("1/5 starting the local stack (Kafka KRaft broker + redis-server)")
     manager.up(cfg)
-    _reset(cfg)
+    reset_namespace(cfg)
     print(f"2/5 producing {events} synthetic events (+0.5% malformed) to {cfg.kafka.events_topic}")
     report = produce(cfg, ProduceOptions(
         count=events, users=DEMO_USERS, items=DEMO_ITEMS, segments=DEMO_SEGMENTS,

@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from streamrec.bench.quality import QualityParams, run_quality, table
 from streamrec.bench.scoring import run_scoring
+from streamrec.schemas.config import Config
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +48,17 @@ def test_quality_bench_on_a_small_movielens_shaped_split(
     assert result["explicit_plain_als"]["rmse"] is not None
     assert result["speed"]["fit_ratio_vs_implicit"] > 0
     assert "implicit_library_als" in table(result)
+
+
+def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:
+    from streamrec.bench.freshness import FreshnessParams, run_freshness
+    from streamrec.bench.freshness import table as freshness_table
+
+    params = FreshnessParams(rates=(200.0,), duration_s=4.0, users=200, items=100,
+                             warmup_events=2000, probe_every_s=0.05)  # fmt: skip
+    result = run_freshness(stack_cfg, params)
+    (rate,) = result["rates"]
+    assert rate["probes_sent"] > 10 and rate["probes_seen"] == rate["probes_sent"]
+    assert 0 < rate["p50_ms"] <= rate["p95_ms"] <= rate["p99_ms"]
+    assert rate["events"] > 0 and rate["rate_achieved"] > 0
+    assert "kept up" in freshness_table(result)

@@ -1,0 +1,215 @@
+"""`streamrec bench freshness [--rate R ...] [--duration S] --json OUT`: how fresh lists are.
+
+Measured as an app sees it: from the moment the producer hands an event to Kafka to the moment
+a client polling Redis sees that user's list built from it (the list's fence reaches the
+event's time). On the local stack, in its own namespace (``*.bench`` topics, the
+``<prefix>-bench`` Redis prefix, ``.streamrec/bench``), cleared first:
+
+1. a warm-up history of synthetic events goes through the stream (available-now) and one batch
+   run, so that a model and every user's state exist;
+2. the stream then runs continuously (micro-batches back to back) while, for each rate, a
+   producer thread sends events for the synthetic users at that rate for ``duration`` seconds,
+   and every ``probe_every_s`` one event is a probe: a poller thread times it until its user's
+   list in Redis carries it;
+3. a rate is *kept up with* when every probe arrived and the stream drained within
+   ``drain_ok_s`` of the producer's last event: a stream that falls behind has a backlog to
+   work off when the producer stops.
+
+The JSON holds p50/p95/p99 in milliseconds per rate, the rate the producer actually achieved,
+probes sent and seen, and the highest rate kept up with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamrec.batch.job import run_batch
+from streamrec.demo import namespace_config, reset_namespace
+from streamrec.model import store
+from streamrec.producer.run import ProduceOptions, produce, publish_events
+from streamrec.producer.synthetic import SyntheticWorld
+from streamrec.redis_lists import connect
+from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
+from streamrec.schemas.config import Config
+from streamrec.spark import build_spark
+from streamrec.stack import manager
+from streamrec.streaming.job import StreamReport, run_stream, start_stream, stop_gracefully
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FreshnessParams:
+    rates: tuple[float, ...] = (500.0, 2000.0, 5000.0)
+    duration_s: float = 30.0
+    users: int = 5000
+    items: int = 1000
+    warmup_events: int = 50_000
+    probe_every_s: float = 0.1
+    drain_timeout_s: float = 60.0
+    drain_ok_s: float = 3.0
+
+
+class _Probes:
+    """Probe events in flight, and the poller that times them until their list carries them."""
+
+    def __init__(self, cfg: Config, version: str) -> None:
+        self.cfg, self.version = cfg, version
+        self.pending: dict[str, tuple[int, float]] = {}  # user -> (event time, sent at)
+        self.latencies: list[tuple[float, float]] = []  # (sent at, latency s)
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def add(self, user: str, event_time: int, sent_at: float) -> None:
+        with self.lock:
+            if user not in self.pending:  # one probe per user in flight: fences are per user
+                self.pending[user] = (event_time, sent_at)
+                self.sent += 1
+
+    def poll(self) -> None:
+        client = connect(self.cfg.redis)
+        try:
+            while not self.stop.is_set() or self.pending:
+                with self.lock:
+                    waiting = list(self.pending.items())
+                if not waiting:
+                    time.sleep(0.002)
+                    continue
+                pipe = client.pipeline(transaction=False)
+                for user, _ in waiting:
+                    pipe.hget(L.user_list_key(self.cfg.redis.key_prefix, self.version, user),
+                              L.FIELD_FENCE)  # fmt: skip
+                fences = pipe.execute()
+                now = time.monotonic()
+                with self.lock:
+                    for (user, (event_time, sent_at)), fence in zip(waiting, fences, strict=True):
+                        if fence is not None and int(fence) >= event_time:
+                            self.latencies.append((sent_at, now - sent_at))
+                            del self.pending[user]
+                time.sleep(0.002)
+        finally:
+            client.close()
+
+
+def _stream_of_events(
+    world: SyntheticWorld, probes: _Probes, probe_every_s: float, stop_at: float, tag: str
+) -> Iterator[dict[str, Any]]:
+    """The world's events, re-timed to now with fresh ids; every ``probe_every_s`` one of them
+    is a probe."""
+    next_probe = time.monotonic()
+    for n, event in enumerate(itertools.cycle(world.events(50_000))):
+        now = time.monotonic()
+        if now >= stop_at:
+            return
+        event_time = int(time.time() * 1000)
+        out = {**event, E.EVENT_ID: f"bench-{tag}-{n}", E.EVENT_TIME: event_time}
+        if now >= next_probe:
+            probes.add(str(event[E.USER_ID]), event_time, now)
+            next_probe = now + probe_every_s
+        yield out
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    ms = np.array(latencies) * 1000
+    return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+
+def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
+              params: FreshnessParams) -> dict[str, Any]:  # fmt: skip
+    probes = _Probes(cfg, version)
+    poller = threading.Thread(target=probes.poll, daemon=True)
+    poller.start()
+    started = time.monotonic()
+    tag = f"{int(rate)}-{int(started)}"
+    events = _stream_of_events(world, probes, params.probe_every_s,
+                               started + params.duration_s, tag)  # fmt: skip
+    report = publish_events(cfg, events, rate=rate)
+    sent_s = time.monotonic() - started
+    stopped = time.monotonic()
+    deadline = stopped + params.drain_timeout_s
+    while probes.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    drain_s = time.monotonic() - stopped
+    probes.stop.set()
+    with probes.lock:
+        lost = len(probes.pending)
+        probes.pending.clear()
+    poller.join(timeout=5)
+    ordered = [lat for _, lat in sorted(probes.latencies)]
+    result = {
+        "rate_asked": rate,
+        "rate_achieved": report.sent / sent_s if sent_s > 0 else 0.0,
+        "events": report.sent,
+        "probes_sent": probes.sent,
+        "probes_seen": len(ordered),
+        "probes_lost": lost,
+        **_percentiles(ordered),
+        "drain_s": drain_s,
+        "kept_up": lost == 0 and bool(ordered) and drain_s <= params.drain_ok_s,
+    }
+    log.info("bench freshness: %s", result)
+    return result
+
+
+def run_freshness(cfg: Config, params: FreshnessParams) -> dict[str, Any]:
+    cfg = namespace_config(cfg, "bench")
+    manager.up(cfg)
+    reset_namespace(cfg)
+    world = SyntheticWorld(users=params.users, items=params.items, segments=5, seed=17,
+                           new_user_share=0.0)  # fmt: skip
+    log.info("bench freshness: warm-up, %d events", params.warmup_events)
+    warmup = ProduceOptions(count=params.warmup_events, users=params.users, items=params.items,
+                            segments=5, seed=17, new_user_share=0.0)  # fmt: skip
+    produce(cfg, warmup)
+    spark = build_spark(cfg, "bench-freshness")
+    run_stream(cfg, available_now=True, spark=spark)
+    run_batch(cfg, spark=spark)
+    version = store.current_version(cfg.paths.model_store)
+    assert version is not None
+    query = start_stream(spark, cfg, available_now=False, report=StreamReport())
+    results = []
+    try:
+        time.sleep(3.0)  # the first micro-batch loads the model
+        for rate in params.rates:
+            results.append(_run_rate(cfg, world, version, rate, params))
+    finally:
+        stop_gracefully(query)
+    kept = [r["rate_asked"] for r in results if r["kept_up"]]
+    return {
+        "params": {**params.__dict__, "rates": list(params.rates)},
+        "model_version": version,
+        "rates": results,
+        "sustained_rate": max(kept) if kept else 0.0,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    head = (f"{'rate asked':>10} {'achieved':>9} {'probes':>7} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'p99 ms':>8} {'drain s':>8} {'kept up':>8}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for r in result["rates"]:
+        lines.append(f"{r['rate_asked']:10.0f} {r['rate_achieved']:9.0f} "
+                     f"{r['probes_seen']:>3}/{r['probes_sent']:<3} {r['p50_ms']:8.0f} "
+                     f"{r['p95_ms']:8.0f} {r['p99_ms']:8.0f} {r['drain_s']:8.1f} "
+                     f"{r['kept_up']!s:>8}")  # fmt: skip
+    lines.append(f"highest rate kept up with: {result['sustained_rate']:.0f} events/s")
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
