@@ -67,20 +67,38 @@ def merge(
 ) -> UserState | None:
     """``state`` with one micro-batch's events of this user (columns event_id, item_id,
     event_type, event_time, value); None when the micro-batch was applied already."""
+    if E.USER_ID not in events.columns:  # one user's events: the id does not matter here
+        events = events.assign(**{E.USER_ID: ""})
+    reference, by_user = weighed_rows(events, feedback)
+    rows = [row for user_rows in by_user.values() for row in user_rows]
+    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids)
+
+
+Row = tuple[str, str, str, int, float]  # event id, item, type, time, weight at the reference
+
+
+def weighed_rows(
+    events: pd.DataFrame, feedback: FeedbackConfig
+) -> tuple[int, dict[str, list[Row]]]:
+    """Every event's weight decayed to the newest event time (the reference, returned), in one
+    vectorised call, as plain rows grouped by user."""
     if events.empty:
-        return merge_rows(state, [], 0, batch_id, feedback, max_items, max_ids)
+        return 0, {}
     reference = int(events[E.EVENT_TIME].max())
     weights = event_weights(feedback, events[E.EVENT_TYPE], events[E.VALUE],
                             events[E.EVENT_TIME], reference)  # fmt: skip
-    rows = list(zip(events[E.EVENT_ID].astype(str), events[E.ITEM_ID].astype(str),
-                    events[E.EVENT_TYPE].astype(str), events[E.EVENT_TIME].astype("int64"),
-                    weights.tolist(), strict=True))  # fmt: skip
-    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids)
+    by_user: dict[str, list[Row]] = {}
+    for user, *row in zip(events[E.USER_ID].astype(str), events[E.EVENT_ID].astype(str),
+                          events[E.ITEM_ID].astype(str), events[E.EVENT_TYPE].astype(str),
+                          events[E.EVENT_TIME].astype("int64").tolist(), weights.tolist(),
+                          strict=True):  # fmt: skip
+        by_user.setdefault(user, []).append(tuple(row))
+    return reference, by_user
 
 
 def merge_rows(
     state: UserState,
-    rows: list[tuple[str, str, str, int, float]],
+    rows: list[Row],
     reference_ms: int,
     batch_id: int,
     feedback: FeedbackConfig,

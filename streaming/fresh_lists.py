@@ -31,12 +31,18 @@ from pyspark import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from streamrec.model.feedback import event_weights
 from streamrec.model.foldin import fold_in
 from streamrec.model.scoring import top_n
 from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel
-from streamrec.model.user_state import UserState, decode_state, encode_state, merge, merge_rows
+from streamrec.model.user_state import (
+    UserState,
+    decode_state,
+    encode_state,
+    merge,
+    merge_rows,
+    weighed_rows,
+)
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
@@ -48,7 +54,6 @@ WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
 OUTCOME_ROWS = T.StructType([
     T.StructField(E.USER_ID, T.StringType(), False),
     T.StructField(OUTCOME, T.StringType(), False),
-    T.StructField("watermark_ms", T.LongType(), False),
 ])  # fmt: skip
 
 
@@ -137,16 +142,8 @@ def fresh_list_rows(
         pdf = pd.concat(frames, ignore_index=True)
         model: ItemModel | None = bc.value if bc is not None else None
         index = _index_of(model) if model is not None else {}
-        # Weigh the whole partition at once (one vectorised call), then group plain rows.
-        partition_ref = int(pdf[E.EVENT_TIME].max())
-        weights = event_weights(cfg.feedback, pdf[E.EVENT_TYPE], pdf[E.VALUE],
-                                pdf[E.EVENT_TIME], partition_ref)  # fmt: skip
-        by_user: dict[str, list[tuple[str, str, str, int, float]]] = {}
-        for row in zip(pdf[E.USER_ID].astype(str), pdf[E.EVENT_ID].astype(str),
-                       pdf[E.ITEM_ID].astype(str), pdf[E.EVENT_TYPE].astype(str),
-                       pdf[E.EVENT_TIME].astype("int64").tolist(), weights.tolist(),
-                       strict=True):  # fmt: skip
-            by_user.setdefault(row[0], []).append(row[1:])
+        # Weigh the whole partition at once, then merge each user's plain rows.
+        partition_ref, by_user = weighed_rows(pdf, cfg.feedback)
         groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
@@ -179,19 +176,15 @@ def fresh_list_rows(
             results = iter(pipe.execute())
         finally:
             client.close()
-        users, outcomes, marks = [], [], []
-        for user, update in updates:
-            users.append(user)
+        outcomes = []
+        for _, update in updates:
             if update is None:
                 outcomes.append(REPLAYED)
-                marks.append(0)
                 continue
             result = int(next(results))
             outcome = REPLAYED if result < 0 else WRITTEN if result == 1 else KEPT
             outcomes.append(outcome if update.payload or result < 0 else NO_LIST)
-            marks.append(update.fence)
-        yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes,
-                            "watermark_ms": np.array(marks, dtype=np.int64)})  # fmt: skip
+        yield pd.DataFrame({E.USER_ID: [user for user, _ in updates], OUTCOME: outcomes})
 
     cols = [E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
     return (

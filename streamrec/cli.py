@@ -87,8 +87,6 @@ def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
-    import dataclasses
-
     from streamrec.batch.evaluate import EvalOptions, evaluate, write_json
     from streamrec.spark import build_spark
 
@@ -123,7 +121,6 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
 def _evaluate_event_store(cfg: Config, batch: BatchConfig, args: argparse.Namespace) -> int:
     """The batch job's own judgement: a time split of the event store (newest share held out)."""
-    import dataclasses
     import json
     from pathlib import Path
 
@@ -216,6 +213,13 @@ def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.demo import run_demo
 
     return run_demo(cfg, events=args.events, users_to_show=args.show)
+
+
+def _add_ratings_file_options(parser: argparse.ArgumentParser) -> None:
+    """How a ratings file is read (batch/rating_files.py), the same for every command."""
+    parser.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
+    parser.add_argument("--sep", default=",", help="delimiter of a delimited file (default ',')")
+    parser.add_argument("--header", action="store_true", help="delimited files have a header")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,9 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with --event-store: newest share of events held out (default batch.holdout_share)",
     )
-    ev.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
-    ev.add_argument("--sep", default=",", help="delimiter of a delimited file")
-    ev.add_argument("--header", action="store_true", help="the delimited files have a header")
+    _add_ratings_file_options(ev)
     ev.add_argument("--mode", choices=["implicit", "explicit"], default="implicit")
     ev.add_argument(
         "--relevant-min",
@@ -357,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segments", help="user segments: train on a ratings file and report")
     seg.add_argument("action", choices=["report"])
     seg.add_argument("--train", required=True, help="ratings/interactions file to train on")
-    seg.add_argument("--format", choices=["movielens", "delimited"], default="movielens")
-    seg.add_argument("--sep", default=",", help="delimiter of a delimited file (default ',')")
-    seg.add_argument("--header", action="store_true", help="the delimited file has a header")
+    _add_ratings_file_options(seg)
     seg.add_argument(
         "--items", help="MovieLens u.item file: titles in the report, genre shares as features"
     )

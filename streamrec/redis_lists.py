@@ -94,16 +94,6 @@ def _run_script(
     return written, kept
 
 
-# The rows both jobs produce for Redis: the list's key, its encoded value and its fence.
-LIST_ROWS = T.StructType(
-    [
-        T.StructField("key", T.StringType(), False),
-        T.StructField("payload", T.BinaryType(), False),
-        T.StructField("fence", T.LongType(), False),
-    ]
-)
-
-
 # A batch publish's rows: also the same user's key in the version readers follow until the
 # switch (the key itself when there is none), so a fresher stream list there is carried over,
 # and the user's segment ("" when segmentation is off) and its probabilities ("" unless GMM).
@@ -128,21 +118,17 @@ class ListStamp:
 
 
 def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
-    """Write LIST_ROWS (or PUBLISH_ROWS, through the publish script) from the executors, one
+    """Write a publish's PUBLISH_ROWS (through the publish script) from the executors, one
     pipeline per partition; returns the (written, kept because newer) totals."""
     redis_cfg, ttl = cfg.redis, cfg.lists.ttl_seconds
-    publish = "prev_key" in rows.columns
     sc = rows.sparkSession.sparkContext
     written_acc, kept_acc = sc.accumulator(0), sc.accumulator(0)
 
     def write_partition(it: Iterator[Row]) -> None:
         client = connect(redis_cfg)
         try:
-            if publish:
-                w, k = write_publish(client, ((r.key, r.prev_key, r.payload, r.fence, r.segment,
-                                               r.segment_p) for r in it), ttl)  # fmt: skip
-            else:
-                w, k = write_lists(client, ((r.key, r.payload, r.fence) for r in it), ttl)
+            w, k = write_publish(client, ((r.key, r.prev_key, r.payload, r.fence, r.segment,
+                                           r.segment_p) for r in it), ttl)  # fmt: skip
         finally:
             client.close()
         written_acc.add(w)

@@ -14,7 +14,7 @@ from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.fresh_lists import KEPT, NO_LIST, OUTCOME, REPLAYED, WRITTEN
+from streamrec.streaming.fresh_lists import NO_LIST, OUTCOME, REPLAYED, WRITTEN
 from streamrec.streaming.fresh_lists import fresh_list_rows as rows_for
 
 pytestmark = pytest.mark.integration
@@ -86,4 +86,7 @@ def test_state_lists_and_replays(
     assert _run(spark, cfg, late, 2, model) == {"known": WRITTEN}  # fence is the newest time
     assert "i7" in decode_state(redis_client.hget(
         L.user_state_key(cfg.redis.key_prefix, "known"), "state")).weights  # fmt: skip
-    assert KEPT not in _run(spark, cfg, [("e6", "known", "i8", "play", T + 9, 5.0)], 3, model)
+    assert _run(spark, cfg, [("e6", "known", "i8", "play", T + 9, 5.0)], 3, model) == {
+        "known": WRITTEN
+    }
+    assert _list(redis_client, cfg, "known").watermark_ms == T + 9  # type: ignore[union-attr]
