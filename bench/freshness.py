@@ -44,7 +44,7 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.spark import build_spark
 from streamrec.stack import manager
-from streamrec.streaming.job import StreamReport, run_stream, start_stream, stop_gracefully
+from streamrec.streaming.job import StreamReport, run_stream, start_stream
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +180,14 @@ def run_freshness(cfg: Config, params: FreshnessParams) -> dict[str, Any]:
     run_batch(cfg, spark=spark)
     version = store.current_version(cfg.paths.model_store)
     assert version is not None
-    query = start_stream(spark, cfg, available_now=False, report=StreamReport())
+    queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
     results = []
     try:
         time.sleep(3.0)  # the first micro-batch loads the model
         for rate in params.rates:
             results.append(_run_rate(cfg, world, version, rate, params))
     finally:
-        stop_gracefully(query)
+        queries.stop_gracefully()
     kept = [r["rate_asked"] for r in results if r["kept_up"]]
     return {
         "params": {**params.__dict__, "rates": list(params.rates)},

@@ -50,6 +50,12 @@ class RedisConfig:
     # Never logged or printed: kept out of repr. Set it from the environment: ${REDIS_PASSWORD}.
     password: str = field(default="", repr=False)
     key_prefix: str = "streamrec"
+    # ACL user ("" for the default user); TLS with an optional CA bundle and client certificate.
+    username: str = ""
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,15 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    trigger_seconds: float = 1.0
+    # The lists query starts a micro-batch as soon as the previous one ends (0) for fresh lists;
+    # the archive query (event store, dead letters) batches up more events per write.
+    trigger_seconds: float = 0.0
+    archive_trigger_seconds: float = 5.0
     max_offsets_per_trigger: int = 100_000
+    # Spark partitions of the per-user step (0: one per Kafka partition).
+    list_partitions: int = 0
+    # Per-micro-batch metrics kept in Redis (a Redis stream, oldest trimmed).
+    metrics_kept: int = 10_000
     starting_offsets: str = "earliest"
     top_n: int = 20
     # Per-user state bounds (model/user_state.py): items kept for the fold-in, event ids kept
@@ -154,6 +167,19 @@ class SegmentsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The lookup HTTP server (`streamrec serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Required in the X-API-Key header (or Authorization: Bearer) when not empty. Never logged
+    # or printed, and only read from the environment: ${STREAMREC_API_KEY}.
+    api_key: str = field(default="", repr=False)
+    default_n: int = 10
+    max_n: int = 100
+
+
+@dataclass(frozen=True)
 class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -165,6 +191,7 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     lists: ListsConfig = field(default_factory=ListsConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # The file this config came from ("" for defaults); used in messages only.
     source: str = ""
 
@@ -290,6 +317,12 @@ def _check_values(cfg: Config) -> None:
         ),
         (cfg.streaming.trigger_seconds >= 0, "streaming.trigger_seconds must be >= 0"),
         (
+            cfg.streaming.archive_trigger_seconds >= 0,
+            "streaming.archive_trigger_seconds must be >= 0",
+        ),
+        (cfg.streaming.list_partitions >= 0, "streaming.list_partitions must be >= 0"),
+        (cfg.streaming.metrics_kept >= 1, "streaming.metrics_kept must be >= 1"),
+        (
             cfg.streaming.max_offsets_per_trigger >= 1,
             "streaming.max_offsets_per_trigger must be >= 1",
         ),
@@ -329,6 +362,20 @@ def _check_values(cfg: Config) -> None:
             bool(cfg.redis.key_prefix) and not cfg.redis.key_prefix.endswith(":"),
             "redis.key_prefix must be non-empty and not end with ':'",
         ),
+        (
+            "{" not in cfg.redis.key_prefix and "}" not in cfg.redis.key_prefix,
+            "redis.key_prefix must not contain '{' or '}': braces would move the Redis Cluster "
+            "hash tag of every key (docs/redis-layout.md)",
+        ),
+        (
+            not (cfg.redis.tls_cert_file or cfg.redis.tls_key_file)
+            or bool(cfg.redis.tls and cfg.redis.tls_cert_file and cfg.redis.tls_key_file),
+            "redis.tls_cert_file and redis.tls_key_file go together, with redis.tls: true",
+        ),
+        (not cfg.redis.tls_ca_file or cfg.redis.tls, "redis.tls_ca_file needs redis.tls: true"),
+        (1 <= cfg.serve.port <= 65535, "serve.port must be a TCP port (1..65535)"),
+        (cfg.serve.default_n >= 1, "serve.default_n must be >= 1"),
+        (cfg.serve.max_n >= cfg.serve.default_n, "serve.max_n must be >= serve.default_n"),
     ]
     from streamrec.schemas.events import event_contract
 
@@ -346,6 +393,23 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{src}: {message}")
 
 
+# Secrets that may only come from the environment, never be written in a (committed) file.
+_ENV_ONLY_SECRETS = (("serve", "api_key", "STREAMREC_API_KEY"),)
+
+
+def _check_secrets_from_env(data: Any, source: str) -> None:
+    if not isinstance(data, dict):
+        return
+    for section, key, example in _ENV_ONLY_SECRETS:
+        values = data.get(section)
+        value = values.get(key) if isinstance(values, dict) else None
+        if value and not isinstance(value, EnvText):
+            raise ConfigError(
+                f"{source}: {section}.{key} must come from the environment, not be written in the "
+                f"file: use {section}.{key}: '${{{example}}}'"
+            )
+
+
 def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     try:
@@ -353,6 +417,7 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     data = _expand_tree(data, env, source)
+    _check_secrets_from_env(data, source)
     cfg = _build(Config, data, "", source)
     cfg = dataclasses.replace(cfg, source=source)
     _check_values(cfg)
@@ -374,6 +439,22 @@ def load_config(path: str | Path | None = None) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     return parse_config(text, str(file))
+
+
+# Where a dumped config (dump_config) reads each secret from: never written in its text.
+SECRET_ENV = {("redis", "password"): "REDIS_PASSWORD", ("serve", "api_key"): "STREAMREC_API_KEY"}
+
+
+def dump_config(cfg: Config) -> tuple[str, dict[str, str]]:
+    """YAML text that loads back to ``cfg`` (to hand a config to a child process), with every
+    secret written as ``${VAR:-}``; the secrets come back in an environment mapping instead."""
+    data = {f.name: dataclasses.asdict(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg) if f.name != "source"}  # fmt: skip
+    env = {}
+    for (section, key), var in SECRET_ENV.items():
+        env[var] = str(data[section][key])
+        data[section][key] = f"${{{var}:-}}"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True), env
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -1,10 +1,14 @@
 """The Redis layout: every key streamrec writes, and the encoding of a top-N list.
 
+The contract for apps and readers in other languages is docs/redis-layout.md (keys, values,
+TTLs, hash tags, how to read on a single node and on Redis Cluster); this module is its one
+implementation in Python, tested byte for byte in tests/unit/test_redis_layout.py.
+
 Keys (``P`` is ``redis.key_prefix`` from config, ``V`` a model version such as
-``v20261125T120000Z-1a2b``):
+``v20261125T120000Z-1a2b``, ``T`` the user's hash tag ``{u:<user_id>}``):
 
     P:model:current          STRING the version readers use: switching it switches every list
-    P:m:V:u:<user_id>        HASH   one user's list under version V
+    P:m:V:u:T                HASH   one user's list under version V
                                     field ``list``  = the encoded list (JSON, below)
                                     field ``fence`` = watermark (ms) the list was built up to
                                     field ``segment`` = the user's segment under V (an int)
@@ -13,31 +17,40 @@ Keys (``P`` is ``redis.key_prefix`` from config, ``V`` a model version such as
     P:m:V:s:<segment>        HASH   segment ``segment``'s list under version V, same fields
                                     as a user's list (source ``segment``)
     P:m:V:popular            HASH   the global popular list of version V, same fields
-    P:st:u:<user_id>         HASH   the streaming job's state of one user, whatever the version
+    P:st:u:T                 HASH   the streaming job's state of one user, whatever the version
                                     field ``state`` = JSON (model/user_state.py)
                                     field ``batch`` = the last micro-batch applied to it
 
+Hash tags: every per-user key ends with the same tag ``{u:<user_id>}``, so on Redis Cluster a
+user's state and lists (of every version) live in one slot and ``STREAM_WRITE_LUA`` and
+``PUBLISH_WRITE_LUA`` may touch them in one call. Redis hashes the text between the first
+``{`` and the first ``}`` after it; the prefix and the version never contain braces
+(``check_key_part``), so the first ``{`` is the tag's own, and an id with a ``}`` in it cuts
+every key of that user at the same place: the keys still share their slot.
+
 A batch publish writes version V's keys while readers still follow the previous version, then
 switches ``P:model:current`` in one command and removes the previous version's keys, so a
-reader never sees a mix of two versions or a half-written one (read with ``READ_LISTS_LUA``:
-pointer and lists in one atomic step). The streaming job writes into the namespace of the model
-version it scored with.
+reader never sees a mix of two versions or a half-written one (read with ``LOOKUP_LUA`` or
+``READ_LISTS_LUA``: pointer and lists in one atomic step). The streaming job writes into the
+namespace of the model version it scored with.
 
 A list value is compact UTF-8 JSON:
 
-    {"v":1,"source":"batch"|"stream","model":"<version>","generated_ms":<int>,
-     "watermark_ms":<int>,"items":[["<item_id>",<score>],...]}
+    {"v":1,"source":"batch"|"stream"|"segment"|"popular","model":"<version>",
+     "generated_ms":<int>,"watermark_ms":<int>,"items":[["<item_id>",<score>],...]}
 
-The user id is the last part of its key, so an id of any shape (colons, braces, spaces, unicode)
-cannot reach another key. Writes go through ``FENCED_WRITE_LUA``: a list replaces the stored one
-whole, and only when its watermark is not older than the stored fence, so a replayed or late
-writer never puts an older list over a newer one.
+The user id sits whole inside its tag at the end of the key, so an id of any shape (colons,
+braces, spaces, unicode) cannot reach another key. Writes go through ``FENCED_WRITE_LUA``: a
+list replaces the stored one whole, and only when its watermark is not older than the stored
+fence, so a replayed or late writer never puts an older list over a newer one.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 LIST_FORMAT_VERSION = 1
@@ -52,8 +65,13 @@ SOURCE_POPULAR = "popular"
 SOURCE_SEGMENT = "segment"
 
 
+def user_tag(user_id: str) -> str:
+    """The Redis Cluster hash tag every key of one user ends with: ``{u:<user_id>}``."""
+    return "{u:" + user_id + "}"
+
+
 def user_list_key(prefix: str, version: str, user_id: str) -> str:
-    return f"{version_prefix(prefix, version)}u:{user_id}"
+    return f"{version_prefix(prefix, version)}u:{user_tag(user_id)}"
 
 
 def segment_list_key(prefix: str, version: str, segment: int) -> str:
@@ -67,13 +85,26 @@ def encode_segment_probabilities(probabilities: list[float] | None) -> str:
     return json.dumps([round(float(p), 4) for p in probabilities], separators=(",", ":"))
 
 
+def decode_segment_probabilities(raw: bytes | str) -> tuple[float, ...]:
+    """The probabilities of a non-empty ``segment_p`` field."""
+    return tuple(float(p) for p in json.loads(raw))
+
+
 def popular_list_key(prefix: str, version: str) -> str:
     return f"{version_prefix(prefix, version)}popular"
 
 
 def version_prefix(prefix: str, version: str) -> str:
-    """Every key of ``version`` starts with this (the Lua reader builds keys the same way)."""
+    """Every key of ``version`` starts with this (the Lua readers build keys the same way)."""
+    check_key_part("prefix", prefix)
+    check_key_part("version", version)
     return f"{prefix}:m:{version}:"
+
+
+def check_key_part(name: str, value: str) -> None:
+    """A prefix or a version with a brace would move the hash tag of every key built on it."""
+    if "{" in value or "}" in value:
+        raise ValueError(f"a Redis key {name} must not contain '{{' or '}}': {value!r}")
 
 
 def version_keys_pattern(prefix: str, version: str) -> str:
@@ -84,11 +115,17 @@ def version_keys_pattern(prefix: str, version: str) -> str:
 
 
 def user_state_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:st:u:{user_id}"
+    return f"{prefix}:st:u:{user_tag(user_id)}"
 
 
 def current_model_key(prefix: str) -> str:
     return f"{prefix}:model:current"
+
+
+def stream_metrics_key(prefix: str) -> str:
+    """A Redis stream (XADD, trimmed to ``streaming.metrics_kept``): one entry per micro-batch
+    of the streaming job's queries (streaming/metrics.py has the fields)."""
+    return f"{prefix}:stats:stream"
 
 
 @dataclass(frozen=True)
@@ -113,12 +150,17 @@ def encode_list(rec: RecList) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def decode_list(raw: bytes | str) -> RecList:
+def decode_list(
+    raw: bytes | str, limit: int | None = None, exclude: Container[str] = ()
+) -> RecList:
+    """A stored list; with ``limit`` and ``exclude``, only its first ``limit`` items that are
+    not in ``exclude`` (a lookup decodes no more than it returns)."""
     data: dict[str, Any] = json.loads(raw)
     if data.get("v") != LIST_FORMAT_VERSION:
         raise ValueError(f"unsupported list format version {data.get('v')!r}")
+    pairs = ((str(item), float(score)) for item, score in data["items"] if item not in exclude)
     return RecList(
-        items=tuple((str(item), float(score)) for item, score in data["items"]),
+        items=tuple(pairs if limit is None else islice(pairs, limit)),
         source=data["source"],
         model_version=data["model"],
         generated_ms=int(data["generated_ms"]),
@@ -210,18 +252,76 @@ end
 return wrote
 """
 
-# Atomic read of the current version and some users' lists (and the popular list).
-# KEYS[1] = P:model:current; ARGV[1] = P (the prefix), ARGV[2..] = user ids.
-# Returns {version or false, popular list or false, list of user 1 or false, ...}.
-READ_LISTS_LUA = """
+# The Lua readers below build keys from the prefix, the version and the user ids themselves
+# (exactly as version_prefix, user_list_key and segment_list_key do), so one call reads the
+# pointer and the lists of the version it names: single-node Redis (or one Redis Cluster slot)
+# only. A Cluster client reads the same keys in a few calls instead (docs/redis-layout.md).
+
+# How every reader starts: the current version ({false} without one) and the head of its keys
+# (version_prefix). KEYS[1] = P:model:current, ARGV[1] = P.
+_VERSION_HEAD_LUA = """
 local version = redis.call('GET', KEYS[1])
 if not version then
   return {false}
 end
 local base = ARGV[1] .. ':m:' .. version .. ':'
+"""
+
+# Atomic read of the current version and some users' lists (and the popular list).
+# KEYS[1] = P:model:current; ARGV[1] = P (the prefix), ARGV[2..] = user ids.
+# Returns {version or false, popular list or false, list of user 1 or false, ...}.
+READ_LISTS_LUA = (
+    _VERSION_HEAD_LUA
+    + """
 local out = {version, redis.call('HGET', base .. 'popular', 'list')}
 for i = 2, #ARGV do
-  out[#out + 1] = redis.call('HGET', base .. 'u:' .. ARGV[i], 'list')
+  out[#out + 1] = redis.call('HGET', base .. 'u:{u:' .. ARGV[i] .. '}', 'list')
 end
 return out
 """
+)
+
+# The lookup: the current version, and for each user the first list that exists of their own
+# list, their segment's list and the popular list, in one atomic step.
+# KEYS[1] = P:model:current; ARGV[1] = P, ARGV[2] = "1" to return every fallback list that
+# exists (the caller excludes items and may need the next list), else "0"; ARGV[3..] = user ids.
+# Returns {false} without a current version, else {version, popular list or false, then per
+# user: list or false, segment or false, segment list or false}. A segment list is returned
+# when the user has a segment and (no list or ARGV[2] = "1"); the popular list when some user
+# has neither list (or ARGV[2] = "1").
+LOOKUP_LUA = (
+    _VERSION_HEAD_LUA
+    + """
+local every = ARGV[2] == '1'
+local need_popular = every
+local out = {version, false}
+for i = 3, #ARGV do
+  local user = redis.call('HMGET', base .. 'u:{u:' .. ARGV[i] .. '}', 'list', 'segment')
+  local segment_list = false
+  if user[2] and (every or not user[1]) then
+    segment_list = redis.call('HGET', base .. 's:' .. user[2], 'list')
+  end
+  if not user[1] and not segment_list then
+    need_popular = true
+  end
+  out[#out + 1] = user[1]
+  out[#out + 1] = user[2]
+  out[#out + 1] = segment_list
+end
+if need_popular then
+  out[2] = redis.call('HGET', base .. 'popular', 'list')
+end
+return out
+"""
+)
+
+# One user's segment under the current version, atomically with the version.
+# KEYS[1] = P:model:current; ARGV[1] = P, ARGV[2] = user id.
+# Returns {false} without a current version, else {version, segment or false, segment_p or false}.
+READ_SEGMENT_LUA = (
+    _VERSION_HEAD_LUA
+    + """
+local fields = redis.call('HMGET', base .. 'u:{u:' .. ARGV[2] .. '}', 'segment', 'segment_p')
+return {version, fields[1], fields[2]}
+"""
+)

@@ -50,10 +50,13 @@ from streamrec.schemas.config import Config
 
 # One row per active user: what happened to them in this micro-batch.
 OUTCOME = "outcome"
+# Milliseconds from each of the user's events (event time) to their list's write in Redis.
+LAGS = "lags_ms"
 WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
 OUTCOME_ROWS = T.StructType([
     T.StructField(E.USER_ID, T.StringType(), False),
     T.StructField(OUTCOME, T.StringType(), False),
+    T.StructField(LAGS, T.ArrayType(T.LongType(), False), False),
 ])  # fmt: skip
 
 
@@ -78,47 +81,70 @@ def update_user(
     reference_ms: int,
 ) -> UserUpdate | None:
     """One user's state, list and segment after a micro-batch; None when the micro-batch was
-    applied already. Without a model yet only the state grows. Pure: the unit the executors
-    run per user."""
+    applied already. Without a model yet only the state grows. Pure: what the executors do for
+    every user of a partition at once."""
     merged = merge(state, events, batch_id, cfg.feedback, cfg.streaming.state_max_items,
                    cfg.streaming.state_max_ids)  # fmt: skip
-    return None if merged is None else finish_user(merged, model, index, cfg, reference_ms)
+    return None if merged is None else finish_users([merged], model, index, cfg, reference_ms)[0]
 
 
-def finish_user(
-    merged: UserState,
+def finish_users(
+    merged: list[UserState],
     model: ItemModel | None,
     index: dict[str, int],
     cfg: Config,
     reference_ms: int,
-) -> UserUpdate:
-    """A merged state's list (fold-in, score, seen items left out) and segment."""
-    fence = int(merged.last_ms or 0)
+) -> list[UserUpdate]:
+    """Merged states' lists (fold-in, score, seen items left out) and segments. The fold-in is
+    one small solve per user; scoring and segment assignment run on all users at once (one
+    matrix product instead of one per user)."""
+    fences = [int(state.last_ms or 0) for state in merged]
     if model is None:
-        return UserUpdate(merged, b"", fence, "", "")
-    items, ratings = merged.interactions(index)
-    vector = None
-    if len(items):
-        vector = fold_in(model.item_factors, model.gram, items, ratings, cfg.batch.reg_param,
-                         cfg.batch.alpha)  # fmt: skip
-    payload = b""
-    if vector is not None:
-        ((best, scores),) = top_n(vector[None, :].astype(np.float32), model.item_factors,
-                                  [items.tolist()], cfg.streaming.top_n)  # fmt: skip
-        payload = L.encode_list(L.RecList(
-            items=tuple((model.item_ids[i], float(s)) for i, s in zip(best, scores, strict=True)),
-            source=L.SOURCE_STREAM, model_version=model.version,
-            generated_ms=int(time.time() * 1000), watermark_ms=fence,
-        ))  # fmt: skip
-    segment = segment_p = ""
+        return [
+            UserUpdate(state, b"", fence, "", "")
+            for state, fence in zip(merged, fences, strict=True)
+        ]
+    seen: list[np.ndarray] = []
+    vectors: list[np.ndarray | None] = []
+    for state in merged:
+        items, ratings = state.interactions(index)
+        seen.append(items)
+        vector: np.ndarray | None = None
+        if len(items):
+            vector = fold_in(model.item_factors, model.gram, items, ratings, cfg.batch.reg_param,
+                             cfg.batch.alpha)  # fmt: skip
+        vectors.append(vector)
+    personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
+    payloads = [b""] * len(merged)
+    if personal:
+        matrix = np.stack([vector for _, vector in personal]).astype(np.float32)
+        ranked = top_n(matrix, model.item_factors, [seen[row].tolist() for row, _ in personal],
+                       cfg.streaming.top_n)  # fmt: skip
+        generated_ms = int(time.time() * 1000)
+        for (row, _), (best, scores) in zip(personal, ranked, strict=True):
+            payloads[row] = L.encode_list(L.RecList(
+                items=tuple((model.item_ids[i], float(s))
+                            for i, s in zip(best, scores, strict=True)),
+                source=L.SOURCE_STREAM, model_version=model.version,
+                generated_ms=generated_ms, watermark_ms=fences[row],
+            ))  # fmt: skip
+    segments = [("", "")] * len(merged)
     assigner = model.segments
-    if assigner is not None and assigner.spec is not None:
-        features = summary_features(merged.behaviour, vector, reference_ms, assigner.spec)
-        segments, probabilities = assigner.assign(features[None, :])
-        segment = str(int(segments[0]))
-        if probabilities is not None:
-            segment_p = L.encode_segment_probabilities(list(probabilities[0]))
-    return UserUpdate(merged, payload, fence, segment, segment_p)
+    if assigner is not None and assigner.spec is not None and merged:
+        spec = assigner.spec
+        features = np.stack([summary_features(state.behaviour, vector, reference_ms, spec)
+                             for state, vector in zip(merged, vectors, strict=True)])  # fmt: skip
+        assigned, probabilities = assigner.assign(features)
+        segments = [
+            (str(int(segment)), "" if probabilities is None
+             else L.encode_segment_probabilities(list(probabilities[row])))
+            for row, segment in enumerate(assigned)
+        ]  # fmt: skip
+    return [
+        UserUpdate(state, payload, fence, segment, segment_p)
+        for state, payload, fence, (segment, segment_p)
+        in zip(merged, payloads, fences, segments, strict=True)
+    ]  # fmt: skip
 
 
 def fresh_list_rows(
@@ -130,7 +156,8 @@ def fresh_list_rows(
 ) -> DataFrame:
     """OUTCOME_ROWS for every user with events in ``events``; the Redis writes happen on the
     executors as the rows are computed. ``bc`` is the model's broadcast, made once per model
-    version (not once per micro-batch), or None before the first model."""
+    version (not once per micro-batch), or None before the first model; ``reference_ms`` the
+    newest event time the stream saw before this micro-batch (recency features)."""
     redis_cfg, ttl, prefix = cfg.redis, cfg.lists.ttl_seconds, cfg.redis.key_prefix
 
     def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -151,16 +178,19 @@ def fresh_list_rows(
             for user, _ in groups:
                 pipe.hget(L.user_state_key(prefix, str(user)), "state")
             states = pipe.execute()
+            merged = [
+                merge_rows(decode_state(raw), rows, partition_ref, batch_id, cfg.feedback,
+                           cfg.streaming.state_max_items, cfg.streaming.state_max_ids)
+                for (_, rows), raw in zip(groups, states, strict=True)
+            ]  # fmt: skip
+            # Recency features are measured from the newest event the stream has seen.
+            reference = max(reference_ms, partition_ref)
+            applied = [state for state in merged if state is not None]
+            finished = iter(finish_users(applied, model, index, cfg, reference))
+            updates = [None if state is None else next(finished) for state in merged]
             script = client.register_script(L.STREAM_WRITE_LUA)
             pipe = client.pipeline(transaction=False)
-            updates: list[tuple[str, UserUpdate | None]] = []
-            for (user, rows), raw in zip(groups, states, strict=True):
-                merged = merge_rows(decode_state(raw), rows, partition_ref, batch_id,
-                                    cfg.feedback, cfg.streaming.state_max_items,
-                                    cfg.streaming.state_max_ids)  # fmt: skip
-                update = (None if merged is None
-                          else finish_user(merged, model, index, cfg, reference_ms))  # fmt: skip
-                updates.append((str(user), update))
+            for (user, _), update in zip(groups, updates, strict=True):
                 if update is None:
                     continue
                 state_key = L.user_state_key(prefix, str(user))
@@ -174,24 +204,34 @@ def fresh_list_rows(
                     client=pipe,
                 )  # fmt: skip
             results = iter(pipe.execute())
+            written_ms = int(time.time() * 1000)
         finally:
             client.close()
-        outcomes = []
-        for _, update in updates:
-            if update is None:
+        outcomes: list[str] = []
+        lags: list[list[int]] = []
+        for (_, rows), update in zip(groups, updates, strict=True):
+            result = -1 if update is None else int(next(results))
+            if update is None or result < 0:
                 outcomes.append(REPLAYED)
+                lags.append([])
                 continue
-            result = int(next(results))
-            outcome = REPLAYED if result < 0 else WRITTEN if result == 1 else KEPT
-            outcomes.append(outcome if update.payload or result < 0 else NO_LIST)
-        yield pd.DataFrame({E.USER_ID: [user for user, _ in updates], OUTCOME: outcomes})
+            outcomes.append((WRITTEN if result == 1 else KEPT) if update.payload else NO_LIST)
+            lags.append([written_ms - row[3] for row in rows])
+        yield pd.DataFrame({E.USER_ID: [str(user) for user, _ in groups], OUTCOME: outcomes,
+                            LAGS: lags})  # fmt: skip
 
     cols = [E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
     return (
         events.select(*cols)
-        .repartition(cfg.spark.shuffle_partitions, E.USER_ID)
+        .repartition(list_partitions(cfg), E.USER_ID)
         .mapInPandas(per_partition, schema=OUTCOME_ROWS)
     )
+
+
+def list_partitions(cfg: Config) -> int:
+    """Partitions of the per-user step: the config's, else one per Kafka partition (a micro-batch
+    is small: more tasks than cores only adds scheduling)."""
+    return cfg.streaming.list_partitions or cfg.kafka.partitions
 
 
 _INDEX_CACHE: dict[str, dict[str, int]] = {}

@@ -1,22 +1,31 @@
-"""`streamrec stream`: Kafka events -> dead letters, the event store, and fresh lists in Redis.
+"""`streamrec stream`: Kafka events -> fresh lists in Redis, the event store, dead letters.
 
-One query, one ``foreachBatch``: each micro-batch is parsed once and then
-1. invalid records go to the dead-letter topic (raw bytes + reason headers);
-2. valid events replace the batch's folder in the event store (exactly once under replays);
-3. active users get a fresh list from the current model, written with a fence so that a replay
-   never puts an older list over a newer one.
-Any failure fails the batch and so the query: Spark replays it from the checkpoint on restart.
+Two streaming queries read the events topic, each with its own checkpoint (``lists/`` and
+``archive/`` under ``paths.stream_checkpoint``), so the one apps wait for never waits for the
+other:
+
+- **lists**: micro-batches back to back, each ONE Spark job: records are parsed and validated,
+  valid events are grouped by user, and on the executors every active user's state, fresh list
+  and segment are written to Redis in one atomic, fenced step (streaming/fresh_lists.py), so
+  a replay never puts an older list over a newer one;
+- **archive**: every ``streaming.archive_trigger_seconds``, invalid records go to the dead-letter
+  topic (raw bytes + reason headers) and valid events replace the micro-batch's folder in the
+  event store (exactly once under replays) for the batch job to train on.
+
+Any failure fails the micro-batch and so its query: Spark replays it from the checkpoint on
+restart. Each micro-batch's metrics are logged and kept in Redis (streaming/metrics.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -25,13 +34,22 @@ from streamrec.errors import ModelStoreError
 from streamrec.kafka_topics import ensure_topics
 from streamrec.model import store
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import connect
+from streamrec.redis_lists import connect, delete_version
 from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
-from streamrec.streaming.fresh_lists import KEPT, OUTCOME, WRITTEN, fresh_list_rows
+from streamrec.streaming.fresh_lists import KEPT, LAGS, OUTCOME, WRITTEN, fresh_list_rows
+from streamrec.streaming.metrics import (
+    ARCHIVE,
+    LISTS,
+    BatchMetrics,
+    lag_percentiles,
+    record,
+    text,
+)
 from streamrec.streaming.parse import REASON, parse_records
 
 log = logging.getLogger(__name__)
@@ -41,9 +59,11 @@ class ModelHolder:
     """The current model and its broadcast, renewed when the batch job promotes a new version
     (checked before every micro-batch: one small file read)."""
 
-    def __init__(self, spark: SparkSession, model_store: str) -> None:
+    def __init__(self, spark: SparkSession, model_store: str, client: redis.Redis,
+                 prefix: str) -> None:  # fmt: skip
         self.spark = spark
         self.model_store = model_store
+        self.client, self.prefix = client, prefix
         self.model: ItemModel | None = None
         self.broadcast: Broadcast[ItemModel] | None = None
 
@@ -56,43 +76,46 @@ class ModelHolder:
                 log.exception("stream: model %s cannot be loaded; keeping %s", version,
                               self.model.version if self.model else "none")  # fmt: skip
             else:
-                old = self.broadcast
+                old, previous = self.broadcast, self.model
                 self.model = model
                 self.broadcast = self.spark.sparkContext.broadcast(model)
                 if old is not None:
                     old.unpersist()  # executors drop the previous version's factors
                 log.info("stream: loaded model %s (%d items)", version, len(model.item_ids))
+                if previous is not None:
+                    self._drop_stale_lists(previous.version)
         if self.model is None or self.broadcast is None:
             return None
         return self.model, self.broadcast
 
-
-@dataclass
-class BatchMetrics:
-    batch_id: int
-    valid: int
-    invalid: int
-    users: int
-    lists_written: int
-    lists_kept: int
-    model_version: str | None
-    duration_s: float
-    # Seconds per step (parse: read, validate and count; store: the event store write;
-    # lists: state, fold-in and Redis writes on the executors).
-    steps_s: dict[str, float] = field(default_factory=dict)
+    def _drop_stale_lists(self, version: str) -> None:
+        """A micro-batch that ran while the batch job switched versions wrote its lists under
+        the previous version after the switch had removed that version's keys: nobody reads
+        them (readers follow the pointer), so they are removed here, one micro-batch later."""
+        pointer = self.client.get(L.current_model_key(self.prefix))
+        if pointer is not None and text(pointer) != version:
+            removed = delete_version(self.client, self.prefix, version)
+            if removed:
+                log.info("stream: removed %d keys written under %s after the switch", removed,
+                         version)  # fmt: skip
 
 
 @dataclass
 class StreamReport:
-    batches: list[BatchMetrics] = field(default_factory=list)
+    """What the stream's two queries did, micro-batch by micro-batch."""
+
+    batches: list[BatchMetrics] = field(default_factory=list)  # the lists query
+    archived: list[BatchMetrics] = field(default_factory=list)  # the archive query
 
     @property
     def valid(self) -> int:
-        return sum(b.valid for b in self.batches)
+        """Valid events written to the event store."""
+        return sum(b.valid for b in self.archived)
 
     @property
     def invalid(self) -> int:
-        return sum(b.invalid for b in self.batches)
+        """Invalid records sent to the dead-letter topic."""
+        return sum(b.invalid for b in self.archived)
 
 
 def kafka_source(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -106,12 +129,67 @@ def kafka_source(spark: SparkSession, cfg: Config) -> DataFrame:
     )
 
 
-def process_batch(
+class _Rate:
+    """Records per second since the previous micro-batch of one query started."""
+
+    def __init__(self) -> None:
+        self.previous: float | None = None
+
+    def tick(self, started: float, rows: int) -> float:
+        elapsed = None if self.previous is None else started - self.previous
+        self.previous = started
+        return rows / elapsed if elapsed else 0.0
+
+
+def process_lists_batch(
     batch: DataFrame,
     batch_id: int,
     cfg: Config,
     models: ModelHolder,
+    reference: list[int],
+    rate: _Rate,
 ) -> BatchMetrics:
+    """The lists query's micro-batch: ONE Spark job (parse, then per user: state, fold-in, list,
+    segment, Redis write). Counts come from an observation of the same job, so no extra pass.
+    ``reference`` holds the newest event time seen so far (recency features)."""
+    started = time.monotonic()
+    current = models.current()
+    model = current[0] if current else None
+    observation = Observation(f"parse-{batch_id}")
+    parsed = parse_records(batch).observe(
+        observation,
+        F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
+        F.count(F.col(REASON)).alias("invalid"),
+        F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
+    )
+    rows = fresh_list_rows(valid_events(parsed), current[1] if current else None, cfg,
+                           batch_id, reference[0]).collect()  # fmt: skip
+    counts = observation.get
+    valid, invalid = int(counts["valid"]), int(counts["invalid"])
+    if counts["newest"] is not None:
+        reference[0] = max(reference[0], int(counts["newest"]))
+    outcomes = [r[OUTCOME] for r in rows]
+    lags = [lag for r in rows for lag in r[LAGS]]
+    duration = time.monotonic() - started
+    if valid and model is None:
+        log.warning(
+            "stream batch %d: no model yet, so only user state grows, no per-user lists; run "
+            "`streamrec batch run` once the event store has data",
+            batch_id,
+        )
+    return BatchMetrics(
+        LISTS, batch_id, valid, invalid, duration, rate.tick(started, valid + invalid),
+        users=len(outcomes), lists_written=outcomes.count(WRITTEN),
+        lists_kept=outcomes.count(KEPT), model_version=model.version if model else None,
+        lag_ms=lag_percentiles(lags),
+    )  # fmt: skip
+
+
+def process_archive_batch(
+    batch: DataFrame, batch_id: int, cfg: Config, rate: _Rate
+) -> BatchMetrics:
+    """The archive query's micro-batch: invalid records to the dead-letter topic, valid events to
+    the event store (the batch's folder replaced whole: exactly once under replays)."""
     started = time.monotonic()
     steps: dict[str, float] = {}
     parsed = parse_records(batch).persist()
@@ -119,65 +197,24 @@ def process_batch(
         counts = parsed.agg(
             F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
             F.count(F.col(REASON)).alias("invalid"),
-            F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
         ).collect()[0]  # an aggregate without grouping always has exactly one row
-        valid, invalid, users = int(counts["valid"]), int(counts["invalid"]), 0
+        valid, invalid = int(counts["valid"]), int(counts["invalid"])
         steps["parse"] = time.monotonic() - started
         if invalid:
+            t = time.monotonic()
             write_dead_letters(
                 dead_letter_rows(parsed), cfg.kafka.bootstrap_servers, cfg.kafka.dead_letter_topic
             )
-        written = kept = 0
-        current = models.current()
-        model = current[0] if current else None
+            steps["dead_letters"] = time.monotonic() - t
         if valid:
-            events = valid_events(parsed)
             t = time.monotonic()
-            write_batch(events, cfg.paths.event_store, batch_id)
+            write_batch(valid_events(parsed), cfg.paths.event_store, batch_id)
             steps["store"] = time.monotonic() - t
-            t = time.monotonic()
-            # State, lists and segments: written on the executors; the driver gets the tally.
-            rows = fresh_list_rows(events, current[1] if current else None, cfg, batch_id,
-                                   int(counts["newest"]))  # fmt: skip
-            # One row per active user: collected as is (a second shuffle to count them would
-            # cost more than the rows).
-            outcomes = [r[OUTCOME] for r in rows.collect()]
-            users = len(outcomes)  # counted here: a distinct count in parse costs a shuffle
-            written, kept = outcomes.count(WRITTEN), outcomes.count(KEPT)
-            steps["lists"] = time.monotonic() - t
     finally:
         parsed.unpersist()
-    metrics = BatchMetrics(
-        batch_id,
-        valid,
-        invalid,
-        users,
-        written,
-        kept,
-        model.version if model else None,
-        time.monotonic() - started,
-        steps,
-    )
-    log.info(
-        "stream batch %d: %d valid, %d dead-lettered, %d users, %d lists written, %d kept "
-        "(newer), model %s, %.2fs (%s)",
-        batch_id,
-        valid,
-        invalid,
-        users,
-        written,
-        kept,
-        metrics.model_version,
-        metrics.duration_s,
-        ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()),
-    )
-    if valid and model is None:
-        log.warning(
-            "stream batch %d: no model yet, so only user state grows, no per-user lists; run "
-            "`streamrec batch run` once the event store has data",
-            batch_id,
-        )
-    return metrics
+    duration = time.monotonic() - started
+    return BatchMetrics(ARCHIVE, batch_id, valid, invalid, duration,
+                        rate.tick(started, valid + invalid), steps_s=steps)  # fmt: skip
 
 
 def check_services(cfg: Config) -> None:
@@ -187,29 +224,84 @@ def check_services(cfg: Config) -> None:
     connect(cfg.redis).close()
 
 
+@dataclass
+class StreamQueries:
+    """The stream's two queries over the same topic, each with its own checkpoint: ``lists``
+    keeps lists fresh (micro-batches back to back, one Spark job each), ``archive`` keeps the
+    event store and the dead letters (bigger, less frequent micro-batches). Each is exactly
+    once for its own sinks, and neither waits for the other."""
+
+    lists: StreamingQuery
+    archive: StreamingQuery
+
+    @property
+    def all(self) -> tuple[StreamingQuery, StreamingQuery]:
+        return self.lists, self.archive
+
+    def await_termination(self, timeout_s: float | None) -> None:
+        """Until both end (available-now), one fails (its exception raised), or the timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while any(q.isActive for q in self.all):
+            for query in self.all:
+                if query.exception() is not None:
+                    query.awaitTermination()  # raises the query's failure
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            for query in self.all:
+                if query.isActive:
+                    query.awaitTermination(1)
+                    break
+        for query in self.all:
+            query.awaitTermination()  # both ended: raises a failure of either
+
+    def stop_gracefully(self) -> None:
+        for query in self.all:
+            stop_gracefully(query)
+
+
 def start_stream(
     spark: SparkSession,
     cfg: Config,
     available_now: bool,
     report: StreamReport,
-) -> StreamingQuery:
+) -> StreamQueries:
     check_services(cfg)
-    models = ModelHolder(spark, cfg.paths.model_store)
+    client = connect(cfg.redis)
+    prefix, keep = cfg.redis.key_prefix, cfg.streaming.metrics_kept
+    models = ModelHolder(spark, cfg.paths.model_store, client, prefix)
+    reference = [0]
+    lists_rate, archive_rate = _Rate(), _Rate()
 
-    def on_batch(batch: DataFrame, batch_id: int) -> None:
-        report.batches.append(process_batch(batch, batch_id, cfg, models))
+    def on_lists(batch: DataFrame, batch_id: int) -> None:
+        metrics = process_lists_batch(batch, batch_id, cfg, models, reference, lists_rate)
+        report.batches.append(metrics)
+        record(client, prefix, keep, metrics)
 
-    writer = (
-        kafka_source(spark, cfg)
-        .writeStream.foreachBatch(on_batch)
-        .option("checkpointLocation", storage.absolute(cfg.paths.stream_checkpoint))
-        .queryName(f"{cfg.spark.app_name}-stream")
+    def on_archive(batch: DataFrame, batch_id: int) -> None:
+        metrics = process_archive_batch(batch, batch_id, cfg, archive_rate)
+        report.archived.append(metrics)
+        record(client, prefix, keep, metrics)
+
+    def query(
+        name: str, on_batch: Callable[[DataFrame, int], None], every_s: float
+    ) -> StreamingQuery:
+        writer = (
+            kafka_source(spark, cfg)
+            .writeStream.foreachBatch(on_batch)
+            .option("checkpointLocation",
+                    storage.join(storage.absolute(cfg.paths.stream_checkpoint), name))
+            .queryName(f"{cfg.spark.app_name}-{cfg.kafka.events_topic}-{name}")
+        )  # fmt: skip
+        if available_now:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=f"{every_s} seconds")
+        return writer.start()
+
+    return StreamQueries(
+        lists=query(LISTS, on_lists, cfg.streaming.trigger_seconds),
+        archive=query(ARCHIVE, on_archive, cfg.streaming.archive_trigger_seconds),
     )
-    if available_now:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{cfg.streaming.trigger_seconds} seconds")
-    return writer.start()
 
 
 def run_stream(
@@ -222,12 +314,12 @@ def run_stream(
     check_services(cfg)  # before the seconds a SparkSession takes to start
     spark = spark or build_spark(cfg, "stream")
     report = StreamReport()
-    query = start_stream(spark, cfg, available_now, report)
+    queries = start_stream(spark, cfg, available_now, report)
     try:
         # A failed batch surfaces here as StreamingQueryException, with Spark's cause.
-        query.awaitTermination(None if timeout_s is None else max(1, math.ceil(timeout_s)))
+        queries.await_termination(timeout_s)
     finally:
-        stop_gracefully(query)
+        queries.stop_gracefully()
     return report
 
 

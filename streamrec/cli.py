@@ -171,6 +171,18 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             freshness.write(fresh, args.json)
             print(f"written: {args.json}")
         return 0
+    if args.which == "lookup":
+        from streamrec.bench import lookup
+
+        lookup_params = lookup.LookupParams()
+        if args.duration:
+            lookup_params = dataclasses.replace(lookup_params, duration_s=args.duration)
+        timed = lookup.run_lookup(cfg, lookup_params)
+        print(lookup.table(timed))
+        if args.json:
+            write(timed, args.json)
+            print(f"written: {args.json}")
+        return 0
     spark = build_spark(cfg, "bench")
     if args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
@@ -207,6 +219,36 @@ def _cmd_segments(cfg: Config, args: argparse.Namespace) -> int:
           f"{'n/a' if agreement is None else f'{agreement:.1%}'}; sizes {sizes}")  # fmt: skip
     print(f"written: {args.out}/report.md, metrics.json and plots")
     return 0
+
+
+def _cmd_recommend(cfg: Config, args: argparse.Namespace) -> int:
+    import json
+
+    from streamrec.lookup import LookupClient, table
+
+    titles: dict[str, str] = {}
+    if args.items:
+        from streamrec.batch.item_metadata import read_movielens_items
+
+        titles = read_movielens_items(args.items).titles
+    with LookupClient.open(cfg.redis) as client:
+        rec = client.lookup(args.user, args.n, args.exclude or ())
+    if args.json:
+        payload = rec.to_json()
+        for item in payload["items"]:
+            if item["item_id"] in titles:
+                item["title"] = titles[item["item_id"]]
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        print(table(rec, titles))
+    # 1: nothing to recommend (no model published yet, or no list of any kind).
+    return 0 if rec.items else 1
+
+
+def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.serve import serve
+
+    return serve(cfg, args.host, args.port)
 
 
 def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
@@ -339,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
-    bench.add_argument("which", choices=["quality", "scoring", "freshness"])
+    bench.add_argument("which", choices=["quality", "scoring", "freshness", "lookup"])
     bench.add_argument("--data", help="quality: folder with MovieLens 100K (ua.base, ua.test)")
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")
@@ -352,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="freshness: events/s to hold (repeat for several; 500, 2000, 5000)",
     )
-    bench.add_argument("--duration", type=float, help="freshness: seconds per rate (30)")
+    bench.add_argument(
+        "--duration",
+        type=float,
+        help="freshness: seconds per rate (30); lookup: seconds per measurement (3)",
+    )
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)
 
@@ -365,6 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--out", required=True, help="folder for report.md, metrics.json, plots")
     seg.set_defaults(func=_cmd_segments)
+
+    rec = sub.add_parser("recommend", help="look up a user's recommendations in Redis")
+    rec.add_argument("user", help="the user id (any characters; quote it in the shell)")
+    rec.add_argument("-n", type=int, default=10, help="items to show (default 10)")
+    rec.add_argument("--exclude", action="append", metavar="ITEM", help="leave an item out "
+                     "(repeat for several)")  # fmt: skip
+    rec.add_argument("--items", help="MovieLens u.item file: show item titles")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.set_defaults(func=_cmd_recommend)
+
+    srv = sub.add_parser("serve", help="serve lookups over HTTP (GET /recommendations/{user})")
+    srv.add_argument("--host", help="address to listen on (default serve.host)")
+    srv.add_argument("--port", type=int, help="port to listen on, 0 for any free one "
+                     "(default serve.port)")  # fmt: skip
+    srv.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")

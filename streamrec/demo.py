@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import redis
-from pyspark.sql.streaming import StreamingQuery
 
 from streamrec.batch.job import run_batch
 from streamrec.errors import StreamrecError
@@ -29,7 +28,7 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
 from streamrec.spark import build_spark
 from streamrec.stack import manager
-from streamrec.streaming.job import StreamReport, run_stream, start_stream, stop_gracefully
+from streamrec.streaming.job import StreamQueries, StreamReport, run_stream, start_stream
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,15 @@ def _wait_for_list(
     user: str,
     watermark: int,
     timeout_s: float,
-    query: StreamingQuery,
+    queries: StreamQueries,
 ) -> float | None:
     """Poll, as an app would, until the user's list is a stream list at least as new as
     ``watermark``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not query.isActive:
-            raise StreamrecError(f"the streaming query stopped: {query.exception()}")
+        stopped = [q for q in queries.all if not q.isActive]
+        if stopped:
+            raise StreamrecError(f"the streaming query stopped: {stopped[0].exception()}")
         rec = read_lists(client, cfg.redis.key_prefix, [user])[2][user]
         if rec is not None and rec.source == L.SOURCE_STREAM and rec.watermark_ms >= watermark:
             return time.monotonic()
@@ -96,7 +96,7 @@ def _wait_for_list(
 
 
 def _measure_freshness(
-    cfg: Config, world: SyntheticWorld, probes: int, query: StreamingQuery
+    cfg: Config, world: SyntheticWorld, probes: int, queries: StreamQueries
 ) -> list[float]:
     """Send one event per probe user and time it until that user's list changes in Redis."""
     client = connect(cfg.redis)
@@ -112,7 +112,7 @@ def _measure_freshness(
                  E.EVENT_TYPE: "play", E.EVENT_TIME: event_time, E.VALUE: 180.0}  # fmt: skip
         sent_at = time.monotonic()
         publish_events(cfg, [event])
-        seen_at = _wait_for_list(client, cfg, user, event_time, 60, query)
+        seen_at = _wait_for_list(client, cfg, user, event_time, 60, queries)
         if seen_at is None:
             log.warning("demo: no fresh list for %s within 60 s", user)
             continue
@@ -158,16 +158,16 @@ def run_demo(cfg: Config, events: int = 20_000, users_to_show: int = 3) -> int:
     print(f"    {result.summary()}")
     print("5/5 continuous stream: one event per probe user, timed until its list changes")
     live = StreamReport()
-    query = start_stream(spark, cfg, available_now=False, report=live)
+    queries = start_stream(spark, cfg, available_now=False, report=live)
     try:
         time.sleep(3.0)  # first micro-batch loads the model
         world = SyntheticWorld(
             users=DEMO_USERS, items=DEMO_ITEMS, segments=DEMO_SEGMENTS, seed=DEMO_SEED
         )
-        latencies = _measure_freshness(cfg, world, 10, query)
+        latencies = _measure_freshness(cfg, world, 10, queries)
         _print_lists(cfg, world.user_ids[:users_to_show])
     finally:
-        stop_gracefully(query)
+        queries.stop_gracefully()
     if not latencies:
         print("\nno fresh list arrived: see the log above")
         return 1

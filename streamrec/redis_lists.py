@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from pyspark.sql import DataFrame, Row
@@ -17,25 +18,47 @@ from streamrec.schemas.config import Config, RedisConfig
 from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
 
 
-def connect(cfg: RedisConfig) -> redis.Redis:
-    """A client that has answered PING, or ServiceUnavailable saying how to start Redis."""
+def connect(cfg: RedisConfig, socket_timeout_s: float = 10.0) -> redis.Redis:
+    """A client that has answered PING, or ServiceUnavailable saying how to start Redis.
+
+    Password, ACL user and TLS come from the config (which reads them from the environment);
+    none of them is ever logged, and the error names only the host, port and user."""
+    tls: dict[str, Any] = {}
+    if cfg.tls:
+        tls = dict(
+            ssl=True,
+            ssl_ca_certs=cfg.tls_ca_file or None,
+            ssl_certfile=cfg.tls_cert_file or None,
+            ssl_keyfile=cfg.tls_key_file or None,
+        )
     client = redis.Redis(
         host=cfg.host,
         port=cfg.port,
         db=cfg.db,
+        username=cfg.username or None,
         password=cfg.password or None,
-        socket_timeout=10,
+        socket_timeout=socket_timeout_s,
         socket_connect_timeout=5,
-    )
+        **tls,
+    )  # fmt: skip
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise ServiceUnavailable(
-            f"Redis at {cfg.host}:{cfg.port} does not answer ({exc.__class__.__name__}: {exc}). "
-            "Start the local stack with `streamrec stack up`, or fix redis.host/redis.port in "
-            "the config file."
-        ) from exc
+        client.close()
+        raise unavailable(cfg, exc) from exc
     return client
+
+
+def unavailable(cfg: RedisConfig, exc: Exception) -> ServiceUnavailable:
+    """The error for a Redis that does not answer (at connect or later): where, and what to do.
+    Names the host, port and ACL user, never the password."""
+    how = (" as ACL user " + repr(cfg.username) if cfg.username else "") + (
+        " over TLS" if cfg.tls else "")  # fmt: skip
+    return ServiceUnavailable(
+        f"Redis at {cfg.host}:{cfg.port}{how} does not answer ({exc.__class__.__name__}: {exc}). "
+        "Start the local stack with `streamrec stack up`, or fix redis.host/redis.port (and "
+        "redis.username, REDIS_PASSWORD, redis.tls*) in the config file."
+    )
 
 
 def write_lists(

@@ -21,6 +21,7 @@ from streamrec.schemas.config import Config, with_overrides
 from streamrec.streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from streamrec.streaming.fresh_lists import update_user
 from streamrec.streaming.job import run_stream
+from streamrec.streaming.metrics import ARCHIVE, LISTS, read_recent
 from tests.conftest import read_topic
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +54,17 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     first = run_stream(cfg, available_now=True, spark=spark)
     assert (first.valid, first.invalid) == (len(events), len(invalid))
     assert _event_store_ids(spark, cfg) == sorted(e[E.EVENT_ID] for e in events)
+    # Both queries saw every record, and kept one metrics entry per micro-batch in Redis.
+    assert sum(b.valid for b in first.batches) == len(events)
+    assert sum(b.invalid for b in first.batches) == len(invalid)
+    kept = read_recent(redis_client, cfg.redis.key_prefix)
+    assert len(kept) == len(first.batches) + len(first.archived)
+    lists = [m for m in kept if m["query"] == LISTS]
+    assert sum(int(m["valid"]) for m in lists) == len(events)
+    assert sum(int(m["users"]) for m in lists) >= len({e[E.USER_ID] for e in events})
+    assert all(float(m["lag_p50_ms"]) <= float(m["lag_p99_ms"]) for m in lists)
+    archive = [m for m in kept if m["query"] == ARCHIVE]
+    assert sum(int(m["invalid"]) for m in archive) == len(invalid)
 
     dead = read_topic(cfg, cfg.kafka.dead_letter_topic)
     assert sorted(r.value for r in dead) == sorted(b.value for b in invalid)

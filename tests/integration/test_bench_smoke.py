@@ -62,3 +62,28 @@ def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:
     assert 0 < rate["p50_ms"] <= rate["p95_ms"] <= rate["p99_ms"]
     assert rate["events"] > 0 and rate["rate_achieved"] > 0
     assert "kept up" in freshness_table(result)
+
+
+def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config) -> None:
+    from streamrec.bench.lookup import LookupParams, run_lookup
+    from streamrec.bench.lookup import table as lookup_table
+
+    params = LookupParams(
+        users=300,
+        duration_s=0.4,
+        http_rate=100.0,
+        ramp_rates=(200.0,),
+        http_connections=2,
+        redis_benchmark_requests=2000,
+    )
+    result = run_lookup(stack_cfg, params)
+    py = result["python_client"]
+    assert py["lookup"]["calls"] > 10 and py["plain_get"]["calls"] > 10
+    assert set(py["lookup"]["sources"]) == {"batch", "segment", "popular"}
+    assert py["lookup_vs_get_throughput"] > 0 and py["lookup_many"]["users_per_s"] > 0
+    assert 0 < py["lookup"]["p50_ms"] <= py["lookup"]["p99_ms"]
+    web = result["http"]
+    assert web["at_rate"]["requests"] == 40 and web["at_rate"]["errors"] == 0
+    assert len(web["ramp"]) == 1 and web["ramp"][0]["requests"] == 80
+    assert result["redis_benchmark"]["get_c1"]["per_s"] > 0
+    assert "redis-benchmark GET" in lookup_table(result)

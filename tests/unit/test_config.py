@@ -393,3 +393,75 @@ def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes("# café\nkafka: {}\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_config(path)
+
+
+# --- lookup: Redis auth/TLS, the serve section, hash-tag-safe prefixes ------------------------
+
+
+@pytest.mark.parametrize("prefix", ["a{b", "a}b", "{app}"])
+def test_braces_in_key_prefix_are_refused_naming_key_and_file(tmp_path: Path, prefix: str) -> None:
+    message, path = load_error(tmp_path, f"redis:\n  key_prefix: '{prefix}'\n")
+    assert "redis.key_prefix" in message and str(path) in message and "hash tag" in message
+
+
+def test_api_key_written_in_the_file_is_refused(tmp_path: Path) -> None:
+    message, path = load_error(tmp_path, "serve:\n  api_key: hunter2\n")
+    assert "serve.api_key" in message and str(path) in message and "environment" in message
+    assert "hunter2" not in message
+
+
+def test_secrets_from_env_never_in_repr_or_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    monkeypatch.setenv("SR_TEST_KEY", "api-key-very-secret")
+    monkeypatch.setenv("SR_TEST_PW", "redis-pw-very-secret")
+    text = (
+        "redis:\n  password: '${SR_TEST_PW}'\n  username: app\n"
+        "serve:\n  api_key: '${SR_TEST_KEY}'\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.serve.api_key == "api-key-very-secret" and cfg.redis.username == "app"
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("streamrec.test").info("config %s %r", cfg, cfg)
+    for shown in (repr(cfg), str(cfg), caplog.text):
+        assert "very-secret" not in shown
+        assert "username='app'" in shown
+
+
+def test_tls_files_need_tls(tmp_path: Path) -> None:
+    message, _ = load_error(tmp_path, "redis:\n  tls_ca_file: ca.pem\n")
+    assert "redis.tls_ca_file" in message
+    message, _ = load_error(tmp_path, "redis:\n  tls: true\n  tls_cert_file: c.pem\n")
+    assert "redis.tls_key_file" in message
+    cfg = load_config(write(tmp_path, "redis:\n  tls: true\n  tls_ca_file: ca.pem\n"))
+    assert cfg.redis.tls and cfg.redis.tls_ca_file == "ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("serve:\n  port: 0\n", "serve.port"),
+        ("serve:\n  default_n: 0\n", "serve.default_n"),
+        ("serve:\n  default_n: 20\n  max_n: 10\n", "serve.max_n"),
+    ],
+)
+def test_serve_values_checked(tmp_path: Path, text: str, key: str) -> None:
+    message, path = load_error(tmp_path, text)
+    assert key in message and str(path) in message
+
+
+def test_dump_config_round_trips_with_secrets_only_in_the_environment() -> None:
+    from streamrec.schemas.config import dump_config
+
+    cfg = with_overrides(
+        Config(),
+        redis={"password": "pw-0123 #x", "key_prefix": "p:ü", "port": 1234},
+        serve={"api_key": "key-secret", "port": 9000},
+        spark={"conf": {"spark.ui.enabled": "false"}},
+    )
+    text, env = dump_config(cfg)
+    assert "pw-0123" not in text and "key-secret" not in text
+    assert env == {"REDIS_PASSWORD": "pw-0123 #x", "STREAMREC_API_KEY": "key-secret"}
+    assert dataclasses.replace(parse_config(text, "dumped.yaml", env=env), source="") == cfg

@@ -14,6 +14,9 @@ from streamrec.schemas.redis_layout import (
     FIELD_FENCE,
     FIELD_LIST,
     LIST_FORMAT_VERSION,
+    LOOKUP_LUA,
+    READ_LISTS_LUA,
+    READ_SEGMENT_LUA,
     SOURCE_BATCH,
     SOURCE_POPULAR,
     SOURCE_STREAM,
@@ -22,7 +25,9 @@ from streamrec.schemas.redis_layout import (
     decode_list,
     encode_list,
     popular_list_key,
+    segment_list_key,
     user_list_key,
+    user_state_key,
     version_keys_pattern,
     version_prefix,
 )
@@ -61,10 +66,12 @@ V = "v20261125T120000Z-1a2b"
 
 
 def test_key_functions_exact() -> None:
-    assert user_list_key("streamrec", V, "u1") == f"streamrec:m:{V}:u:u1"
+    assert user_list_key("streamrec", V, "u1") == f"streamrec:m:{V}:u:{{u:u1}}"
+    assert user_state_key("streamrec", "u1") == "streamrec:st:u:{u:u1}"
+    assert segment_list_key("streamrec", V, 3) == f"streamrec:m:{V}:s:3"
     assert popular_list_key("streamrec", V) == f"streamrec:m:{V}:popular"
     assert current_model_key("streamrec") == "streamrec:model:current"
-    assert user_list_key(PREFIX, "v1", "x") == "P:m:v1:u:x"
+    assert user_list_key(PREFIX, "v1", "x") == "P:m:v1:u:{u:x}"
     assert popular_list_key(PREFIX, "v1") == "P:m:v1:popular"
     assert current_model_key(PREFIX) == "P:model:current"
     assert version_prefix(PREFIX, "v1") == "P:m:v1:"
@@ -83,7 +90,7 @@ def test_version_pattern_matches_only_that_version_and_escapes_globs() -> None:
 def test_user_key_bytes_keep_unicode_as_utf8() -> None:
     # redis-py sends str keys as UTF-8: the id is neither escaped nor normalised.
     key = user_list_key(PREFIX, "v1", "Zoë 🎬")
-    assert key.encode("utf-8") == b"P:m:v1:u:Zo\xc3\xab \xf0\x9f\x8e\xac"
+    assert key.encode("utf-8") == b"P:m:v1:u:{u:Zo\xc3\xab \xf0\x9f\x8e\xac}"
 
 
 ODD_USER_IDS = [
@@ -129,11 +136,12 @@ def test_user_keys_are_distinct_for_odd_ids() -> None:
 def test_user_key_never_reaches_another_key(uid: str) -> None:
     key = user_list_key(PREFIX, "v1", uid)
     assert key not in (popular_list_key(PREFIX, "v1"), current_model_key(PREFIX))
-    # The id is the whole last part: stripping the fixed head gives it back unchanged.
-    head = user_list_key(PREFIX, "v1", "")
-    assert head == "P:m:v1:u:"
-    assert key.startswith(head)
-    assert key[len(head) :] == uid
+    # The id is the whole inside of the tag that ends the key: head + id + "}".
+    head, tail = "P:m:v1:u:{u:", "}"
+    assert key.startswith(head) and key.endswith(tail)
+    assert key[len(head) : -len(tail)] == uid
+    state = user_state_key(PREFIX, uid)
+    assert state.startswith("P:st:u:{u:") and state[len("P:st:u:{u:") : -1] == uid
 
 
 def test_popular_and_model_keys_differ_from_each_other_and_across_prefixes() -> None:
@@ -250,3 +258,93 @@ def test_lua_script_uses_the_layout_field_names() -> None:
     assert f"'HGET', KEYS[1], '{FIELD_FENCE}'" in FENCED_WRITE_LUA
     assert f"'{FIELD_LIST}', ARGV[1], '{FIELD_FENCE}', ARGV[2]" in FENCED_WRITE_LUA
     assert "EXPIRE" in FENCED_WRITE_LUA
+
+
+# --- Redis Cluster hash tags -----------------------------------------------------------------
+# The slot rule of the Redis Cluster specification, written out here to check the layout
+# against it: CRC16 (XMODEM) of the hash tag (the text between the first "{" and the first "}"
+# after it, when not empty), else of the whole key, modulo 16384.
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def _hashed_part(key: bytes) -> bytes:
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def key_slot(key: str) -> int:
+    return _crc16(_hashed_part(key.encode("utf-8"))) % 16384
+
+
+def test_slot_rule_matches_the_cluster_specification_examples() -> None:
+    assert _crc16(b"123456789") == 0x31C3  # the CRC16 check value the specification gives
+    assert key_slot("somekey") == 11058 and key_slot("foo") == 12182  # CLUSTER KEYSLOT docs
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    assert _hashed_part(b"foo{}{bar}") == b"foo{}{bar}"
+    assert _hashed_part(b"foo{{bar}}zap") == b"{bar"
+    assert _hashed_part(b"foo{bar}{zap}") == b"bar"
+
+
+@pytest.mark.parametrize("uid", [*ODD_USER_IDS, "a}b", "}", "}}", "{}", "x{y}z", "{u:other}"])
+def test_a_users_state_and_lists_of_every_version_share_one_slot(uid: str) -> None:
+    # STREAM_WRITE_LUA (state + list) and PUBLISH_WRITE_LUA (new + previous version) each
+    # touch two of these keys in one call: on a Cluster they must be in one slot.
+    keys = [
+        user_state_key("streamrec", uid),
+        user_list_key("streamrec", "v1", uid),
+        user_list_key("streamrec", "v20261125T120000Z-1a2b", uid),
+    ]
+    tags = {_hashed_part(k.encode("utf-8")) for k in keys}
+    assert len(tags) == 1
+    (tag,) = tags
+    # The tag is never empty (it starts with "u:"), so the key is never hashed whole; an id
+    # with a "}" is cut at the same place in every key of that user.
+    assert tag.startswith(b"u:") and ("}" in uid or tag == f"u:{uid}".encode())
+    assert len({key_slot(k) for k in keys}) == 1
+
+
+def test_an_id_with_a_brace_shares_its_tag_with_a_shorter_id_but_not_its_keys() -> None:
+    # "a}b" hashes like "a" (tag "u:a"): same slot, distinct keys.
+    assert key_slot(user_list_key(PREFIX, "v1", "a}b")) == key_slot(
+        user_list_key(PREFIX, "v1", "a")
+    )
+    assert user_list_key(PREFIX, "v1", "a}b") != user_list_key(PREFIX, "v1", "a")
+
+
+@pytest.mark.parametrize("bad", ["p{x", "p}x", "{p}"])
+def test_braces_in_prefix_or_version_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="must not contain"):
+        user_list_key(bad, "v1", "u")
+    with pytest.raises(ValueError, match="must not contain"):
+        popular_list_key("P", bad)
+
+
+def test_lua_readers_build_user_keys_like_user_list_key() -> None:
+    # The Lua scripts build keys from prefix, version and id; these are the same pieces.
+    built = "P" + ":m:" + "v1" + ":" + "u:{u:" + "x" + "}"
+    assert built == user_list_key("P", "v1", "x")
+    for script in (READ_LISTS_LUA, LOOKUP_LUA, READ_SEGMENT_LUA):
+        assert "ARGV[1] .. ':m:' .. version .. ':'" in script
+        assert "'u:{u:' .. ARGV[" in script and "] .. '}'" in script
+    assert "base .. 's:' .. user[2]" in LOOKUP_LUA  # segment_list_key's "s:<segment>"
+    assert "base .. 'popular'" in LOOKUP_LUA
+
+
+def test_decode_list_with_limit_and_exclude() -> None:
+    rec = decode_list(KNOWN_BYTES, limit=2, exclude={"item-1", "tiny"})
+    assert rec.items == (("电影 🎬", 1234570.0), ('q"uo\\te', 3.0))
+    assert decode_list(KNOWN_BYTES, limit=0).items == ()
+    assert len(decode_list(KNOWN_BYTES, limit=100).items) == 7

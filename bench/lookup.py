@@ -1,0 +1,372 @@
+"""`streamrec bench lookup [--duration S] --json OUT`: how fast apps get their lists.
+
+On the local stack's Redis (started if it does not answer), in its own key prefix
+(``<prefix>-bench-lookup``), cleared first:
+
+1. one published version: ``users`` users, most with a list of ``list_length`` items, some with
+   only a segment (their segment's list answers), some unknown (the popular list answers);
+2. the Python client (streamrec.lookup) on one connection, for ``duration_s``: latency p50/p99
+   and throughput, as a ratio to a plain redis-py GET loop of a list-sized value on the same
+   Redis in the same run (the floor a Lua lookup cannot beat); plus lookup_many;
+3. a real `streamrec serve` process and an open-loop load generator in this process (requests
+   sent on a fixed schedule over keep-alive connections; a request's latency counts from its
+   scheduled time, so a server that falls behind is charged for the wait): p50/p99 at
+   ``http_rate`` requests/s, then the rates of ``ramp_rates`` in turn up to the first one not
+   held (p99 over ``p99_limit_ms`` or under 95% of the rate achieved);
+4. ``redis-benchmark`` GET on the same Redis, one connection and 50: the server's ceiling.
+
+Every figure is a ratio or a latency measured in the same run; nothing is asserted on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+
+from streamrec.lookup import LookupClient
+from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
+from streamrec.schemas import redis_layout as L
+from streamrec.schemas.config import Config, with_overrides
+from streamrec.serve import ServerProcess
+from streamrec.stack import redis_server
+from streamrec.stack.process import port_open
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LookupParams:
+    users: int = 10_000
+    items: int = 2_000
+    list_length: int = 20
+    segments: int = 8
+    n: int = 10
+    duration_s: float = 3.0
+    http_rate: float = 500.0
+    ramp_rates: tuple[float, ...] = (1000.0, 1500.0, 2000.0, 3000.0, 4000.0)
+    http_connections: int = 8
+    p99_limit_ms: float = 10.0
+    many_batch: int = 50
+    redis_benchmark_requests: int = 50_000
+
+
+def _user(n: int) -> str:
+    # Odd ids on purpose: colons, a space, a brace and unicode all go through the same paths.
+    return f"bench:user {n}/{{ü}}"
+
+
+def _seed(cfg: Config, params: LookupParams) -> tuple[str, list[str], bytes]:
+    """One published version; returns it, every user id, and one encoded list (GET's value)."""
+    client = connect(cfg.redis)
+    prefix, rng = cfg.redis.key_prefix, random.Random(5)
+    try:
+        stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if stale:
+            client.unlink(*stale)
+        version, now = f"v{int(time.time())}-bench", int(time.time() * 1000)
+
+        def encoded(source: str) -> bytes:
+            items = rng.sample(range(params.items), params.list_length)
+            return L.encode_list(
+                L.RecList(
+                    tuple((f"item-{i}", 1.0 - r / params.list_length) for r, i in enumerate(items)),
+                    source,
+                    version,
+                    now,
+                    now,
+                )
+            )
+
+        users = [_user(n) for n in range(params.users)]
+        rows = []
+        for n, user in enumerate(users):  # 80% with a list, 10% segment only, 10% unknown
+            if n % 10 < 8:
+                key = L.user_list_key(prefix, version, user)
+                rows.append((key, key, encoded(L.SOURCE_BATCH), now, str(n % params.segments), ""))
+            elif n % 10 == 8:
+                client.hset(
+                    L.user_list_key(prefix, version, user),
+                    L.FIELD_SEGMENT,
+                    str(n % params.segments),
+                )
+        ttl = cfg.lists.ttl_seconds
+        write_publish(client, rows, ttl)
+        write_lists(
+            client,
+            [
+                (L.segment_list_key(prefix, version, s), encoded(L.SOURCE_SEGMENT), now)
+                for s in range(params.segments)
+            ],
+            ttl,
+        )
+        sample = encoded(L.SOURCE_POPULAR)
+        write_lists(client, [(L.popular_list_key(prefix, version), sample, now)], ttl)
+        switch_version(client, prefix, version)
+    finally:
+        client.close()
+    return version, users, sample
+
+
+def _timed_loop(call: Callable[[int], object], duration_s: float) -> dict[str, float]:
+    """Call back to back for ``duration_s`` (after a short warm-up): rate and latencies."""
+    warm_until = time.perf_counter() + min(0.3, duration_s / 10)
+    i = 0
+    while time.perf_counter() < warm_until:
+        call(i)
+        i += 1
+    latencies: list[int] = []
+    started = time.perf_counter_ns()
+    stop = started + int(duration_s * 1e9)
+    now = started
+    while now < stop:
+        call(i)
+        i += 1
+        after = time.perf_counter_ns()
+        latencies.append(after - now)
+        now = after
+    ns = np.array(latencies, dtype=np.float64)
+    return {
+        "calls": len(latencies),
+        "per_s": len(latencies) / ((now - started) / 1e9),
+        "p50_ms": float(np.percentile(ns, 50) / 1e6),
+        "p99_ms": float(np.percentile(ns, 99) / 1e6),
+    }
+
+
+def _python_client(
+    cfg: Config, users: list[str], sample: bytes, params: LookupParams
+) -> dict[str, Any]:
+    order = list(users)
+    random.Random(9).shuffle(order)
+    lookup = LookupClient.open(cfg.redis)
+    plain = connect(cfg.redis)
+    get_key = f"{cfg.redis.key_prefix}:bench:get"
+    plain.set(get_key, sample)
+    sources: dict[str, int] = {}
+
+    def one(i: int) -> None:
+        source = str(lookup.lookup(order[i % len(order)], params.n).source)
+        sources[source] = sources.get(source, 0) + 1
+
+    batch = params.many_batch
+    try:
+        lookups = _timed_loop(one, params.duration_s)
+        gets = _timed_loop(lambda i: plain.get(get_key), params.duration_s)
+        many = _timed_loop(
+            lambda i: lookup.lookup_many(
+                order[(i * batch) % len(order) : (i * batch) % len(order) + batch], params.n
+            ),
+            params.duration_s / 3,
+        )
+    finally:
+        lookup.close()
+        plain.close()
+    return {
+        "lookup": {**lookups, "sources": sources},
+        "plain_get": {**gets, "value_bytes": len(sample)},
+        "lookup_vs_get_throughput": lookups["per_s"] / gets["per_s"],
+        "lookup_many": {
+            "batch": batch,
+            "users_per_s": many["per_s"] * batch,
+            "p50_ms": many["p50_ms"],
+            "p99_ms": many["p99_ms"],
+        },
+    }
+
+
+def http_load(
+    url: str, paths: list[str], rate: float, duration_s: float, connections: int
+) -> dict[str, Any]:
+    """Open-loop load over keep-alive connections: request k is due at start + k/rate and its
+    latency runs from then, so a late answer also delays (and charges) the requests queued
+    behind it. One thread, asyncio: the generator adds as little of its own delay as it can."""
+    return asyncio.run(_load(url, paths, rate, duration_s, connections))
+
+
+async def _load(
+    url: str, paths: list[str], rate: float, duration_s: float, connections: int
+) -> dict[str, Any]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for p in paths]
+    total = max(1, int(rate * duration_s))
+    loop = asyncio.get_running_loop()
+    streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
+    start = loop.time() + 0.05
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def connection(first: int) -> None:
+        reader, writer = streams[first]
+        try:
+            for k in range(first, total, connections):
+                due = start + k / rate
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                writer.write(requests[k % len(requests)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors.append(head.split(b"\r\n")[0].decode())
+                latencies.append(loop.time() - due)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(c) for c in range(connections)))
+    elapsed = loop.time() - start
+    ms = np.array(latencies) * 1000
+    return {
+        "rate_asked": rate,
+        "rate_achieved": len(latencies) / elapsed,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def _http(cfg: Config, users: list[str], params: LookupParams) -> dict[str, Any]:
+    order = list(users)
+    random.Random(11).shuffle(order)
+    paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
+    with ServerProcess(cfg) as server:
+        http_load(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
+        at_rate = http_load(
+            server.url, paths, params.http_rate, params.duration_s, params.http_connections
+        )
+        ramp, held = [], 0.0
+        for rate in params.ramp_rates:
+            step = http_load(server.url, paths, rate, params.duration_s, params.http_connections)
+            step["held"] = (
+                step["p99_ms"] < params.p99_limit_ms
+                and step["errors"] == 0
+                and step["rate_achieved"] >= 0.95 * rate
+            )
+            ramp.append(step)
+            if not step["held"]:
+                break
+            held = rate
+    if at_rate["p99_ms"] < params.p99_limit_ms and at_rate["errors"] == 0:
+        held = max(held, params.http_rate)
+    return {
+        "at_rate": at_rate,
+        "ramp": ramp,
+        "highest_rate_held": held,
+        "connections": params.http_connections,
+    }
+
+
+def redis_benchmark_binary() -> str | None:
+    """redis-benchmark on PATH, else next to the redis-server the local stack runs."""
+    found = shutil.which("redis-benchmark")
+    server = shutil.which("redis-server")
+    if found is None and server is not None:
+        beside = Path(server).resolve().parent / "redis-benchmark"
+        found = str(beside) if beside.is_file() else None
+    return found
+
+
+def _redis_benchmark(cfg: Config, value_bytes: int, params: LookupParams) -> dict[str, Any]:
+    binary = redis_benchmark_binary()
+    if binary is None:
+        return {"skipped": "redis-benchmark not found (Debian package redis-tools)"}
+    if cfg.redis.password or cfg.redis.tls:
+        # Its only way to take a password is on the command line, where `ps` shows it.
+        return {"skipped": "Redis has a password or TLS: redis-benchmark is not run"}
+    out: dict[str, Any] = {"binary": binary}
+    for clients in (1, 50):
+        cmd = [
+            binary,
+            "-h",
+            cfg.redis.host,
+            "-p",
+            str(cfg.redis.port),
+            "-t",
+            "get",
+            "--csv",
+            "-n",
+            str(params.redis_benchmark_requests),
+            "-c",
+            str(clients),
+            "-d",
+            str(value_bytes),
+        ]
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+        head, *rows = [line.replace('"', "").split(",") for line in text.strip().splitlines()]
+        row = dict(zip(head, rows[-1], strict=True))
+        out[f"get_c{clients}"] = {
+            "per_s": float(row["rps"]),
+            "p50_ms": float(row["p50_latency_ms"]),
+            "p99_ms": float(row["p99_latency_ms"]),
+        }
+    return out
+
+
+def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
+    cfg = with_overrides(cfg, redis=dict(key_prefix=f"{cfg.redis.key_prefix}-bench-lookup"))
+    if not port_open(cfg.redis.host, cfg.redis.port):
+        redis_server.start(cfg)
+    load_before = os.getloadavg()
+    version, users, sample = _seed(cfg, params)
+    python = _python_client(cfg, users, sample, params)
+    http = _http(cfg, users, params)
+    ceiling = _redis_benchmark(cfg, len(sample), params)
+    if "get_c1" in ceiling:
+        python["plain_get_vs_redis_benchmark_c1"] = (
+            python["plain_get"]["per_s"] / ceiling["get_c1"]["per_s"]
+        )
+    return {
+        "params": {**asdict(params), "ramp_rates": list(params.ramp_rates)},
+        "model_version": version,
+        "cpus": os.cpu_count(),
+        "load_average_before": list(load_before),
+        "python_client": python,
+        "http": http,
+        "redis_benchmark": ceiling,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    py, web, rb = result["python_client"], result["http"], result["redis_benchmark"]
+    lines = [
+        f"python lookup   {py['lookup']['per_s']:8.0f}/s  p50 {py['lookup']['p50_ms']:.3f} ms  "
+        f"p99 {py['lookup']['p99_ms']:.3f} ms  ({py['lookup_vs_get_throughput']:.2f}x a plain "
+        f"GET loop: {py['plain_get']['per_s']:.0f}/s)",
+        f"lookup_many     {py['lookup_many']['users_per_s']:8.0f} users/s in batches of "
+        f"{py['lookup_many']['batch']}",
+    ]
+    rows = [("http", web["at_rate"]), *(("http ramp", step) for step in web["ramp"])]
+    for name, r in rows:
+        lines.append(
+            f"{name:<15} {r['rate_asked']:6.0f}/s asked, {r['rate_achieved']:6.0f}/s "
+            f"done  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+            f"errors {r['errors']}{'' if 'held' not in r else '  held ' + str(r['held'])}"
+        )
+    lines.append(
+        f"highest HTTP rate held with p99 < {result['params']['p99_limit_ms']:.0f} ms: "
+        f"{web['highest_rate_held']:.0f}/s"
+    )
+    for clients in (1, 50):
+        if f"get_c{clients}" in rb:
+            r = rb[f"get_c{clients}"]
+            lines.append(
+                f"redis-benchmark GET, {clients:>2} connection(s): {r['per_s']:8.0f}/s  "
+                f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
+            )
+    if "skipped" in rb:
+        lines.append(f"redis-benchmark: {rb['skipped']}")
+    return "\n".join(lines)
