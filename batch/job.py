@@ -265,7 +265,7 @@ def publish(
         ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
         if segments is not None:
             ranked = ranked.join(segments.assignments, E.USER_ID, "left")
-        rows = user_lists(ranked, cfg, stamp, previous_version)
+        rows = user_lists(ranked, cfg, stamp)
         written, kept = write_list_rows(rows, cfg)
         if segments is not None:
             _publish_segment_lists(client, cfg, data, segments, stamp)

@@ -21,13 +21,10 @@ SEGMENT = "segment"
 PROBABILITIES = "probabilities"
 
 
-def user_lists(
-    ranked: DataFrame, cfg: Config, stamp: ListStamp, previous_version: str | None
-) -> DataFrame:
+def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
     """PUBLISH_ROWS from ``rank_users`` output, which may carry each user's ``segment`` (int,
     null when unassigned) and membership ``probabilities`` (array of doubles)."""
     prefix, version = cfg.redis.key_prefix, stamp.model_version
-    previous = previous_version or version
     has_segment, has_probabilities = SEGMENT in ranked.columns, PROBABILITIES in ranked.columns
 
     def segment_fields(pdf: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -52,7 +49,6 @@ def user_lists(
             segments, probabilities = segment_fields(pdf)
             yield pd.DataFrame({
                 "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
-                "prev_key": [L.user_list_key(prefix, previous, u) for u in pdf[E.USER_ID]],
                 "payload": payloads,
                 "fence": np.full(len(pdf), stamp.watermark_ms, dtype=np.int64),
                 "segment": segments,

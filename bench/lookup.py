@@ -94,7 +94,7 @@ def _seed(cfg: Config, params: LookupParams) -> tuple[str, list[str], bytes]:
         for n, user in enumerate(users):  # 80% with a list, 10% segment only, 10% unknown
             if n % 10 < 8:
                 key = L.user_list_key(prefix, version, user)
-                rows.append((key, key, encoded(L.SOURCE_BATCH), now, str(n % params.segments), ""))
+                rows.append((key, encoded(L.SOURCE_BATCH), now, str(n % params.segments), ""))
             elif n % 10 == 8:
                 client.hset(
                     L.user_list_key(prefix, version, user),

@@ -77,9 +77,10 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    # The lists query starts a micro-batch as soon as the previous one ends (0) for fresh lists;
+    # The lists query checks for new events this often, and starts a micro-batch at once when
+    # the previous one took longer (0 would poll Kafka non-stop: a third of a core when idle);
     # the archive query (event store, dead letters) batches up more events per write.
-    trigger_seconds: float = 0.0
+    trigger_seconds: float = 0.25
     archive_trigger_seconds: float = 5.0
     max_offsets_per_trigger: int = 100_000
     # Spark partitions of the per-user step (0: one per Kafka partition).

@@ -183,12 +183,16 @@ return 1
 
 
 # A batch publish's write of one user into the new version.
-# KEYS[1] = the user's key in the new version, KEYS[2] = their key in the current version
+# KEYS[1] = the user's key in the new version
 # ARGV = encoded list, fence (the model's data cut, ms), ttl seconds, segment ("" for none),
 #        segment probabilities ("" for none).
-# A list the stream refreshed after the data cut (in either version) is kept, not replaced by
-# the older batch list. Segment ids belong to a version's segmentation, so the new version's
-# segment is always written, except over one the stream already assigned under the new version.
+# A list the stream already wrote under the new version from events after the data cut is kept,
+# not replaced by the older batch list. A fresher stream list under the previous version is
+# NOT carried over: it was scored with the previous model, and a reader following the new
+# version must only see the new model's lists (the stream rescores those users under the new
+# version when it loads it: streaming/job.py). Segment ids belong to a version's segmentation,
+# so the new version's segment is always written, except over one the stream already assigned
+# under the new version.
 # Returns 1 when the batch list was written, 0 when a newer one was kept.
 PUBLISH_WRITE_LUA = """
 local fence = tonumber(ARGV[2])
@@ -201,13 +205,6 @@ end
 local own = redis.call('HGET', KEYS[1], 'fence')
 if own and tonumber(own) > fence then
   set_segment(false)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-  return 0
-end
-local prev = redis.call('HMGET', KEYS[2], 'list', 'fence')
-if prev[1] and prev[2] and tonumber(prev[2]) > fence then
-  redis.call('HSET', KEYS[1], 'list', prev[1], 'fence', prev[2])
-  set_segment(true)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 0
 end

@@ -52,11 +52,14 @@ from streamrec.schemas.config import Config
 OUTCOME = "outcome"
 # Milliseconds from each of the user's events (event time) to their list's write in Redis.
 LAGS = "lags_ms"
+# The user's newest event time (their list's fence), 0 when they have no state.
+NEWEST = "newest_ms"
 WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
 OUTCOME_ROWS = T.StructType([
     T.StructField(E.USER_ID, T.StringType(), False),
     T.StructField(OUTCOME, T.StringType(), False),
     T.StructField(LAGS, T.ArrayType(T.LongType(), False), False),
+    T.StructField(NEWEST, T.LongType(), False),
 ])  # fmt: skip
 
 
@@ -217,8 +220,10 @@ def fresh_list_rows(
                 continue
             outcomes.append((WRITTEN if result == 1 else KEPT) if update.payload else NO_LIST)
             lags.append([written_ms - row[3] for row in rows])
-        yield pd.DataFrame({E.USER_ID: [str(user) for user, _ in groups], OUTCOME: outcomes,
-                            LAGS: lags})  # fmt: skip
+        yield pd.DataFrame({
+            E.USER_ID: [str(user) for user, _ in groups], OUTCOME: outcomes, LAGS: lags,
+            NEWEST: [0 if u is None else u.fence for u in updates],
+        })  # fmt: skip
 
     cols = [E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
     return (
@@ -226,6 +231,47 @@ def fresh_list_rows(
         .repartition(list_partitions(cfg), E.USER_ID)
         .mapInPandas(per_partition, schema=OUTCOME_ROWS)
     )
+
+
+def rescored_list_rows(
+    users: DataFrame,
+    bc: Broadcast[ItemModel],
+    cfg: Config,
+    reference_ms: int,
+) -> DataFrame:
+    """OUTCOME_ROWS for ``users`` (a ``user_id`` column), their lists rebuilt from their stored
+    state under the broadcast model and written fenced (``FENCED_WRITE_LUA``; the state is not
+    touched). For the users the stream refreshed after a new model's data cut: the batch job
+    publishes those users' lists from older data, and only the stream has their newer events."""
+    redis_cfg, ttl, prefix = cfg.redis, cfg.lists.ttl_seconds, cfg.redis.key_prefix
+
+    def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        users = [str(u) for pdf in batches for u in pdf[E.USER_ID]]
+        if not users:
+            return
+        model = bc.value
+        client = connect(redis_cfg)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for user in users:
+                pipe.hget(L.user_state_key(prefix, user), "state")
+            states = [decode_state(raw) for raw in pipe.execute()]
+            updates = finish_users(states, model, _index_of(model), cfg, reference_ms)
+            script = client.register_script(L.FENCED_WRITE_LUA)
+            pipe = client.pipeline(transaction=False)
+            for user, update in zip(users, updates, strict=True):
+                if update.payload:
+                    script(keys=[L.user_list_key(prefix, model.version, user)],
+                           args=[update.payload, update.fence, ttl], client=pipe)  # fmt: skip
+            results = iter(pipe.execute())
+        finally:
+            client.close()
+        outcomes = [(WRITTEN if int(next(results)) == 1 else KEPT) if u.payload else NO_LIST
+                    for u in updates]  # fmt: skip
+        yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes, LAGS: [[] for _ in users],
+                            NEWEST: [u.fence for u in updates]})  # fmt: skip
+
+    return users.repartition(list_partitions(cfg)).mapInPandas(per_partition, OUTCOME_ROWS)
 
 
 def list_partitions(cfg: Config) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import redis
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -41,7 +41,15 @@ from streamrec.schemas.config import Config
 from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
-from streamrec.streaming.fresh_lists import KEPT, LAGS, OUTCOME, WRITTEN, fresh_list_rows
+from streamrec.streaming.fresh_lists import (
+    KEPT,
+    LAGS,
+    NEWEST,
+    OUTCOME,
+    WRITTEN,
+    fresh_list_rows,
+    rescored_list_rows,
+)
 from streamrec.streaming.metrics import (
     ARCHIVE,
     LISTS,
@@ -66,6 +74,8 @@ class ModelHolder:
         self.client, self.prefix = client, prefix
         self.model: ItemModel | None = None
         self.broadcast: Broadcast[ItemModel] | None = None
+        # True from loading a new version until the lists query has rescored its recent users.
+        self.switched = False
 
     def current(self) -> tuple[ItemModel, Broadcast[ItemModel]] | None:
         version = store.current_version(self.model_store)
@@ -82,6 +92,7 @@ class ModelHolder:
                 if old is not None:
                     old.unpersist()  # executors drop the previous version's factors
                 log.info("stream: loaded model %s (%d items)", version, len(model.item_ids))
+                self.switched = True
                 if previous is not None:
                     self._drop_stale_lists(previous.version)
         if self.model is None or self.broadcast is None:
@@ -141,20 +152,72 @@ class _Rate:
         return rows / elapsed if elapsed else 0.0
 
 
+# A retrain's data cut trails the stream by the archive interval plus the batch run; users
+# active within this much event time before the newest event are the ones whose newer events a
+# new version's batch lists can miss.
+RECENT_WINDOW_MS = 3_600_000
+
+
+class ListsProgress:
+    """What the lists query carries from one micro-batch to the next."""
+
+    def __init__(self) -> None:
+        self.reference = 0  # the newest event time seen (recency features)
+        self.rate = _Rate()
+        self.recent: dict[str, int] = {}  # user -> newest event time, within RECENT_WINDOW_MS
+        self._pruned_at = 1024
+
+    def saw(self, rows: list[Row], newest: int | None) -> None:
+        if newest is not None:
+            self.reference = max(self.reference, newest)
+        for row in rows:
+            if row[NEWEST] > self.recent.get(row[E.USER_ID], 0):
+                self.recent[row[E.USER_ID]] = row[NEWEST]
+        if len(self.recent) >= 2 * self._pruned_at:  # amortised: prune when it has doubled
+            horizon = self.reference - RECENT_WINDOW_MS
+            self.recent = {u: t for u, t in self.recent.items() if t >= horizon}
+            self._pruned_at = max(1024, len(self.recent))
+
+    def after(self, cut_ms: int) -> list[str]:
+        return [user for user, newest in self.recent.items() if newest > cut_ms]
+
+
+def rescore_recent_users(
+    spark: SparkSession, model: ItemModel, bc: Broadcast[ItemModel], cfg: Config,
+    progress: ListsProgress,
+) -> int:  # fmt: skip
+    """After a switch to ``model``: the users whose newest events came after its data cut get
+    their list rebuilt under it from their state, so no reader of the new version has to wait
+    for their next event to see them. Returns the lists written."""
+    users = progress.after(int(model.meta.get("data_cut_ms", 0)))
+    if not users:
+        return 0
+    frame = spark.createDataFrame([(u,) for u in users], f"{E.USER_ID} string")
+    rows = rescored_list_rows(frame, bc, cfg, progress.reference).collect()
+    written = sum(1 for r in rows if r[OUTCOME] == WRITTEN)
+    log.info("stream: %d users active after %s's data cut rescored under it, %d lists written",
+             len(users), model.version, written)  # fmt: skip
+    return written
+
+
 def process_lists_batch(
     batch: DataFrame,
     batch_id: int,
     cfg: Config,
     models: ModelHolder,
-    reference: list[int],
-    rate: _Rate,
+    progress: ListsProgress,
 ) -> BatchMetrics:
     """The lists query's micro-batch: ONE Spark job (parse, then per user: state, fold-in, list,
     segment, Redis write). Counts come from an observation of the same job, so no extra pass.
-    ``reference`` holds the newest event time seen so far (recency features)."""
+    Right after a model switch, the recently active users are rescored under it first."""
     started = time.monotonic()
+    steps: dict[str, float] = {}
     current = models.current()
     model = current[0] if current else None
+    if current is not None and models.switched:
+        rescore_recent_users(batch.sparkSession, current[0], current[1], cfg, progress)
+        models.switched = False
+        steps["rescore"] = time.monotonic() - started
     observation = Observation(f"parse-{batch_id}")
     parsed = parse_records(batch).observe(
         observation,
@@ -163,11 +226,10 @@ def process_lists_batch(
         F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
     )
     rows = fresh_list_rows(valid_events(parsed), current[1] if current else None, cfg,
-                           batch_id, reference[0]).collect()  # fmt: skip
+                           batch_id, progress.reference).collect()  # fmt: skip
     counts = observation.get
     valid, invalid = int(counts["valid"]), int(counts["invalid"])
-    if counts["newest"] is not None:
-        reference[0] = max(reference[0], int(counts["newest"]))
+    progress.saw(rows, counts["newest"])
     outcomes = [r[OUTCOME] for r in rows]
     lags = [lag for r in rows for lag in r[LAGS]]
     duration = time.monotonic() - started
@@ -178,10 +240,10 @@ def process_lists_batch(
             batch_id,
         )
     return BatchMetrics(
-        LISTS, batch_id, valid, invalid, duration, rate.tick(started, valid + invalid),
+        LISTS, batch_id, valid, invalid, duration, progress.rate.tick(started, valid + invalid),
         users=len(outcomes), lists_written=outcomes.count(WRITTEN),
         lists_kept=outcomes.count(KEPT), model_version=model.version if model else None,
-        lag_ms=lag_percentiles(lags),
+        lag_ms=lag_percentiles(lags), steps_s=steps,
     )  # fmt: skip
 
 
@@ -269,11 +331,10 @@ def start_stream(
     client = connect(cfg.redis)
     prefix, keep = cfg.redis.key_prefix, cfg.streaming.metrics_kept
     models = ModelHolder(spark, cfg.paths.model_store, client, prefix)
-    reference = [0]
-    lists_rate, archive_rate = _Rate(), _Rate()
+    progress, archive_rate = ListsProgress(), _Rate()
 
     def on_lists(batch: DataFrame, batch_id: int) -> None:
-        metrics = process_lists_batch(batch, batch_id, cfg, models, reference, lists_rate)
+        metrics = process_lists_batch(batch, batch_id, cfg, models, progress)
         report.batches.append(metrics)
         record(client, prefix, keep, metrics)
 

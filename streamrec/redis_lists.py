@@ -75,15 +75,15 @@ def write_lists(
 
 def write_publish(
     client: redis.Redis,
-    rows: Iterable[tuple[str, str, bytes, int, str, str]],
+    rows: Iterable[tuple[str, bytes, int, str, str]],
     ttl_seconds: int,
     chunk: int = 500,
 ) -> tuple[int, int]:
-    """A publish's (new key, current-version key, list, fence, segment, segment probabilities)
-    rows, the last two "" when there are none; returns (written, kept newer)."""
+    """A publish's (new key, list, fence, segment, segment probabilities) rows, the last two ""
+    when there are none; returns (written, kept newer)."""
     return _run_script(client, PUBLISH_WRITE_LUA,
-                       (([key, prev_key], [payload, int(fence), int(ttl_seconds), segment, probs])
-                        for key, prev_key, payload, fence, segment, probs in rows),
+                       (([key], [payload, int(fence), int(ttl_seconds), segment, probs])
+                        for key, payload, fence, segment, probs in rows),
                        chunk)  # fmt: skip
 
 
@@ -117,12 +117,10 @@ def _run_script(
     return written, kept
 
 
-# A batch publish's rows: also the same user's key in the version readers follow until the
-# switch (the key itself when there is none), so a fresher stream list there is carried over,
-# and the user's segment ("" when segmentation is off) and its probabilities ("" unless GMM).
+# A batch publish's rows: the user's key in the new version, their list, and their segment (""
+# when segmentation is off) and its probabilities ("" unless GMM).
 PUBLISH_ROWS = T.StructType([
     T.StructField("key", T.StringType(), False),
-    T.StructField("prev_key", T.StringType(), False),
     T.StructField("payload", T.BinaryType(), False),
     T.StructField("fence", T.LongType(), False),
     T.StructField("segment", T.StringType(), False),
@@ -150,8 +148,8 @@ def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
     def write_partition(it: Iterator[Row]) -> None:
         client = connect(redis_cfg)
         try:
-            w, k = write_publish(client, ((r.key, r.prev_key, r.payload, r.fence, r.segment,
-                                           r.segment_p) for r in it), ttl)  # fmt: skip
+            w, k = write_publish(client, ((r.key, r.payload, r.fence, r.segment, r.segment_p)
+                                          for r in it), ttl)  # fmt: skip
         finally:
             client.close()
         written_acc.add(w)

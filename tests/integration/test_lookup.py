@@ -68,7 +68,7 @@ def publish(
     for user, items in users.items():
         key = L.user_list_key(prefix, version, user)
         segment = str(segment_of[user]) if user in segment_of else ""
-        rows.append((key, key, _encoded(L.SOURCE_BATCH, version, items), 1_000, segment, ""))
+        rows.append((key, _encoded(L.SOURCE_BATCH, version, items), 1_000, segment, ""))
     write_publish(client, rows, ttl)
     for user in set(segment_of) - set(users):  # the stream gave these a segment, no list
         client.hset(L.user_list_key(prefix, version, user), L.FIELD_SEGMENT, segment_of[user])

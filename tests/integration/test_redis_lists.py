@@ -68,15 +68,15 @@ def test_publish_writes_segments_by_the_new_versions_rules(isolated_cfg: Config)
     old, new = (lambda user, v=v: L.user_list_key(prefix, v, user) for v in ("v1", "v2"))
     batch = _list("batch", 1000, (("b", 1.0),))
     probs = L.encode_segment_probabilities([0.25, 0.75])
-    # "fresh": the stream refreshed it under v1 after the cut -> list carried over, but the
-    # segment is v2's (segment ids belong to a version's segmentation).
+    # "fresh": the stream refreshed it under v1 after the cut -> NOT carried over (scored with
+    # v1's model): v2's batch list and segment (the stream rescores it under v2 itself).
     write_lists(client, [(old("fresh"), _list("stream", 2000, (("s", 1.0),)), 2000)], 60)
     client.hset(old("fresh"), L.FIELD_SEGMENT, "7")
     # "early": the stream already wrote under v2 (list and segment): both kept.
     write_lists(client, [(new("early"), _list("stream", 3000, (("e", 1.0),)), 3000)], 60)
     client.hset(new("early"), L.FIELD_SEGMENT, "4")
     rows = [
-        (new(u), old(u), batch, 1000, seg, p)
+        (new(u), batch, 1000, seg, p)
         for u, seg, p in [
             ("plain", "1", probs),
             ("fresh", "2", ""),
@@ -84,11 +84,12 @@ def test_publish_writes_segments_by_the_new_versions_rules(isolated_cfg: Config)
             ("none", "", ""),
         ]
     ]
-    assert write_publish(client, rows, ttl_seconds=60) == (2, 2)
+    assert write_publish(client, rows, ttl_seconds=60) == (3, 1)
     segment_of = {u: client.hget(new(u), L.FIELD_SEGMENT) for u in
                   ("plain", "fresh", "early", "none")}  # fmt: skip
     assert segment_of == {"plain": b"1", "fresh": b"2", "early": b"4", "none": None}
     assert client.hget(new("plain"), L.FIELD_SEGMENT_P) == b"[0.25,0.75]"
-    assert L.decode_list(client.hget(new("fresh"), L.FIELD_LIST)).source == "stream"
+    assert L.decode_list(client.hget(new("fresh"), L.FIELD_LIST)).source == "batch"
+    assert L.decode_list(client.hget(new("early"), L.FIELD_LIST)).source == "stream"
     assert L.decode_list(client.hget(new("plain"), L.FIELD_LIST)).source == "batch"
     assert all(0 < client.ttl(new(u)) <= 60 for u in ("plain", "fresh", "early", "none"))
