@@ -21,15 +21,19 @@ probes sent and seen, and the highest rate kept up with.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -85,7 +89,7 @@ class _Probes:
                 with self.lock:
                     waiting = list(self.pending.items())
                 if not waiting:
-                    time.sleep(0.002)
+                    time.sleep(0.01)
                     continue
                 pipe = client.pipeline(transaction=False)
                 for user, _ in waiting:
@@ -98,13 +102,28 @@ class _Probes:
                         if fence is not None and int(fence) >= event_time:
                             self.latencies.append((sent_at, now - sent_at))
                             del self.pending[user]
-                time.sleep(0.002)
+                time.sleep(0.01)
         finally:
             client.close()
 
 
+class _ProbeSink(Protocol):
+    def add(self, user: str, event_time: int, sent_at: float) -> None: ...
+
+
+class _QueueSink:
+    """The producer process's side of the probes: handed to the bench process through a queue
+    (``time.monotonic`` is one clock for every process of the machine)."""
+
+    def __init__(self, queue: Queue[tuple[str, int, float]]) -> None:
+        self.queue = queue
+
+    def add(self, user: str, event_time: int, sent_at: float) -> None:
+        self.queue.put((user, event_time, sent_at))
+
+
 def _stream_of_events(
-    world: SyntheticWorld, probes: _Probes, probe_every_s: float, stop_at: float, tag: str
+    world: SyntheticWorld, probes: _ProbeSink, probe_every_s: float, stop_at: float, tag: str
 ) -> Iterator[dict[str, Any]]:
     """The world's events, re-timed to now with fresh ids; every ``probe_every_s`` one of them
     is a probe."""
@@ -128,6 +147,24 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}
 
 
+def _produce(
+    cfg: Config,
+    world: SyntheticWorld,
+    rate: float,
+    params: FreshnessParams,
+    tag: str,
+    probes: Queue[tuple[str, int, float]],
+    sent: Queue[tuple[int, float]],
+) -> None:
+    """The producer, in its own process as producers are: in the Spark driver's process it would
+    compete with the stream for the interpreter lock."""
+    started = time.monotonic()
+    events = _stream_of_events(world, _QueueSink(probes), params.probe_every_s,
+                               started + params.duration_s, tag)  # fmt: skip
+    report = publish_events(cfg, events, rate=rate)
+    sent.put((report.sent, time.monotonic() - started))
+
+
 def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
               params: FreshnessParams) -> dict[str, Any]:  # fmt: skip
     probes = _Probes(cfg, version)
@@ -135,10 +172,23 @@ def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
     poller.start()
     started = time.monotonic()
     tag = f"{int(rate)}-{int(started)}"
-    events = _stream_of_events(world, probes, params.probe_every_s,
-                               started + params.duration_s, tag)  # fmt: skip
-    report = publish_events(cfg, events, rate=rate)
-    sent_s = time.monotonic() - started
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process running a JVM gateway
+    probe_queue: Queue[tuple[str, int, float]] = spawn.Queue()
+    sent_queue: Queue[tuple[int, float]] = spawn.Queue()  # (events sent, seconds)
+    args = (cfg, world, rate, params, tag, probe_queue, sent_queue)
+    producer = spawn.Process(target=_produce, args=args, daemon=True)
+    producer.start()
+    sent = None
+    while sent is None:
+        with contextlib.suppress(queue.Empty):
+            probes.add(*probe_queue.get(timeout=0.01))
+        with contextlib.suppress(queue.Empty):
+            sent = sent_queue.get_nowait()
+        if sent is None and not producer.is_alive() and sent_queue.empty():
+            raise RuntimeError(f"the bench's producer process ended with {producer.exitcode}")
+    producer.join()
+    while not probe_queue.empty():
+        probes.add(*probe_queue.get())
     stopped = time.monotonic()
     deadline = stopped + params.drain_timeout_s
     while probes.pending and time.monotonic() < deadline:
@@ -152,8 +202,8 @@ def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
     ordered = [lat for _, lat in sorted(probes.latencies)]
     result = {
         "rate_asked": rate,
-        "rate_achieved": report.sent / sent_s if sent_s > 0 else 0.0,
-        "events": report.sent,
+        "rate_achieved": sent[0] / sent[1] if sent[1] > 0 else 0.0,
+        "events": sent[0],
         "probes_sent": probes.sent,
         "probes_seen": len(ordered),
         "probes_lost": lost,

@@ -225,8 +225,12 @@ def process_lists_batch(
         F.count(F.col(REASON)).alias("invalid"),
         F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
     )
-    rows = fresh_list_rows(valid_events(parsed), current[1] if current else None, cfg,
-                           batch_id, progress.reference).collect()  # fmt: skip
+    lists = fresh_list_rows(valid_events(parsed), current[1] if current else None, cfg,
+                            batch_id, progress.reference)  # fmt: skip
+    job_started = time.monotonic()
+    steps["plan"] = job_started - started - steps.get("rescore", 0.0)
+    rows = lists.collect()
+    steps["job"] = time.monotonic() - job_started
     counts = observation.get
     valid, invalid = int(counts["valid"]), int(counts["invalid"])
     progress.saw(rows, counts["newest"])
