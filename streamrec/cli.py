@@ -183,6 +183,8 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             write(timed, args.json)
             print(f"written: {args.json}")
         return 0
+    if args.which == "costs":
+        return _bench_costs(cfg, args)
     spark = build_spark(cfg, "bench")
     if args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
@@ -199,6 +201,21 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             return 2
         result = run_quality(spark, args.data, QualityParams())
         print(table(result))
+    if args.json:
+        write(result, args.json)
+        print(f"written: {args.json}")
+    return 0
+
+
+def _bench_costs(cfg: Config, args: argparse.Namespace) -> int:
+    """Per-unit costs measured here and their extrapolation (docs/scaling.md)."""
+    from streamrec.bench.costs import run_costs
+    from streamrec.bench.costs import table as costs_table
+    from streamrec.bench.quality import write
+    from streamrec.spark import build_spark
+
+    result = run_costs(build_spark(cfg, "bench"), cfg)
+    print(costs_table(result))
     if args.json:
         write(result, args.json)
         print(f"written: {args.json}")
@@ -381,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
-    bench.add_argument("which", choices=["quality", "scoring", "freshness", "lookup"])
+    bench.add_argument("which", choices=["quality", "scoring", "freshness", "lookup", "costs"])
     bench.add_argument("--data", help="quality: folder with MovieLens 100K (ua.base, ua.test)")
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")

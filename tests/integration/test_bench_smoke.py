@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import redis
 from pyspark.sql import SparkSession
 
 from streamrec.bench.quality import QualityParams, run_quality, table
@@ -87,3 +88,32 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
     assert len(web["ramp"]) == 1 and web["ramp"][0]["requests"] == 80
     assert result["redis_benchmark"]["get_c1"]["per_s"] > 0
     assert "redis-benchmark GET" in lookup_table(result)
+
+
+def test_costs_bench_measures_every_unit_and_extrapolates(
+    spark: SparkSession, stack_cfg: Config, redis_client: redis.Redis
+) -> None:
+    from streamrec.bench.costs import CostParams, Target, run_costs
+    from streamrec.bench.costs import table as costs_table
+
+    params = CostParams(als_users=200, als_items=60, als_ratings_per_user=8,
+                        als_iterations=(1, 2), catalogues=(100, 2000), stream_users=20,
+                        state_items=10, state_ids=8, publish_users=300)  # fmt: skip
+    result = run_costs(spark, stack_cfg, params, Target(users=1000, items=4000))
+    assert result["als"]["ratings"] > 0 and result["als"]["core_s_per_rating_iteration"] > 0
+    stream = result["stream"]
+    assert stream["users"] == 20 and set(stream["foldin_topn_s_per_user"]) == {"100", "2000"}
+    assert stream["redis_write_s_per_user"] > 0 and result["scoring"]["items"] == 2000
+    assert result["publish"]["users"] == 300 and result["publish"]["spark_s_per_user"] > 0
+    memory = result["memory"]
+    assert memory["user_lists_sampled"] >= 300 and memory["user_list_bytes"] > 100
+    assert memory["user_states_sampled"] == 20 and memory["user_state_bytes"] > 100
+    x = result["extrapolated"]
+    assert x["item_factors_mib"] == pytest.approx(4000 * stack_cfg.batch.rank * 4 / 1024**2)
+    # Linear in the units: the large catalogue's fold-in cost, scaled to the target's items.
+    measured = stream["foldin_topn_s_per_user"]["2000"] * 2 + stream["redis_write_s_per_user"]
+    assert x["stream_core_s_per_event"] == pytest.approx(measured)
+    assert "extrapolated to 1,000 users x 4,000 items" in costs_table(result)
+    # Everything it wrote is gone.
+    prefix = f"{stack_cfg.redis.key_prefix}-bench-costs"
+    assert not list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))

@@ -1,10 +1,13 @@
-"""Structure of docker-compose.yml. No Docker engine runs here, so this checks what can be checked
-without one: the services and their wiring, and that names and ports equal the config defaults
-the local stack and the example config use."""
+"""Structure of docker-compose.yml and the Dockerfile of its image. No Docker engine runs here, so
+this checks what can be checked without one: the services and their wiring, that names and ports
+equal the config defaults the local stack and the example config use, and that the image is
+built from the wheel's sources with the connector jars where the config looks for them."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,12 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+EXAMPLE_CONFIG = ROOT / "config" / "streamrec.example.yaml"
 CFG = Config()
 JOBS = ("streaming", "batch")
+# Every service that runs the streamrec image.
+STREAMREC = (*JOBS, "serve")
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +40,15 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+_COMPOSE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
+
+
 def env_of(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment, compose's ${VAR:-default} read as with VAR unset on the host."""
     env = service.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): _COMPOSE_VAR.sub(lambda m: m.group(2), str(v)) for k, v in env.items()}
 
 
 def published(service: dict[str, Any]) -> dict[int, int]:
@@ -76,7 +87,7 @@ def script_commands(service: dict[str, Any]) -> list[list[str]]:
 
 
 def test_services_exist(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "kafka-init", "redis", "streaming", "batch"}
+    assert set(services) == {"kafka", "kafka-init", "redis", "streaming", "batch", "serve"}
 
 
 def test_healthchecks_on_kafka_and_redis(services: dict[str, Any]) -> None:
@@ -101,6 +112,7 @@ def test_depends_on_conditions(services: dict[str, Any]) -> None:
         "kafka-init": "service_completed_successfully",
         "redis": "service_healthy",
     }
+    assert deps("serve") == {"redis": "service_healthy"}  # lookups need Redis only
 
 
 def test_depends_on_conditions_are_satisfiable(services: dict[str, Any]) -> None:
@@ -245,20 +257,21 @@ def test_redis_image_and_port(services: dict[str, Any]) -> None:
 # --- the jobs --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("job", STREAMREC)
 def test_jobs_use_the_streamrec_image_and_the_example_config(
     services: dict[str, Any], job: str
 ) -> None:
     service = services[job]
     assert service["image"] == "streamrec:latest"
-    assert "build" not in service  # the Dockerfile arrives with the cluster-packaging work
+    # `docker compose build` builds it from this repository's Dockerfile.
+    assert service["build"] == {"context": ".", "dockerfile": DOCKERFILE.name}
     env = env_of(service)
     mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
     assert mounts[env["STREAMREC_CONFIG"]] == "./config/streamrec.example.yaml"
-    assert (ROOT / "config" / "streamrec.example.yaml").is_file()
+    assert EXAMPLE_CONFIG.is_file()
 
 
-@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("job", STREAMREC)
 def test_jobs_point_the_example_config_at_the_containers(
     services: dict[str, Any], job: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,17 +292,29 @@ def test_jobs_point_the_example_config_at_the_containers(
     assert (cfg.redis.host, cfg.redis.port) == ("redis", int(env["REDIS_PORT"]))
 
 
-def test_jobs_share_their_working_directory_volume(services: dict[str, Any]) -> None:
-    def state_mount(job: str) -> str:
-        service = services[job]
-        (volume,) = [
-            str(v).split(":")[0]
-            for v in service["volumes"]
-            if str(v).split(":")[1] == service["working_dir"]
-        ]
-        return volume
+def _state_volume(service: dict[str, Any]) -> tuple[str, str]:
+    """(volume, mount point) of the service's named volume."""
+    (mount,) = [str(v).split(":")[:2] for v in service["volumes"]
+                if not str(v).startswith((".", "/"))]  # fmt: skip
+    return mount[0], mount[1]
 
-    assert state_mount("streaming") == state_mount("batch")
+
+def test_jobs_share_the_state_volume_that_holds_the_config_paths(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume, mount = _state_volume(services["streaming"])
+    assert _state_volume(services["batch"]) == (volume, mount)
+    working_dir = services["streaming"]["working_dir"]
+    assert services["batch"]["working_dir"] == working_dir
+    # Every relative path of the example config resolves inside that volume: the batch job
+    # trains on the event store the streaming job writes, and models outlive containers.
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    cfg = load_config(EXAMPLE_CONFIG)
+    relative = mount.removeprefix(working_dir.rstrip("/") + "/")
+    assert relative != mount, (mount, working_dir)
+    for path in (cfg.paths.event_store, cfg.paths.stream_checkpoint, cfg.paths.model_store,
+                 cfg.spark.checkpoint_dir, cfg.stack.home):  # fmt: skip
+        assert not Path(path).is_absolute() and Path(path).parts[0] == relative, path
 
 
 def test_streaming_runs_the_stream_command(services: dict[str, Any]) -> None:
@@ -301,3 +326,113 @@ def test_batch_runs_periodically(services: dict[str, Any]) -> None:
     assert ["streamrec", "batch", "run"] in commands
     assert any(words and words[0] == "sleep" for words in commands)
     assert commands[0][:2] == ["while", "true;"]
+
+
+# --- the lookup server -----------------------------------------------------------------------
+
+
+def test_serve_listens_on_the_config_port_on_every_interface(services: dict[str, Any]) -> None:
+    serve = services["serve"]
+    command = serve["command"]
+    assert command[:2] == ["streamrec", "serve"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    # The port is the config's serve.port (no --port), published on the host's loopback.
+    assert "--port" not in command
+    assert published(serve) == {CFG.serve.port: CFG.serve.port}
+    assert str(serve["ports"][0]).startswith("127.0.0.1:")
+
+
+def test_serve_healthcheck_gets_health_on_the_config_port(services: dict[str, Any]) -> None:
+    test = services["serve"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python" and test[2] == "-c"
+    # urlopen raises on any status but 2xx, so a 503 (Redis down) fails the check.
+    (url,) = re.findall(r"'(http://[^']+)'", test[3])
+    assert url == f"http://127.0.0.1:{CFG.serve.port}/health"
+    assert "urllib.request.urlopen(" in test[3] and "timeout=" in test[3]
+    assert services["serve"].get("restart") == "unless-stopped"
+
+
+def test_example_config_serve_port_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    monkeypatch.delenv("STREAMREC_API_KEY", raising=False)
+    assert load_config(EXAMPLE_CONFIG).serve.port == CFG.serve.port
+
+
+# --- the image -------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each a list of (INSTRUCTION, arguments), continuations joined."""
+    text = DOCKERFILE.read_text("utf-8")
+    lines = [line for line in text.replace("\\\n", " ").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    stages: list[list[tuple[str, str]]] = []
+    for line in lines:
+        word, _, rest = line.strip().partition(" ")
+        if word.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word.upper(), rest.strip()))
+    return stages
+
+
+def test_dockerfile_is_python_311_slim_with_java_17() -> None:
+    text = DOCKERFILE.read_text("utf-8")
+    (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.M)
+    # bookworm, because Debian 13 (the plain slim tag) has no Java 17.
+    assert base == "python:3.11-slim-bookworm"
+    runtime = dockerfile_stages()[0]
+    assert runtime[0] == ("FROM", "${PYTHON_IMAGE} AS runtime")
+    assert any(i == "RUN" and "openjdk-17-jre-headless" in a for i, a in runtime)
+
+
+def test_dockerfile_builds_and_installs_the_wheel_with_the_connector_jars() -> None:
+    build, final = dockerfile_stages()[1], dockerfile_stages()[-1]
+    assert build[0][1] == "runtime AS build"
+    runs = " ".join(a for i, a in build if i == "RUN")
+    assert "pip wheel" in runs and "--no-deps" in runs
+    assert re.search(r"pip install \S* ?/wheels/streamrec-\*\.whl", runs), runs
+    # The connector jars come from streamrec's own resolver (Maven, at build time), into the
+    # cache the example config names, relative to the working directory of the services.
+    assert "spark_connector_jars('.cache')" in runs
+    workdirs = [a for i, a in build if i == "WORKDIR"]
+    assert workdirs[-1] == "/opt/streamrec"
+    assert final[0] == ("FROM", "runtime")
+    copies = [a for i, a in final if i == "COPY"]
+    assert "--from=build /opt/venv /opt/venv" in copies
+    assert "--from=build /opt/streamrec/.cache/maven /opt/streamrec/.cache/maven" in copies
+    assert ("WORKDIR", "/opt/streamrec") in final
+    assert any(i == "ENV" and a.startswith("PATH=/opt/venv/bin:") for i, a in final)
+
+
+def test_image_paths_match_the_compose_services_and_config(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = dockerfile_stages()[-1]
+    (workdir,) = [a for i, a in final if i == "WORKDIR"]
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    cfg = load_config(EXAMPLE_CONFIG)
+    for name in STREAMREC:
+        assert services[name]["working_dir"] == workdir
+    assert cfg.stack.cache_dir == ".cache"  # /opt/streamrec/.cache/maven: the image's jars
+    # The state volume's mount point exists in the image, owned by the user the image runs as.
+    _, mount = _state_volume(services["streaming"])
+    (user,) = [a for i, a in final if i == "USER"]
+    setup = " ".join(a for i, a in final if i == "RUN")
+    folder = mount.removeprefix(workdir + "/")
+    assert f"mkdir {folder}" in setup and f"chown {user} {folder}" in setup
+
+
+def test_docker_build_context_holds_every_package_of_the_wheel() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    copied = [a.split()[:-1] for stage in dockerfile_stages() for i, a in stage
+              if i == "COPY" and not a.startswith("--from")]  # fmt: skip
+    copies = {source for sources in copied for source in sources}
+    ignore = (ROOT / ".dockerignore").read_text("utf-8").splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore  # everything else (the venv, caches, dist/) stays out of the context
+    for folder in folders:
+        assert folder in copies and folder in allowed, folder
+    for needed in ("pyproject.toml", pyproject["project"]["readme"]):
+        assert needed in copies and needed in allowed, needed
