@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from streamrec import storage
 from streamrec.schemas.config import Config
 from streamrec.stack.maven import spark_connector_jars
 
@@ -20,7 +20,8 @@ def build_spark(cfg: Config, role: str) -> SparkSession:
     start, so a job starts without network access to a package repository.
     """
     jars = ",".join(str(j) for j in spark_connector_jars(cfg.stack.cache_dir))
-    checkpoint = str(Path(cfg.spark.checkpoint_dir).resolve())
+    # A URI as given (hdfs://, s3a://: shared by every node), a local path made absolute.
+    checkpoint = storage.absolute(cfg.spark.checkpoint_dir)
     # Executors must run the same interpreter (and so the same packages) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
