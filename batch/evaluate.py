@@ -22,6 +22,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamrec.batch.bayes import BayesParams, fit_bayes
 from streamrec.batch.biases import ITEM_BIAS, USER_BIAS, fit_biases
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics, rmse
@@ -42,6 +43,7 @@ class EvalOptions:
     sep: str = ","
     header: bool = False
     mode: str = "implicit"
+    estimator: str = "als"  # explicit mode: "als" (on bias residuals) or "bayes" (batch/bayes.py)
     relevant_min: float = 4.0
     k: int = 10
     tune: bool = False
@@ -49,6 +51,17 @@ class EvalOptions:
     reg_grid: tuple[float, ...] = (0.01, 0.05, 0.1)
     alpha_grid: tuple[float, ...] = (1.0, 10.0, 40.0)
     validation_share: float = 0.2
+    bayes: BayesParams = field(default_factory=BayesParams)
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("als", "bayes"):
+            raise ValueError(f"evaluate: unknown estimator {self.estimator!r} (als or bayes)")
+        if self.estimator == "bayes" and self.mode != "explicit":
+            raise ValueError("evaluate: --estimator bayes models explicit ratings; "
+                             "use it with --mode explicit")  # fmt: skip
+        if self.estimator == "bayes" and self.tune:
+            raise ValueError("evaluate: --estimator bayes has nothing to tune (its priors and "
+                             "noise are sampled); leave out --tune")  # fmt: skip
 
 
 @dataclass
@@ -189,6 +202,38 @@ def score_als(
     return ModelScore(name, params, ranking, error, train_s, time.monotonic() - t)
 
 
+def score_bayes(split: Split, params: BayesParams, k: int, partitions: int) -> ModelScore:
+    """Bayesian ALS (explicit ratings): RMSE from the posterior mean of every sweep after the
+    burn-in, lists from the kept samples."""
+    t = time.monotonic()
+    known = split.test_known.select(USER_INDEX, ITEM_INDEX, RATING).collect()
+    pairs = (np.array([r[USER_INDEX] for r in known], dtype=np.int64),
+             np.array([r[ITEM_INDEX] for r in known], dtype=np.int64))  # fmt: skip
+    fit = fit_bayes(split.train, USER_INDEX, ITEM_INDEX, RATING, params, pairs, partitions)
+    train_s = time.monotonic() - t
+    t = time.monotonic()
+    ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
+    item_ids = [ids_by_index[i] for i in range(split.item_count)]
+    spark = split.train.sparkSession
+    rows = [(r[E.USER_ID], fit.users[r[USER_INDEX]].astype(float).tolist())
+            for r in split.users.collect()]  # fmt: skip
+    # Slices of about 256 KiB each: the concatenated samples make wide rows.
+    slices = max(2, fit.users.nbytes // 262_144)
+    vectors = spark.createDataFrame(
+        spark.sparkContext.parallelize(rows, slices),
+        f"{E.USER_ID} string, {FEATURES} array<double>",
+    ).join(_seen(split), E.USER_ID)
+    ranking = _ranking_of(rank_users(vectors, item_ids, fit.items.astype(np.float32), k), split, k)
+    assert fit.predictions is not None
+    error = (
+        rmse(fit.predictions, np.array([r[RATING] for r in known], dtype=float)) if known else None
+    )
+    params_out = {"rank": params.rank, "sweeps": params.sweeps, "burn_in": params.burn_in,
+                  "keep": params.keep, "seed": params.seed,
+                  "alpha_mean": float(np.mean(fit.alphas[params.burn_in:]))}  # fmt: skip
+    return ModelScore("bayes-explicit", params_out, ranking, error, train_s, time.monotonic() - t)
+
+
 def score_popularity(split: Split, k: int) -> ModelScore:
     """Items by number of training users, each user's own training items removed."""
     t = time.monotonic()
@@ -244,7 +289,10 @@ def evaluate(spark: SparkSession, opts: EvalOptions, base: BatchConfig,
     report = EvalReport(asdict(opts), split.train.count(), test_raw.count(), split.item_count)
     if opts.tune:
         cfg, report.tuning = tune(split.train, opts, cfg, parallelism)
-    report.models.append(score_als(split, cfg, opts.k, parallelism))
+    if opts.estimator == "bayes":
+        report.models.append(score_bayes(split, opts.bayes, opts.k, parallelism))
+    else:
+        report.models.append(score_als(split, cfg, opts.k, parallelism))
     report.models.append(score_popularity(split, opts.k))
     return report
 

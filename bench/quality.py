@@ -1,6 +1,7 @@
 """`streamrec bench quality --data DIR --json OUT`: MovieLens 100K ua.base/ua.test.
 
-- explicit mode: RMSE of ALS on baseline-bias residuals (the seed notebook: 0.959 at rank 10);
+- explicit mode: RMSE of ALS on baseline-bias residuals (the seed notebook: 0.959 at rank 10),
+  of plain explicit ALS, and of Bayesian ALS (batch/bayes.py, Gibbs sampled);
 - implicit mode: precision@10 / NDCG@10 of streamrec's implicit ALS against the `implicit`
   library's ALS with the same rank, regularization, alpha and iterations, and popularity;
 - speed as ratios in the same run: ALS fit time vs `implicit`'s fit, and streamrec's top-k
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from streamrec.batch.evaluate import make_split, score_als, score_popularity
+from streamrec.batch.bayes import BayesParams
+from streamrec.batch.evaluate import make_split, score_als, score_bayes, score_popularity
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.metrics import ranking_metrics
 from streamrec.batch.rating_files import RATING, read_ratings
@@ -49,6 +51,8 @@ class QualityParams:
     explicit_rank: int = 50
     explicit_reg: float = 0.15
     explicit_iter: int = 20
+    # rank 30, 400 sweeps, 60 burn-in: about 3 min here
+    bayes: BayesParams = field(default_factory=BayesParams)
     # Both ALS implementations start from random factors: one seed decides ties of a few hits
     # either way, so the comparison is made on the mean over several seeds.
     seeds: tuple[int, ...] = (42, 43, 44)
@@ -131,6 +135,8 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
     explicit = score_als(split, explicit_cfg, params.k, 2)
     plain_cfg = replace(explicit_cfg, rank=10, reg_param=0.1, max_iter=10)
     plain = score_als(split, plain_cfg, params.k, 2, biases=False)
+    log.info("bench quality: Bayesian ALS, %d sweeps", params.bayes.sweeps)
+    bayes = score_bayes(split, params.bayes, params.k, 2)
     speed = _time_scoring(spark, split, implicit_cfg, params.k)
     streamrec_als = _mean_over_seeds([{**o.ranking.as_dict(), "fit_s": o.train_s} for o in ours])
     library_als = _mean_over_seeds([{**t["ranking"], "fit_s": t["fit_s"]} for t in theirs])
@@ -139,7 +145,7 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
     library_topk_s = min(t["topk_all_users_s"] for t in theirs)
     return {
         "data": str(Path(data_dir).resolve()),
-        "params": {**params.__dict__, "seeds": list(params.seeds)},
+        "params": {**asdict(params), "seeds": list(params.seeds)},
         "implicit": {
             "streamrec_als": streamrec_als,
             "implicit_library_als": library_als,
@@ -161,6 +167,12 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
             "rmse": plain.rmse,
             "params": plain.params,
             **plain.ranking.as_dict(),
+        },
+        "explicit_bayes": {
+            "rmse": bayes.rmse,
+            "params": bayes.params,
+            "fit_s": bayes.train_s,
+            **bayes.ranking.as_dict(),
         },
         "speed": {
             **speed,
@@ -197,6 +209,10 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"explicit ALS + biases (rank {ex['params']['rank']}): RMSE {ex['rmse']:.4f}, "
                  f"P@{k} {ex['precision']:.4f}; plain explicit ALS (rank "
                  f"{plain['params']['rank']}): RMSE {plain['rmse']:.4f}")  # fmt: skip
+    by = result["explicit_bayes"]
+    lines.append(f"explicit Bayesian ALS (rank {by['params']['rank']}, "
+                 f"{by['params']['sweeps']} sweeps): RMSE {by['rmse']:.4f}, "
+                 f"P@{k} {by['precision']:.4f}, fit {by['fit_s']:.0f} s")  # fmt: skip
     sp_ = result["speed"]
     lines.append(
         f"fit time vs implicit: {sp_['fit_ratio_vs_implicit']:.1f}x; top-{k} for all users vs "

@@ -11,27 +11,9 @@ current model), 2 a streamrec error (the message says what to fix).
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-from streamrec.cli import main
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="submit_batch.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", required=True, help="streamrec YAML config (on the driver)")
-    args, job_options = parser.parse_known_args(argv)
-    # spark-submit hands spark.pyspark.python to the driver as PYSPARK_PYTHON: say which
-    # interpreter the executors were told to run (./environment/bin/python with the archive).
-    print(f"submit_batch: executors' Python: {os.environ.get('PYSPARK_PYTHON', 'python3')}",
-          file=sys.stderr, flush=True)  # fmt: skip
-    return main(["--config", args.config, "batch", "run", *job_options])
-
+from streamrec.cli import submit_main
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(submit_main("submit_batch.py", __doc__, ["batch", "run"], sys.argv[1:]))

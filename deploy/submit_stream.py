@@ -11,27 +11,9 @@ apply. Options after --config are those of `streamrec stream`. Exit status as th
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-from streamrec.cli import main
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="submit_stream.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", required=True, help="streamrec YAML config (on the driver)")
-    args, job_options = parser.parse_known_args(argv)
-    # spark-submit hands spark.pyspark.python to the driver as PYSPARK_PYTHON: say which
-    # interpreter the executors were told to run (./environment/bin/python with the archive).
-    print(f"submit_stream: executors' Python: {os.environ.get('PYSPARK_PYTHON', 'python3')}",
-          file=sys.stderr, flush=True)  # fmt: skip
-    return main(["--config", args.config, "stream", *job_options])
-
+from streamrec.cli import submit_main
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(submit_main("submit_stream.py", __doc__, ["stream"], sys.argv[1:]))

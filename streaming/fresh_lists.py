@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import redis
 from pyspark import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -177,14 +178,11 @@ def fresh_list_rows(
         groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
-            pipe = client.pipeline(transaction=False)
-            for user, _ in groups:
-                pipe.hget(L.user_state_key(prefix, str(user)), "state")
-            states = pipe.execute()
+            states = read_states(client, prefix, [str(user) for user, _ in groups])
             merged = [
-                merge_rows(decode_state(raw), rows, partition_ref, batch_id, cfg.feedback,
+                merge_rows(state, rows, partition_ref, batch_id, cfg.feedback,
                            cfg.streaming.state_max_items, cfg.streaming.state_max_ids)
-                for (_, rows), raw in zip(groups, states, strict=True)
+                for (_, rows), state in zip(groups, states, strict=True)
             ]  # fmt: skip
             # Recency features are measured from the newest event the stream has seen.
             reference = max(reference_ms, partition_ref)
@@ -252,10 +250,7 @@ def rescored_list_rows(
         model = bc.value
         client = connect(redis_cfg)
         try:
-            pipe = client.pipeline(transaction=False)
-            for user in users:
-                pipe.hget(L.user_state_key(prefix, user), "state")
-            states = [decode_state(raw) for raw in pipe.execute()]
+            states = read_states(client, prefix, users)
             updates = finish_users(states, model, _index_of(model), cfg, reference_ms)
             script = client.register_script(L.FENCED_WRITE_LUA)
             pipe = client.pipeline(transaction=False)
@@ -272,6 +267,14 @@ def rescored_list_rows(
                             NEWEST: [u.fence for u in updates]})  # fmt: skip
 
     return users.repartition(list_partitions(cfg)).mapInPandas(per_partition, OUTCOME_ROWS)
+
+
+def read_states(client: redis.Redis, prefix: str, users: list[str]) -> list[UserState]:
+    """Every user's stored state (empty for a user the stream has not seen), one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hget(L.user_state_key(prefix, user), "state")
+    return [decode_state(raw) for raw in pipe.execute()]
 
 
 def list_partitions(cfg: Config) -> int:

@@ -34,7 +34,7 @@ from streamrec.errors import ModelStoreError
 from streamrec.kafka_topics import ensure_topics
 from streamrec.model import store
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import connect, delete_version
+from streamrec.redis_lists import connect, decoded, delete_version
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -56,7 +56,6 @@ from streamrec.streaming.metrics import (
     BatchMetrics,
     lag_percentiles,
     record,
-    text,
 )
 from streamrec.streaming.parse import REASON, parse_records
 
@@ -104,7 +103,7 @@ class ModelHolder:
         the previous version after the switch had removed that version's keys: nobody reads
         them (readers follow the pointer), so they are removed here, one micro-batch later."""
         pointer = self.client.get(L.current_model_key(self.prefix))
-        if pointer is not None and text(pointer) != version:
+        if pointer is not None and decoded(pointer) != version:
             removed = delete_version(self.client, self.prefix, version)
             if removed:
                 log.info("stream: removed %d keys written under %s after the switch", removed,

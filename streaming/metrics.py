@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from streamrec.redis_lists import decoded
 from streamrec.schemas import redis_layout as L
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,4 @@ def read_recent(client: redis.Redis, prefix: str, count: int = 100) -> list[dict
     entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrevrange(  # type: ignore[assignment]
         L.stream_metrics_key(prefix), count=count
     )
-    return [{text(k): text(v) for k, v in values.items()} for _, values in entries]
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return [{str(decoded(k)): str(decoded(v)) for k, v in values.items()} for _, values in entries]

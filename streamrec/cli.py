@@ -101,10 +101,19 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         print("streamrec: error: evaluate needs --train and --test, or --event-store",
               file=sys.stderr)  # fmt: skip
         return 2
-    opts = EvalOptions(
-        train=args.train, test=args.test, fmt=args.format, sep=args.sep, header=args.header,
-        mode=args.mode, relevant_min=args.relevant_min, k=args.k, tune=args.tune,
-    )  # fmt: skip
+    from streamrec.batch.bayes import BayesParams
+
+    try:
+        bayes = BayesParams(rank=args.rank or BayesParams.rank, sweeps=args.sweeps,
+                            burn_in=args.burn_in, seed=batch.seed)  # fmt: skip
+        opts = EvalOptions(
+            train=args.train, test=args.test, fmt=args.format, sep=args.sep,
+            header=args.header, mode=args.mode, relevant_min=args.relevant_min, k=args.k,
+            tune=args.tune, estimator=args.estimator, bayes=bayes,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"streamrec: error: {exc}", file=sys.stderr)
+        return 2
     spark = build_spark(cfg, "evaluate")
     report = evaluate(spark, opts, batch, cfg.spark.shuffle_partitions)
     print(report.table())
@@ -389,7 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="grid-search rank/regParam/alpha on a validation split of --train",
     )
-    ev.add_argument("--rank", type=int, help="ALS rank (default: batch.rank)")
+    ev.add_argument(
+        "--estimator",
+        choices=["als", "bayes"],
+        default="als",
+        help="explicit mode: als (ALS on bias residuals) or bayes (Bayesian ALS, Gibbs "
+        "sampled; lower RMSE, slower)",
+    )
+    ev.add_argument("--sweeps", type=int, default=400, help="bayes: Gibbs sweeps (default 400)")
+    ev.add_argument(
+        "--burn-in", type=int, default=60, help="bayes: sweeps discarded first (default 60)"
+    )
+    ev.add_argument("--rank", type=int, help="ALS rank (default: batch.rank; bayes: 30)")
     ev.add_argument("--reg-param", type=float, help="ALS regParam (default: batch.reg_param)")
     ev.add_argument("--alpha", type=float, help="ALS alpha (default: batch.alpha)")
     ev.add_argument("--max-iter", type=int, help="ALS iterations (default: batch.max_iter)")
@@ -449,6 +469,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--show", type=int, default=3, help="users whose lists to print")
     demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def submit_main(script: str, doc: str | None, command: Sequence[str], argv: Sequence[str]) -> int:
+    """Body of the spark-submit entry scripts in deploy/: ``--config FILE`` and then the
+    options of ``streamrec <command>``."""
+    import os
+
+    parser = argparse.ArgumentParser(
+        prog=script, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="streamrec YAML config (on the driver)")
+    args, job_options = parser.parse_known_args(list(argv))
+    # spark-submit hands spark.pyspark.python to the driver as PYSPARK_PYTHON: say which
+    # interpreter the executors were told to run (./environment/bin/python with the archive).
+    name = script.removesuffix(".py")
+    print(f"{name}: executors' Python: {os.environ.get('PYSPARK_PYTHON', 'python3')}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return main(["--config", args.config, *command, *job_options])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from streamrec.errors import StreamrecError
-from streamrec.redis_lists import connect, unavailable
+from streamrec.redis_lists import connect, decoded, unavailable
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import RedisConfig
@@ -123,10 +123,6 @@ def pick(
     return Recommendations(user_id, (), None, version, segment=segment)
 
 
-def _text(raw: bytes | str | None) -> str | None:
-    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
-
-
 class LookupClient:
     """Lookups against one Redis (connection pool inside; safe to share between threads)."""
 
@@ -159,7 +155,7 @@ class LookupClient:
     def model_version(self) -> str | None:
         """The version readers follow now (None before the first publish)."""
         try:
-            return _text(self.client.get(self._pointer))
+            return decoded(self.client.get(self._pointer))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise unavailable(self.cfg, exc) from exc
 
@@ -184,7 +180,7 @@ class LookupClient:
         raw = self._call(self._lookup, [self.cfg.key_prefix, "1" if every else "0", *users])
         if raw[0] is None:
             return {u: Recommendations(u, (), None, None) for u in users}
-        version, popular = str(_text(raw[0])), raw[1]
+        version, popular = str(decoded(raw[0])), raw[1]
         out = {}
         for i, user in enumerate(users):
             own, segment, segment_list = raw[2 + 3 * i : 5 + 3 * i]
@@ -205,10 +201,10 @@ class LookupClient:
         raw = self._call(self._segment, [self.cfg.key_prefix, user_id])
         if raw[0] is None:
             return SegmentInfo(user_id, None, None)
-        segment, probabilities = raw[1], _text(raw[2])
+        segment, probabilities = raw[1], decoded(raw[2])
         return SegmentInfo(
             user_id,
-            _text(raw[0]),
+            decoded(raw[0]),
             None if segment is None else int(segment),
             L.decode_segment_probabilities(probabilities) if probabilities else None,
         )

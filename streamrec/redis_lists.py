@@ -18,6 +18,11 @@ from streamrec.schemas.config import Config, RedisConfig
 from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
 
 
+def decoded(raw: bytes | str | None) -> str | None:
+    """A Redis reply as text: clients made with or without ``decode_responses`` both work."""
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+
 def connect(cfg: RedisConfig, socket_timeout_s: float = 10.0) -> redis.Redis:
     """A client that has answered PING, or ServiceUnavailable saying how to start Redis.
 
@@ -170,7 +175,7 @@ def read_lists(
     def decode(value: bytes | None) -> L.RecList | None:
         return None if value is None else L.decode_list(value)
 
-    version = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+    version = str(decoded(raw[0]))
     lists = {u: decode(v) for u, v in zip(user_ids, raw[2:], strict=True)}
     return version, decode(raw[1]), lists
 
@@ -179,7 +184,7 @@ def switch_version(client: redis.Redis, prefix: str, new_version: str) -> str | 
     """Point readers at ``new_version`` (one SET), then unlink the previous version's keys.
     Returns the previous version."""
     old = client.getset(L.current_model_key(prefix), new_version)
-    previous = old.decode() if isinstance(old, bytes) else old
+    previous = decoded(old)
     if previous and previous != new_version:
         delete_version(client, prefix, previous)
     return previous

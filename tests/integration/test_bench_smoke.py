@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import redis
 from pyspark.sql import SparkSession
 
-from streamrec.bench.quality import QualityParams, run_quality, table
+from streamrec.batch.bayes import BayesParams
+from streamrec.bench.quality import QualityParams, run_quality, table, write
 from streamrec.bench.scoring import run_scoring
 from streamrec.schemas.config import Config
 
@@ -35,7 +37,8 @@ def test_quality_bench_on_a_small_movielens_shaped_split(
         test += [f"{u}\t{i}\t{rng.choice([3, 4, 5])}\t881250999" for i in items[12:16]]
     (tmp_path / "ua.base").write_text("\n".join(base) + "\n")
     (tmp_path / "ua.test").write_text("\n".join(test) + "\n")
-    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5, seeds=(1, 2))
+    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5, seeds=(1, 2),
+                           bayes=BayesParams(rank=4, sweeps=12, burn_in=4, keep=4))  # fmt: skip
     result = run_quality(spark, str(tmp_path), params)
     imp = result["implicit"]
     assert set(imp) == {"streamrec_als", "implicit_library_als", "popularity"}
@@ -47,8 +50,15 @@ def test_quality_bench_on_a_small_movielens_shaped_split(
     assert isinstance(result["implicit_verdict"]["at_least_equal"], bool)
     assert result["explicit"]["rmse"] is not None
     assert result["explicit_plain_als"]["rmse"] is not None
+    bayes = result["explicit_bayes"]
+    assert bayes["rmse"] is not None and bayes["params"]["sweeps"] == 12
+    assert 0 < bayes["rmse"] < 2 and bayes["users"] > 0
     assert result["speed"]["fit_ratio_vs_implicit"] > 0
     assert "implicit_library_als" in table(result)
+    write(result, str(tmp_path / "quality.json"))
+    saved = json.loads((tmp_path / "quality.json").read_text())
+    assert saved["params"]["bayes"]["sweeps"] == 12
+    assert saved["explicit_bayes"]["rmse"] == pytest.approx(bayes["rmse"])
 
 
 def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:

@@ -79,3 +79,56 @@ def test_explicit_mode_reports_rmse_and_tuning_uses_training_data_only(
     }
     best = min(report.tuning, key=lambda t: t["rmse"])
     assert (als.params["rank"], als.params["reg_param"]) == (best["rank"], best["reg_param"])
+
+
+def _low_rank_ratings(tmp_path: Path, noise_sd: float) -> tuple[Path, Path]:
+    """r = 3 + x_u·y_i + noise at rank 2 for 60 users x 40 items, half of the pairs rated;
+    five of each user's ratings held out."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    users, items = rng.normal(0, 0.8, (60, 2)), rng.normal(0, 0.8, (40, 2))
+    train, test = [], []
+    for u in range(60):
+        rated = rng.choice(40, size=20, replace=False)
+        for n, i in enumerate(rated):
+            r = 3.0 + users[u] @ items[i] + rng.normal(0, noise_sd)
+            (test if n < 5 else train).append(f"u{u},i{i},{r:.4f},{1_700_000_000 + n}")
+    (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(test) + "\n")
+    return tmp_path / "train.csv", tmp_path / "test.csv"
+
+
+def test_bayes_estimator_recovers_low_rank_ratings_and_their_noise(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from streamrec.batch.bayes import BayesParams
+
+    noise_sd = 0.3
+    train, test = _low_rank_ratings(tmp_path, noise_sd)
+    bayes = BayesParams(rank=4, sweeps=40, burn_in=15, keep=5, seed=3)
+    opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5, mode="explicit",
+                       estimator="bayes", bayes=bayes)  # fmt: skip
+    report = evaluate(spark, opts, BatchConfig(), parallelism=2)
+    model, pop = report.models
+    assert (model.name, pop.name) == ("bayes-explicit", "popularity")
+    als_opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5,
+                           mode="explicit")  # fmt: skip
+    als_cfg = BatchConfig(rank=4, reg_param=0.1, max_iter=15)
+    als = evaluate(spark, als_opts, als_cfg, parallelism=2).models[0]
+    assert model.rmse is not None and als.rmse is not None
+    # the test ratings' own spread is about 1; the noise floor is 0.3
+    assert model.rmse < 0.45
+    assert model.rmse <= als.rmse + 0.01
+    # the sampled noise precision finds 1/σ² (about 11), within the fit's optimism
+    assert 8 < model.params["alpha_mean"] < 20
+    assert model.ranking.users > 0 and 0 <= model.ranking.ndcg <= 1
+
+
+def test_bayes_estimator_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="--mode explicit"):
+        EvalOptions(train="a", test="b", estimator="bayes")
+    with pytest.raises(ValueError, match="nothing to tune"):
+        EvalOptions(train="a", test="b", mode="explicit", estimator="bayes", tune=True)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        EvalOptions(train="a", test="b", estimator="svd")
