@@ -3,11 +3,15 @@ event store and Redis; batch job -> model store and Redis; and again on the same
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import redis
 from pyspark.sql import SparkSession
 
+from streamrec import storage
 from streamrec.batch.job import run_batch
 from streamrec.model import store
 from streamrec.model.user_state import decode_state
@@ -36,10 +40,31 @@ def _user_list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
     return read_lists(client, cfg.redis.key_prefix, [user])[2][user]
 
 
+def _valid_users_by_batch(cfg: Config) -> dict[int, set[str]]:
+    """Distinct users of the valid events in each of the lists query's micro-batches, from the
+    end offsets its checkpoint logged for every batch (a batch starts where the previous ended)."""
+    folder = Path(storage.absolute(cfg.paths.stream_checkpoint)) / LISTS / "offsets"
+    ends: dict[int, dict[int, int]] = {}
+    for entry in folder.iterdir():
+        if entry.name.isdigit():  # skip Hadoop's .crc files
+            offsets = json.loads(entry.read_text().splitlines()[-1])[cfg.kafka.events_topic]
+            ends[int(entry.name)] = {int(p): int(o) for p, o in offsets.items()}
+    users: dict[int, set[str]] = {batch: set() for batch in ends}
+    for record in read_topic(cfg, cfg.kafka.events_topic):
+        event, _ = E.parse_event(record.value)
+        if event is None:
+            continue
+        batch = min(b for b, end in ends.items() if record.offset < end.get(record.partition, 0))
+        users[batch].add(event[E.USER_ID])
+    return users
+
+
 def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     isolated_cfg: Config, spark: SparkSession, redis_client: redis.Redis
 ) -> None:
-    cfg = with_overrides(isolated_cfg, segments=dict(enabled=True))
+    # Micro-batches of at most 700 records: the 2,012 records take several of each query.
+    cfg = with_overrides(isolated_cfg, segments=dict(enabled=True),
+                         streaming=dict(max_offsets_per_trigger=700))  # fmt: skip
     world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
     events = list(world.events(2000))
     # Two records of every malformed kind, spread through the valid ones.
@@ -61,7 +86,12 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     assert len(kept) == len(first.batches) + len(first.archived)
     lists = [m for m in kept if m["query"] == LISTS]
     assert sum(int(m["valid"]) for m in lists) == len(events)
-    assert sum(int(m["users"]) for m in lists) >= len({e[E.USER_ID] for e in events})
+    # Each micro-batch counted exactly the distinct users of its own offset range.
+    users_by_batch = _valid_users_by_batch(cfg)
+    assert len(lists) == len(users_by_batch) >= 3
+    assert {int(m["batch"]): int(m["users"]) for m in lists} == {
+        batch: len(users) for batch, users in users_by_batch.items()
+    }
     assert all(float(m["lag_p50_ms"]) <= float(m["lag_p99_ms"]) for m in lists)
     archive = [m for m in kept if m["query"] == ARCHIVE]
     assert sum(int(m["invalid"]) for m in archive) == len(invalid)
