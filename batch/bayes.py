@@ -130,19 +130,11 @@ def squared_error(block: Block, own: np.ndarray, other: np.ndarray) -> float:
 
 @dataclass
 class BayesFit:
-    mean: float
-    low: float
-    high: float
+    mean: float  # a rating is predicted as mean + users[u]·items[i]
     users: np.ndarray  # (n_users, rank * kept) concatenated samples, scaled by 1/kept
     items: np.ndarray  # (n_items, rank * kept)
     predictions: np.ndarray | None  # posterior mean for the pairs asked, clipped to the range
     alphas: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """From the kept samples only (``predictions`` averages every sweep)."""
-        raw = np.einsum("ij,ij->i", self.users[users], self.items[items]) + self.mean
-        return np.clip(raw, self.low, self.high)
 
 
 def _blocks(ratings: DataFrame, key: str, other: str, rating: str, mean: float,
@@ -211,10 +203,8 @@ def fit_bayes(
     by_item.unpersist()
     s = len(kept_users)
     return BayesFit(
-        mean=mean, low=low, high=high,
-        users=np.hstack(kept_users) / s, items=np.hstack(kept_items),
-        predictions=None if total is None else total / after,
-        alphas=alphas, seconds=time.monotonic() - started,
+        mean=mean, users=np.hstack(kept_users) / s, items=np.hstack(kept_items),
+        predictions=None if total is None else total / after, alphas=alphas,
     )  # fmt: skip
 
 

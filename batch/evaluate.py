@@ -146,6 +146,12 @@ def make_split(
     return Split(train, relevant, test_known, users, items, items.count())
 
 
+def _item_ids(split: Split) -> list[str]:
+    """Training item ids in index order (the rows of an item factor matrix)."""
+    ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
+    return [ids_by_index[i] for i in range(split.item_count)]
+
+
 def _seen(split: Split) -> DataFrame:
     return split.train.groupBy(E.USER_ID).agg(F.collect_list(ITEM_INDEX).alias(SEEN))
 
@@ -168,8 +174,7 @@ def score_als(
     model: ALSModel = train_als(train, cfg, parallelism)
     train_s = time.monotonic() - t
     t = time.monotonic()
-    ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
-    item_ids = [ids_by_index[i] for i in range(split.item_count)]
+    item_ids = _item_ids(split)
     # With biases, rank by b_i + x·y (μ and b_u do not change a user's order): an extra factor
     # of 1 on the user side and b_i on the item side.
     extra = 0 if fitted is None else 1
@@ -212,8 +217,7 @@ def score_bayes(split: Split, params: BayesParams, k: int, partitions: int) -> M
     fit = fit_bayes(split.train, USER_INDEX, ITEM_INDEX, RATING, params, pairs, partitions)
     train_s = time.monotonic() - t
     t = time.monotonic()
-    ids_by_index = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
-    item_ids = [ids_by_index[i] for i in range(split.item_count)]
+    item_ids = _item_ids(split)
     spark = split.train.sparkSession
     rows = [(r[E.USER_ID], fit.users[r[USER_INDEX]].astype(float).tolist())
             for r in split.users.collect()]  # fmt: skip
