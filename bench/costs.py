@@ -175,7 +175,8 @@ def measure_stream(client: redis.Redis, cfg: Config, p: CostParams) -> dict[str,
     for u, update in enumerate(updates):
         user = f"streamed-{u:08d}"
         script(keys=[L.user_list_key(prefix, VERSION, user), L.user_state_key(prefix, user)],
-               args=[update.payload, update.fence, ttl, 2, encode_state(update.state), "3", ""],
+               # Revision "": each user's first write (their state key is new).
+               args=[update.payload, update.fence, ttl, "", encode_state(update.state), "3", ""],
                client=pipe)  # fmt: skip
     pipe.execute()
     write_s = (time.monotonic() - t) / len(updates)

@@ -8,7 +8,11 @@ whole history and can keep its sufficient statistics instead of the events:
   moving the reference later rescales every weight by one factor: the sums stay exact;
 - the behaviour summary the segment features are made of: event count, count per event type,
   newest event time;
-- ``batch``: the last micro-batch applied, so a replayed micro-batch is not counted twice;
+- ``batch`` and ``parts``: the last micro-batch applied and which of its Spark partitions (one
+  per Kafka partition: the stream does not shuffle), so a replayed micro-batch or a retried task
+  is not counted twice, while a user whose events came through two Kafka partitions gets both
+  shares of the micro-batch (``parts`` None: the whole micro-batch, as a caller without
+  partitions and states written before partitions were recorded mean);
 - ``ids``: the newest event ids, so a producer's retry of an event in a later micro-batch is
   not counted twice either (the batch job drops duplicate ids the same way).
 
@@ -45,6 +49,20 @@ class UserState:
     types: dict[str, int] = field(default_factory=dict)
     last_ms: int | None = None
     ids: tuple[str, ...] = ()
+    parts: tuple[int, ...] | None = ()
+
+    def applied(self, batch_id: int, part: int | None) -> bool:
+        """Whether partition ``part`` of micro-batch ``batch_id`` (None: all of it) is in."""
+        if batch_id != self.batch:
+            return batch_id < self.batch
+        return part is None or self.parts is None or part in self.parts
+
+    def after(self, batch_id: int, part: int | None) -> tuple[int, tuple[int, ...] | None]:
+        """The (batch, parts) fence once ``part`` of ``batch_id`` is applied too."""
+        if part is None:
+            return batch_id, None
+        earlier = self.parts if batch_id == self.batch and self.parts is not None else ()
+        return batch_id, (*earlier, part)
 
     @property
     def behaviour(self) -> BehaviourSummary:
@@ -64,14 +82,16 @@ def merge(
     feedback: FeedbackConfig,
     max_items: int = 1000,
     max_ids: int = 256,
+    part: int | None = None,
 ) -> UserState | None:
     """``state`` with one micro-batch's events of this user (columns event_id, item_id,
-    event_type, event_time, value); None when the micro-batch was applied already."""
+    event_type, event_time, value) that came through Spark partition ``part`` (None: the whole
+    micro-batch); None when they were applied already."""
     if E.USER_ID not in events.columns:  # one user's events: the id does not matter here
         events = events.assign(**{E.USER_ID: ""})
     reference, by_user = weighed_rows(events, feedback)
     rows = [row for user_rows in by_user.values() for row in user_rows]
-    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids)
+    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids, part)
 
 
 Row = tuple[str, str, str, int, float]  # event id, item, type, time, weight at the reference
@@ -104,12 +124,15 @@ def merge_rows(
     feedback: FeedbackConfig,
     max_items: int = 1000,
     max_ids: int = 256,
+    part: int | None = None,
 ) -> UserState | None:
     """``merge`` on plain rows (event id, item, type, time, weight decayed to
     ``reference_ms``): the executors weigh a whole partition at once, then merge each user
-    without pandas (a few microseconds per event instead of a millisecond per user)."""
-    if batch_id <= state.batch:
+    without pandas (a few microseconds per event instead of a millisecond per user). ``part``
+    is the Spark partition the rows came through (None: the whole micro-batch)."""
+    if state.applied(batch_id, part):
         return None
+    batch, parts = state.after(batch_id, part)
     seen = set(state.ids)
     fresh = []
     for row in sorted(rows, key=lambda r: (r[3], r[0])):  # fixed order: the same float sums
@@ -117,8 +140,8 @@ def merge_rows(
             seen.add(row[0])
             fresh.append(row)
     if not fresh:
-        return UserState(batch_id, state.ref_ms, state.weights, state.events, state.types,
-                         state.last_ms, state.ids)  # fmt: skip
+        return UserState(batch, state.ref_ms, state.weights, state.events, state.types,
+                         state.last_ms, state.ids, parts)  # fmt: skip
     newest = max(r[3] for r in fresh)
     ref_ms = max(state.ref_ms, newest)
     old_scale = new_scale = 1.0
@@ -137,7 +160,8 @@ def merge_rows(
         weights = dict(keep)
     last_ms = newest if state.last_ms is None else max(state.last_ms, newest)
     ids = (*state.ids, *(r[0] for r in fresh))[-max_ids:] if max_ids else ()
-    return UserState(batch_id, ref_ms, weights, state.events + len(fresh), types, last_ms, ids)
+    return UserState(batch, ref_ms, weights, state.events + len(fresh), types, last_ms, ids,
+                     parts)  # fmt: skip
 
 
 def encode_state(state: UserState) -> bytes:
@@ -150,6 +174,7 @@ def encode_state(state: UserState) -> bytes:
         "types": state.types,
         "last": state.last_ms,
         "ids": list(state.ids),
+        "parts": None if state.parts is None else list(state.parts),
     }
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -169,4 +194,6 @@ def decode_state(raw: bytes | str | None) -> UserState:
         types={str(k): int(v) for k, v in data["types"].items()},
         last_ms=None if data["last"] is None else int(data["last"]),
         ids=tuple(data["ids"]),
+        # Written before partitions were recorded: its micro-batch counts as applied whole.
+        parts=None if data.get("parts") is None else tuple(int(p) for p in data["parts"]),
     )

@@ -83,7 +83,8 @@ class StreamingConfig:
     trigger_seconds: float = 0.25
     archive_trigger_seconds: float = 5.0
     max_offsets_per_trigger: int = 100_000
-    # Spark partitions of the per-user step (0: one per Kafka partition).
+    # Spark partitions of the per-user step (0: one per Kafka partition; more splits each
+    # Kafka partition's share of a micro-batch, the Kafka source's minPartitions).
     list_partitions: int = 0
     # Per-micro-batch metrics kept in Redis (a Redis stream, oldest trimmed).
     metrics_kept: int = 10_000

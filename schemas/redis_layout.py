@@ -215,19 +215,24 @@ return 1
 """
 
 # The stream's write of one user: their new state and, in the same atomic step, their list and
-# segment under the model version the stream scored with.
+# segment under the model version the stream scored with. The state was computed from the one
+# read at revision ARGV[4] (the state hash's ``rev`` field, "" before the first write): when
+# another writer got in between (the user's events came through two Kafka partitions, so two
+# tasks of one micro-batch work on them at once) nothing is written and -2 returned, and the
+# caller reads the state again and redoes the user. Replays are caught before the write: the
+# state records the micro-batches and partitions already applied (model/user_state.py).
 # KEYS[1] = the user's list key (version V), KEYS[2] = their state key
 # ARGV = encoded list ("" for none), fence (the user's newest event time, ms), ttl seconds,
-#        micro-batch id, encoded state, segment ("" for none), segment probabilities ("" none)
-# A micro-batch applied already (a replay, a retried task) changes nothing: returns -1.
-# Otherwise returns 1 when the list was written, 0 when the stored list is newer (or no list).
+#        revision read, encoded state, segment ("" for none), segment probabilities ("" none)
+# Returns 1 when the list was written, 0 when the stored list is newer (or no list), -2 on a
+# lost race.
 STREAM_WRITE_LUA = """
-local applied = redis.call('HGET', KEYS[2], 'batch')
-if applied and tonumber(applied) >= tonumber(ARGV[4]) then
-  return -1
+local rev = redis.call('HGET', KEYS[2], 'rev') or ''
+if rev ~= ARGV[4] then
+  return -2
 end
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[2], 'state', ARGV[5], 'batch', ARGV[4])
+redis.call('HSET', KEYS[2], 'state', ARGV[5], 'rev', (tonumber(rev) or 0) + 1)
 redis.call('EXPIRE', KEYS[2], ttl)
 local wrote = 0
 if ARGV[1] ~= '' then

@@ -1,18 +1,21 @@
 """Fresh lists and segments for the users active in a micro-batch, computed on the executors.
 
-For every active user (model/user_state.py has the state itself):
+For every active user (model/user_state.py has the state itself), in the task that read their
+Kafka partition's share of the micro-batch (one Python stage, no shuffle):
 
-1. read their state from Redis (one pipelined round trip per partition) and merge the
-   micro-batch's events into it; a micro-batch already applied is skipped;
+1. read their state and its revision from Redis (one pipelined round trip per task) and merge
+   the micro-batch's events into it; a share already applied (a replay, a retried task) is
+   skipped, because the state records the micro-batch and the Spark partitions applied;
 2. fold the user in from their whole history, the exact implicit-ALS solve against the current
    item factors (model/foldin.py, Spark's conventions), so a user the model has never seen gets
    a personal list from their first event on a known item;
 3. score every item, leave out the ones the user already has, keep the top N;
 4. assign their segment with the version's segment assigner (model/segments.py), from the same
    features the batch job computes;
-5. write state, list and segment in one atomic Lua step (``STREAM_WRITE_LUA``), fenced on the
-   micro-batch id (a replay changes nothing) and the user's newest event time (an older list
-   never replaces a newer one).
+5. write state, list and segment in one atomic Lua step (``STREAM_WRITE_LUA``), only if the
+   state is still at the revision read (else the user is read and done again: their events
+   came through two Kafka partitions) and fenced on the user's newest event time (an older
+   list never replaces a newer one).
 
 A user with nothing usable yet (only items the model does not know) still gets their state and
 segment; apps fall back to the segment's list, then the popular one. Items the model does not
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import redis
-from pyspark import Broadcast
+from pyspark import Broadcast, TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -37,6 +41,7 @@ from streamrec.model.scoring import top_n
 from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel
 from streamrec.model.user_state import (
+    Row,
     UserState,
     decode_state,
     encode_state,
@@ -44,10 +49,11 @@ from streamrec.model.user_state import (
     merge_rows,
     weighed_rows,
 )
-from streamrec.redis_lists import connect
+from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
+from streamrec.streaming.parse import valid_event_frame
 
 # One row per active user: what happened to them in this micro-batch.
 OUTCOME = "outcome"
@@ -55,13 +61,25 @@ OUTCOME = "outcome"
 LAGS = "lags_ms"
 # The user's newest event time (their list's fence), 0 when they have no state.
 NEWEST = "newest_ms"
+# The user's valid records in the micro-batch (retried ids and replays included).
+EVENTS = "events"
 WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
 OUTCOME_ROWS = T.StructType([
     T.StructField(E.USER_ID, T.StringType(), False),
     T.StructField(OUTCOME, T.StringType(), False),
     T.StructField(LAGS, T.ArrayType(T.LongType(), False), False),
     T.StructField(NEWEST, T.LongType(), False),
+    T.StructField(EVENTS, T.LongType(), False),
 ])  # fmt: skip
+_ARROW_OUTCOMES = pa.schema([
+    pa.field(E.USER_ID, pa.string(), False),
+    pa.field(OUTCOME, pa.string(), False),
+    pa.field(LAGS, pa.list_(pa.field("element", pa.int64(), False)), False),
+    pa.field(NEWEST, pa.int64(), False),
+    pa.field(EVENTS, pa.int64(), False),
+])  # fmt: skip
+# STREAM_WRITE_LUA's answer when another writer changed the state since it was read.
+LOST_RACE = -2
 
 
 @dataclass(frozen=True)
@@ -152,82 +170,117 @@ def finish_users(
 
 
 def fresh_list_rows(
-    events: DataFrame,
+    kafka_rows: DataFrame,
     bc: Broadcast[ItemModel] | None,
     cfg: Config,
     batch_id: int,
     reference_ms: int,
 ) -> DataFrame:
-    """OUTCOME_ROWS for every user with events in ``events``; the Redis writes happen on the
-    executors as the rows are computed. ``bc`` is the model's broadcast, made once per model
-    version (not once per micro-batch), or None before the first model; ``reference_ms`` the
-    newest event time the stream saw before this micro-batch (recency features)."""
-    redis_cfg, ttl, prefix = cfg.redis, cfg.lists.ttl_seconds, cfg.redis.key_prefix
+    """OUTCOME_ROWS for every user with valid events among ``kafka_rows`` (a Kafka source's
+    rows; the ``value`` column is read); the Redis writes happen on the executors as the rows
+    are computed. ``bc`` is the model's broadcast, made once per model version (not once per
+    micro-batch), or None before the first model; ``reference_ms`` the newest event time the
+    stream saw before this micro-batch (recency features).
 
-    def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        frames = [pdf for pdf in batches if not pdf.empty]
-        if not frames:
+    One Python stage and no shuffle: each task parses, groups and updates the users of one
+    Kafka partition's share of the micro-batch (a shuffle by user cost a micro-batch about
+    0.3 s here). Producers key events by user, so a user is normally in one partition; when
+    not, the tasks holding their events race, ``STREAM_WRITE_LUA`` lets one win and the other
+    redoes the user from the state the winner wrote."""
+    redis_cfg = cfg.redis
+
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        values = [value for batch in batches for value in batch.column(0).to_pylist()]
+        events = valid_event_frame(values)
+        if events.empty:
             return
-        # A user's rows may span Arrow batches: group the whole partition (hash-partitioned by
-        # user, so every user is in exactly one partition).
-        pdf = pd.concat(frames, ignore_index=True)
         model: ItemModel | None = bc.value if bc is not None else None
-        index = _index_of(model) if model is not None else {}
-        # Weigh the whole partition at once, then merge each user's plain rows.
-        partition_ref, by_user = weighed_rows(pdf, cfg.feedback)
+        # The fence unit of a replay: the same micro-batch always splits into the same Spark
+        # partitions (one per Kafka partition with new records, in a fixed order).
+        part = TaskContext.get().partitionId()  # type: ignore[union-attr]
+        partition_ref, by_user = weighed_rows(events, cfg.feedback)
         groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
-            states = read_states(client, prefix, [str(user) for user, _ in groups])
-            merged = [
-                merge_rows(state, rows, partition_ref, batch_id, cfg.feedback,
-                           cfg.streaming.state_max_items, cfg.streaming.state_max_ids)
-                for (_, rows), state in zip(groups, states, strict=True)
-            ]  # fmt: skip
-            # Recency features are measured from the newest event the stream has seen.
-            reference = max(reference_ms, partition_ref)
-            applied = [state for state in merged if state is not None]
-            finished = iter(finish_users(applied, model, index, cfg, reference))
-            updates = [None if state is None else next(finished) for state in merged]
-            script = client.register_script(L.STREAM_WRITE_LUA)
-            pipe = client.pipeline(transaction=False)
-            for (user, _), update in zip(groups, updates, strict=True):
-                if update is None:
-                    continue
-                state_key = L.user_state_key(prefix, str(user))
-                # Without a model the script touches the state key only.
-                list_key = (state_key if model is None
-                            else L.user_list_key(prefix, model.version, str(user)))  # fmt: skip
-                script(
-                    keys=[list_key, state_key],
-                    args=[update.payload, update.fence, ttl, batch_id,
-                          encode_state(update.state), update.segment, update.segment_p],
-                    client=pipe,
-                )  # fmt: skip
-            results = iter(pipe.execute())
-            written_ms = int(time.time() * 1000)
+            done = update_users(client, groups, partition_ref, model, cfg, batch_id, part,
+                                max(reference_ms, partition_ref))  # fmt: skip
         finally:
             client.close()
-        outcomes: list[str] = []
-        lags: list[list[int]] = []
-        for (_, rows), update in zip(groups, updates, strict=True):
-            result = -1 if update is None else int(next(results))
-            if update is None or result < 0:
-                outcomes.append(REPLAYED)
-                lags.append([])
-                continue
-            outcomes.append((WRITTEN if result == 1 else KEPT) if update.payload else NO_LIST)
-            lags.append([written_ms - row[3] for row in rows])
-        yield pd.DataFrame({
-            E.USER_ID: [str(user) for user, _ in groups], OUTCOME: outcomes, LAGS: lags,
-            NEWEST: [0 if u is None else u.fence for u in updates],
-        })  # fmt: skip
+        yield pa.RecordBatch.from_pydict({
+            E.USER_ID: [user for user, _ in groups],
+            OUTCOME: [outcome for outcome, _, _ in done],
+            LAGS: [lags for _, lags, _ in done],
+            NEWEST: [newest for _, _, newest in done],
+            EVENTS: [len(rows) for _, rows in groups],
+        }, schema=_ARROW_OUTCOMES)  # fmt: skip
 
-    cols = [E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.VALUE, E.EVENT_TIME]
-    return (
-        events.select(*cols)
-        .repartition(list_partitions(cfg), E.USER_ID)
-        .mapInPandas(per_partition, schema=OUTCOME_ROWS)
+    return kafka_rows.select("value").mapInArrow(per_partition, schema=OUTCOME_ROWS)
+
+
+# A user whose write lost the race to another task of the same micro-batch is redone; past this
+# many rounds the task fails (and Spark retries it) rather than loop.
+MAX_WRITE_ROUNDS = 20
+
+
+def update_users(
+    client: redis.Redis,
+    groups: list[tuple[str, list[Row]]],
+    reference_ms: int,
+    model: ItemModel | None,
+    cfg: Config,
+    batch_id: int,
+    part: int | None,
+    features_ref_ms: int,
+) -> list[tuple[str, list[int], int]]:
+    """Merge each user's ``groups`` rows (weighed to ``reference_ms``) into their state, build
+    list and segment, and write all three atomically (``STREAM_WRITE_LUA``); users whose state
+    another writer changed since it was read are read and done again. Returns per user
+    (outcome, event -> Redis lag per event in ms, list fence or 0)."""
+    prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
+    index = _index_of(model) if model is not None else {}
+    script = client.register_script(L.STREAM_WRITE_LUA)
+    done: list[tuple[str, list[int], int] | None] = [None] * len(groups)
+    pending = list(range(len(groups)))
+    for _ in range(MAX_WRITE_ROUNDS):
+        read = read_revisions(client, prefix, [groups[i][0] for i in pending])
+        merged = [
+            merge_rows(state, groups[i][1], reference_ms, batch_id, cfg.feedback,
+                       cfg.streaming.state_max_items, cfg.streaming.state_max_ids, part)
+            for i, (state, _) in zip(pending, read, strict=True)
+        ]  # fmt: skip
+        finished = iter(finish_users([m for m in merged if m is not None], model, index, cfg,
+                                     features_ref_ms))  # fmt: skip
+        pipe = client.pipeline(transaction=False)
+        writes: list[tuple[int, UserUpdate]] = []
+        for i, (_, rev), state in zip(pending, read, merged, strict=True):
+            if state is None:
+                done[i] = (REPLAYED, [], 0)
+                continue
+            update = next(finished)
+            user = groups[i][0]
+            state_key = L.user_state_key(prefix, user)
+            # Without a model the script touches the state key only.
+            list_key = (state_key if model is None
+                        else L.user_list_key(prefix, model.version, user))  # fmt: skip
+            script(keys=[list_key, state_key],
+                   args=[update.payload, update.fence, ttl, rev, encode_state(update.state),
+                         update.segment, update.segment_p],
+                   client=pipe)  # fmt: skip
+            writes.append((i, update))
+        results = pipe.execute() if writes else []
+        written_ms = int(time.time() * 1000)
+        pending = []
+        for (i, update), result in zip(writes, results, strict=True):
+            if int(result) == LOST_RACE:
+                pending.append(i)
+                continue
+            outcome = (WRITTEN if int(result) == 1 else KEPT) if update.payload else NO_LIST
+            done[i] = (outcome, [written_ms - row[3] for row in groups[i][1]], update.fence)
+        if not pending:
+            return [d for d in done if d is not None]
+    raise RuntimeError(
+        f"micro-batch {batch_id}: {len(pending)} users' state kept changing under this task for "
+        f"{MAX_WRITE_ROUNDS} rounds; failing the task so that Spark retries it"
     )
 
 
@@ -264,17 +317,25 @@ def rescored_list_rows(
         outcomes = [(WRITTEN if int(next(results)) == 1 else KEPT) if u.payload else NO_LIST
                     for u in updates]  # fmt: skip
         yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes, LAGS: [[] for _ in users],
-                            NEWEST: [u.fence for u in updates]})  # fmt: skip
+                            NEWEST: [u.fence for u in updates], EVENTS: 0})  # fmt: skip
 
     return users.repartition(list_partitions(cfg)).mapInPandas(per_partition, OUTCOME_ROWS)
 
 
 def read_states(client: redis.Redis, prefix: str, users: list[str]) -> list[UserState]:
     """Every user's stored state (empty for a user the stream has not seen), one round trip."""
+    return [state for state, _ in read_revisions(client, prefix, users)]
+
+
+def read_revisions(
+    client: redis.Redis, prefix: str, users: list[str]
+) -> list[tuple[UserState, str]]:
+    """Every user's stored state and its revision ("" before the first write: what
+    ``STREAM_WRITE_LUA`` compares), one round trip."""
     pipe = client.pipeline(transaction=False)
     for user in users:
-        pipe.hget(L.user_state_key(prefix, user), "state")
-    return [decode_state(raw) for raw in pipe.execute()]
+        pipe.hmget(L.user_state_key(prefix, user), "state", "rev")
+    return [(decode_state(raw), decoded(rev) or "") for raw, rev in pipe.execute()]
 
 
 def list_partitions(cfg: Config) -> int:

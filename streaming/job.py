@@ -4,10 +4,10 @@ Two streaming queries read the events topic, each with its own checkpoint (``lis
 ``archive/`` under ``paths.stream_checkpoint``), so the one apps wait for never waits for the
 other:
 
-- **lists**: micro-batches back to back, each ONE Spark job: records are parsed and validated,
-  valid events are grouped by user, and on the executors every active user's state, fresh list
-  and segment are written to Redis in one atomic, fenced step (streaming/fresh_lists.py), so
-  a replay never puts an older list over a newer one;
+- **lists**: micro-batches back to back, each ONE Spark job of one stage (no shuffle): each
+  task parses and validates its Kafka partition's records, groups the valid events by user and
+  writes every active user's state, fresh list and segment to Redis in one atomic, fenced step
+  (streaming/fresh_lists.py), so a replay never puts an older list over a newer one;
 - **archive**: every ``streaming.archive_trigger_seconds``, invalid records go to the dead-letter
   topic (raw bytes + reason headers) and valid events replace the micro-batch's folder in the
   event store (exactly once under replays) for the batch job to train on.
@@ -42,6 +42,7 @@ from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
 from streamrec.streaming.fresh_lists import (
+    EVENTS,
     KEPT,
     LAGS,
     NEWEST,
@@ -128,15 +129,19 @@ class StreamReport:
         return sum(b.invalid for b in self.archived)
 
 
-def kafka_source(spark: SparkSession, cfg: Config) -> DataFrame:
-    return (
+def kafka_source(spark: SparkSession, cfg: Config, min_partitions: int = 0) -> DataFrame:
+    """The events topic; ``min_partitions`` > 0 splits each micro-batch's offset ranges into at
+    least that many Spark partitions (the source's ``minPartitions``)."""
+    reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
         .option("subscribe", cfg.kafka.events_topic)
         .option("startingOffsets", cfg.streaming.starting_offsets)
         .option("maxOffsetsPerTrigger", str(cfg.streaming.max_offsets_per_trigger))
-        .load()
     )
+    if min_partitions > 0:
+        reader = reader.option("minPartitions", str(min_partitions))
+    return reader.load()
 
 
 class _Rate:
@@ -206,8 +211,9 @@ def process_lists_batch(
     models: ModelHolder,
     progress: ListsProgress,
 ) -> BatchMetrics:
-    """The lists query's micro-batch: ONE Spark job (parse, then per user: state, fold-in, list,
-    segment, Redis write). Counts come from an observation of the same job, so no extra pass.
+    """The lists query's micro-batch: ONE Spark job of one stage (per Kafka partition: parse,
+    then per user: state, fold-in, list, segment, Redis write). Counts come from the job's own
+    rows and an observation, so no extra pass.
     Right after a model switch, the recently active users are rescored under it first."""
     started = time.monotonic()
     steps: dict[str, float] = {}
@@ -217,22 +223,19 @@ def process_lists_batch(
         rescore_recent_users(batch.sparkSession, current[0], current[1], cfg, progress)
         models.switched = False
         steps["rescore"] = time.monotonic() - started
-    observation = Observation(f"parse-{batch_id}")
-    parsed = parse_records(batch).observe(
-        observation,
-        F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
-        F.count(F.col(REASON)).alias("invalid"),
-        F.max(F.when(F.col(REASON).isNull(), F.col(E.EVENT_TIME))).alias("newest"),
-    )
-    lists = fresh_list_rows(valid_events(parsed), current[1] if current else None, cfg,
-                            batch_id, progress.reference)  # fmt: skip
+    # Counted in the JVM as the records stream by: the invalid ones are the records no user
+    # row accounts for (the archive query sends them to the dead-letter topic).
+    observation = Observation(f"lists-{batch_id}")
+    records = batch.observe(observation, F.count(F.lit(1)).alias("records"))
+    lists = fresh_list_rows(records, current[1] if current else None, cfg, batch_id,
+                            progress.reference)  # fmt: skip
     job_started = time.monotonic()
     steps["plan"] = job_started - started - steps.get("rescore", 0.0)
     rows = lists.collect()
     steps["job"] = time.monotonic() - job_started
-    counts = observation.get
-    valid, invalid = int(counts["valid"]), int(counts["invalid"])
-    progress.saw(rows, counts["newest"])
+    valid = sum(int(r[EVENTS]) for r in rows)
+    invalid = int(observation.get["records"]) - valid
+    progress.saw(rows, max((int(r[NEWEST]) for r in rows), default=0) or None)
     outcomes = [r[OUTCOME] for r in rows]
     lags = [lag for r in rows for lag in r[LAGS]]
     duration = time.monotonic() - started
@@ -244,7 +247,7 @@ def process_lists_batch(
         )
     return BatchMetrics(
         LISTS, batch_id, valid, invalid, duration, progress.rate.tick(started, valid + invalid),
-        users=len(outcomes), lists_written=outcomes.count(WRITTEN),
+        users=len({r[E.USER_ID] for r in rows}), lists_written=outcomes.count(WRITTEN),
         lists_kept=outcomes.count(KEPT), model_version=model.version if model else None,
         lag_ms=lag_percentiles(lags), steps_s=steps,
     )  # fmt: skip
@@ -347,10 +350,10 @@ def start_stream(
         record(client, prefix, keep, metrics)
 
     def query(
-        name: str, on_batch: Callable[[DataFrame, int], None], every_s: float
+        name: str, on_batch: Callable[[DataFrame, int], None], every_s: float, partitions: int = 0
     ) -> StreamingQuery:
         writer = (
-            kafka_source(spark, cfg)
+            kafka_source(spark, cfg, partitions)
             .writeStream.foreachBatch(on_batch)
             .option("checkpointLocation",
                     storage.join(storage.absolute(cfg.paths.stream_checkpoint), name))
@@ -363,7 +366,9 @@ def start_stream(
         return writer.start()
 
     return StreamQueries(
-        lists=query(LISTS, on_lists, cfg.streaming.trigger_seconds),
+        # The per-user step runs in the source's own tasks (no shuffle): list_partitions > 0
+        # splits the Kafka partitions' ranges for more of them.
+        lists=query(LISTS, on_lists, cfg.streaming.trigger_seconds, cfg.streaming.list_partitions),
         archive=query(ARCHIVE, on_archive, cfg.streaming.archive_trigger_seconds),
     )
 

@@ -7,8 +7,9 @@ derived from the same JSON Schema.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -67,6 +68,19 @@ def parse_frame(pdf: pd.DataFrame) -> pd.DataFrame:
     out[RAW_KEY] = raw_keys
     out[RAW_VALUE] = raw_values
     return out
+
+
+def valid_event_frame(values: Iterable[bytes | None]) -> pd.DataFrame:
+    """The valid events among Kafka record values, one column per contract field (event time as
+    int64, a missing value as NaN). The invalid ones are left out: the lists query has no use
+    for them, and the archive query sends them to the dead-letter topic."""
+    events = [event for event, _ in map(E.parse_event, values) if event is not None]
+    columns: dict[str, object] = {
+        name: [event.get(name) for event in events] for name in E.event_contract().field_names
+    }
+    columns[E.EVENT_TIME] = np.array(columns[E.EVENT_TIME], dtype=np.int64)
+    columns[E.VALUE] = np.array(columns[E.VALUE], dtype=np.float64)  # None -> NaN
+    return pd.DataFrame(columns)
 
 
 def _parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -1,20 +1,20 @@
 """The stream's per-user step on Spark executors against real Redis: state, list and segment in
 one atomic write; replays change nothing; history accumulates across micro-batches, before
-and after the first model."""
+and after the first model; a user whose events come through two Kafka partitions gets both."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import redis
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 
 from streamrec.model.store import ItemModel
 from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.fresh_lists import NO_LIST, OUTCOME, REPLAYED, WRITTEN
+from streamrec.streaming.fresh_lists import EVENTS, KEPT, NO_LIST, OUTCOME, REPLAYED, WRITTEN
 from streamrec.streaming.fresh_lists import fresh_list_rows as rows_for
 
 pytestmark = pytest.mark.integration
@@ -30,12 +30,29 @@ def _model() -> ItemModel:
     return ItemModel("v-test", ids, factors, f64.T @ f64, {})
 
 
+def _values(rows: list[tuple]) -> list[bytes]:  # type: ignore[type-arg]
+    """Kafka record values of (event id, user, item, type, time, value) rows."""
+    names = E.event_contract().field_names
+    return [E.encode_event({n: v for n, v in zip(names, row, strict=True) if v is not None})
+            for row in rows]  # fmt: skip
+
+
+def _outcomes(spark: SparkSession, cfg: Config, partitions: list[list[bytes]], batch_id: int,
+              model: ItemModel | None) -> list[Row]:  # fmt: skip
+    """The per-user step over Kafka-like rows, the values of ``partitions[p]`` in Spark
+    partition p (as the Kafka source reads one Kafka partition per Spark partition)."""
+    keyed = [(p, value) for p, part in enumerate(partitions) for value in part]
+    rdd = (spark.sparkContext.parallelize(keyed, len(partitions))
+           .partitionBy(len(partitions), lambda p: p).map(lambda kv: (kv[1],)))  # fmt: skip
+    frame = spark.createDataFrame(rdd, "value binary")
+    bc = spark.sparkContext.broadcast(model) if model is not None else None
+    return rows_for(frame, bc, cfg, batch_id, T).collect()
+
+
 def _run(spark: SparkSession, cfg: Config, rows: list[tuple], batch_id: int,  # type: ignore[type-arg]
          model: ItemModel | None) -> dict[str, str]:  # fmt: skip
-    events = spark.createDataFrame(rows, E.spark_event_schema())
-    bc = spark.sparkContext.broadcast(model) if model is not None else None
-    newest = max(r[4] for r in rows)
-    return {r[E.USER_ID]: r[OUTCOME] for r in rows_for(events, bc, cfg, batch_id, newest).collect()}
+    return {r[E.USER_ID]: r[OUTCOME] for r in _outcomes(spark, cfg, [_values(rows)], batch_id,
+                                                         model)}  # fmt: skip
 
 
 def _list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
@@ -90,3 +107,43 @@ def test_state_lists_and_replays(
         "known": WRITTEN
     }
     assert _list(redis_client, cfg, "known").watermark_ms == T + 9  # type: ignore[union-attr]
+
+
+def test_invalid_records_are_left_out_and_counted_by_nobody(
+    spark: SparkSession, isolated_cfg: Config
+) -> None:
+    values = [*_values([("e0", "u", "i1", "play", T, 30.0)]), b"not json", b'{"event_id":1}']
+    rows = _outcomes(spark, isolated_cfg, [values], 0, _model())
+    assert [(r[E.USER_ID], r[OUTCOME], r[EVENTS]) for r in rows] == [("u", WRITTEN, 1)]
+
+
+def test_a_user_in_two_kafka_partitions_gets_both_shares_once(
+    spark: SparkSession, isolated_cfg: Config, redis_client: redis.Redis
+) -> None:
+    cfg, model = isolated_cfg, _model()
+    users = [f"u{n}" for n in range(200)]
+    # Every user has one event in each partition: the two tasks run at once on two cores and
+    # race for most users; the loser of each race redoes the user on top of the winner's state.
+    share = [_values([(f"{u}-a", u, "i1", "play", T, 30.0) for u in users]),
+             _values([(f"{u}-b", u, "i2", "like", T + 7, None) for u in users])]  # fmt: skip
+    rows = _outcomes(spark, cfg, share, 3, model)
+    assert sorted(r[E.USER_ID] for r in rows) == sorted(users * 2)
+    assert {r[OUTCOME] for r in rows} <= {WRITTEN, KEPT}
+    for user in users:
+        state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, user),
+                                               "state"))  # fmt: skip
+        assert (state.events, set(state.weights), state.batch) == (2, {"i1", "i2"}, 3)
+        assert sorted(state.parts or ()) == [0, 1]
+        listed = _list(redis_client, cfg, user)
+        assert listed is not None and listed.watermark_ms == T + 7
+        assert not {"i1", "i2"} & {item for item, _ in listed.items}
+    # The micro-batch replayed whole (a restart) changes nothing; so does one partition of it.
+    assert {r[OUTCOME] for r in _outcomes(spark, cfg, share, 3, model)} == {REPLAYED}
+    assert {r[OUTCOME] for r in _outcomes(spark, cfg, share[:1], 3, model)} == {REPLAYED}
+    # A later micro-batch starts a new partition record.
+    later = _outcomes(spark, cfg, [[], _values([("c", "u0", "i3", "play", T + 9, 5.0)])], 4,
+                      model)  # fmt: skip
+    assert [(r[E.USER_ID], r[OUTCOME]) for r in later] == [("u0", WRITTEN)]
+    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "u0"),
+                                           "state"))  # fmt: skip
+    assert (state.events, state.batch, state.parts) == (3, 4, (1,))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,26 @@ def test_update_user_folds_in_a_new_user_and_leaves_history_out() -> None:
     assert update_user(update.state, events, 0, model, model.index_of(), cfg, T) is None
     no_model = update_user(UserState(), events, 0, None, {}, cfg, T)
     assert no_model is not None and no_model.payload == b"" and no_model.state.events == 2
+
+
+def test_each_partition_of_a_micro_batch_applies_once() -> None:
+    cfg = FeedbackConfig()
+    first = merge(UserState(), _events([("a", "x", "play", T, 30.0)]), 4, cfg, part=1)
+    assert first is not None and (first.batch, first.parts) == (4, (1,))
+    # The same micro-batch's other partition joins; a replay of either changes nothing.
+    both = merge(first, _events([("b", "y", "play", T + 1, 1.0)]), 4, cfg, part=0)
+    assert both is not None and both.parts == (1, 0) and both.events == 2
+    assert merge(both, _events([("c", "z", "play", T, 1.0)]), 4, cfg, part=1) is None
+    assert merge(both, _events([("c", "z", "play", T, 1.0)]), 3, cfg, part=2) is None
+    later = merge(both, _events([("c", "z", "play", T + 2, 1.0)]), 5, cfg, part=0)
+    assert later is not None and (later.batch, later.parts) == (5, (0,))
+    assert decode_state(encode_state(later)) == later
+
+
+def test_a_state_written_before_partitions_were_recorded_covers_its_whole_micro_batch() -> None:
+    old = encode_state(merge(UserState(), _events([("a", "x", "play", T, 30.0)]), 4,
+                             FeedbackConfig()))  # type: ignore[arg-type]  # fmt: skip
+    legacy = json.loads(old)
+    del legacy["parts"]
+    state = decode_state(json.dumps(legacy))
+    assert state.parts is None and state.applied(4, 0) and not state.applied(5, 0)
