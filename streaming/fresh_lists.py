@@ -36,7 +36,7 @@ from pyspark import Broadcast, TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from streamrec.model.foldin import fold_in
+from streamrec.model.foldin import fold_in_many
 from streamrec.model.scoring import top_n
 from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel
@@ -126,16 +126,10 @@ def finish_users(
             UserUpdate(state, b"", fence, "", "")
             for state, fence in zip(merged, fences, strict=True)
         ]
-    seen: list[np.ndarray] = []
-    vectors: list[np.ndarray | None] = []
-    for state in merged:
-        items, ratings = state.interactions(index)
-        seen.append(items)
-        vector: np.ndarray | None = None
-        if len(items):
-            vector = fold_in(model.item_factors, model.gram, items, ratings, cfg.batch.reg_param,
-                             cfg.batch.alpha)  # fmt: skip
-        vectors.append(vector)
+    histories = [state.interactions(index) for state in merged]
+    seen = [items for items, _ in histories]
+    vectors = fold_in_many(model.item_factors, model.gram, histories, cfg.batch.reg_param,
+                           cfg.batch.alpha)  # fmt: skip
     personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
     payloads = [b""] * len(merged)
     if personal:

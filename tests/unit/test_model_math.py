@@ -9,7 +9,7 @@ import pytest
 from streamrec.errors import ModelStoreError
 from streamrec.model import store
 from streamrec.model.feedback import event_weights
-from streamrec.model.foldin import fold_in
+from streamrec.model.foldin import fold_in, fold_in_many
 from streamrec.model.scoring import top_n
 from streamrec.schemas.config import FeedbackConfig
 
@@ -46,6 +46,24 @@ def test_fold_in_minimises_the_implicit_objective() -> None:
 def test_fold_in_of_only_negative_feedback_is_none() -> None:
     y = np.eye(3)
     assert fold_in(y, y.T @ y, np.array([0]), np.array([-1.0]), 0.1, 1.0) is None
+
+
+def test_fold_in_many_solves_each_user_as_fold_in_does() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(300, 6))
+    histories = [
+        (np.array([], dtype=np.int64), np.array([])),  # nothing: None
+        (np.array([4]), np.array([-2.0])),
+    ]  # only negative feedback: None
+    for length in (1, 2, 3, 5, 8, 9, 40, 300):  # widths 1 to 512, padded in groups
+        items = np.sort(rng.choice(300, size=length, replace=False))
+        histories.append((items, rng.normal(size=length) + 0.3))
+    many = fold_in_many(y, y.T @ y, histories, reg_param=0.1, alpha=2.0)
+    for (items, ratings), got in zip(histories, many, strict=True):
+        want = fold_in(y, y.T @ y, items, ratings, 0.1, 2.0)
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
 def test_top_n_excludes_seen_and_breaks_ties_by_index() -> None:
