@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import orjson
+
 LIST_FORMAT_VERSION = 1
 FIELD_LIST = "list"
 FIELD_FENCE = "fence"
@@ -147,6 +149,8 @@ def encode_list(rec: RecList) -> bytes:
         # Scores rounded to 6 significant digits: enough to rank, half the bytes.
         "items": [[item, float(f"{score:.6g}")] for item, score in rec.items],
     }
+    # The standard library's float format is the documented wire format (exponents as 1e-07,
+    # 1e+16); decoding goes through orjson, which reads any JSON several times faster.
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -155,7 +159,7 @@ def decode_list(
 ) -> RecList:
     """A stored list; with ``limit`` and ``exclude``, only its first ``limit`` items that are
     not in ``exclude`` (a lookup decodes no more than it returns)."""
-    data: dict[str, Any] = json.loads(raw)
+    data: dict[str, Any] = orjson.loads(raw)
     if data.get("v") != LIST_FORMAT_VERSION:
         raise ValueError(f"unsupported list format version {data.get('v')!r}")
     pairs = ((str(item), float(score)) for item, score in data["items"] if item not in exclude)

@@ -264,3 +264,35 @@ def test_report_summary_gives_the_final_counts() -> None:
     assert "3  weight 'x' is not a finite number" in text
     assert "injected 50 malformed records" in text and "not_json 30" in text
     assert "acknowledged 1040" in text
+
+
+class _Cluster:
+    """The two metadata calls a partitioner makes, for a topic of ``n`` partitions."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+
+def test_remembering_partitioner_assigns_as_kafkas_default() -> None:
+    from kafka.partitioner import DefaultPartitioner
+
+    from streamrec.producer.publisher import RememberingPartitioner
+
+    remembering, default = RememberingPartitioner(max_keys=50), DefaultPartitioner()
+    keys = [f"user-{n}".encode() for n in range(200)]
+    for n in (1, 2, 3, 12):  # a topic grown to more partitions moves keys as Kafka does
+        cluster = _Cluster(n)
+        for key in keys + keys:  # the second time from memory (or after it was cleared)
+            want = default.partition("t", key, key, b"v", b"v", cluster)
+            assert remembering.partition("t", key, key, b"v", b"v", cluster) == want
+    assert len(remembering._known) <= 50
+    assert remembering.partition("t", None, None, b"v", b"v", _Cluster(3)) in {0, 1, 2}
