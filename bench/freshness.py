@@ -40,6 +40,7 @@ import numpy as np
 from streamrec.batch.job import run_batch
 from streamrec.demo import namespace_config, reset_namespace
 from streamrec.model import store
+from streamrec.model.user_state import decode_state
 from streamrec.producer.run import ProduceOptions, produce, publish_events
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect
@@ -129,10 +130,12 @@ def _stream_of_events(
     stop_at: float,
     tag: str,
     known_items: frozenset[str],
+    weights: dict[str, float],
 ) -> Iterator[dict[str, Any]]:
     """The world's events, re-timed to now with fresh ids; every ``probe_every_s`` one of them
-    is a probe: one on an item the model knows, so that its user's list must change (a user
-    whose events are all on items the warm-up never saw gets no personal list, by design)."""
+    is a probe: positive feedback (a skip weighs less than nothing) on an item the model knows,
+    so that its user's list must change (a user whose events are all on items the warm-up
+    never saw, or all skips, gets no personal list, by design)."""
     next_probe = time.monotonic()
     for n, event in enumerate(itertools.cycle(world.events(50_000))):
         now = time.monotonic()
@@ -140,10 +143,28 @@ def _stream_of_events(
             return
         event_time = int(time.time() * 1000)
         out = {**event, E.EVENT_ID: f"bench-{tag}-{n}", E.EVENT_TIME: event_time}
-        if now >= next_probe and event[E.ITEM_ID] in known_items:
+        if (now >= next_probe and event[E.ITEM_ID] in known_items
+                and weights.get(event[E.EVENT_TYPE], 0.0) > 0):  # fmt: skip
             probes.add(str(event[E.USER_ID]), event_time, now)
             next_probe = now + probe_every_s
         yield out
+
+
+def _log_lost(cfg: Config, version: str, missing: dict[str, tuple[int, float]]) -> None:
+    """What Redis holds for probes whose list never carried them: where to start looking."""
+    client = connect(cfg.redis)
+    try:
+        for user, (event_time, _) in sorted(missing.items())[:20]:
+            fence = client.hget(L.user_list_key(cfg.redis.key_prefix, version, user),
+                                L.FIELD_FENCE)  # fmt: skip
+            state = decode_state(client.hget(L.user_state_key(cfg.redis.key_prefix, user),
+                                             "state"))  # fmt: skip
+            log.warning("bench freshness: probe of user %s at %d never seen: list fence %s, "
+                        "state of %d events, newest %s, micro-batch %d %s, weights %s", user,
+                        event_time, fence, state.events, state.last_ms, state.batch,
+                        state.parts, state.weights)  # fmt: skip
+    finally:
+        client.close()
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -167,7 +188,8 @@ def _produce(
     compete with the stream for the interpreter lock."""
     started = time.monotonic()
     events = _stream_of_events(world, _QueueSink(probes), params.probe_every_s,
-                               started + params.duration_s, tag, known_items)  # fmt: skip
+                               started + params.duration_s, tag, known_items,
+                               cfg.feedback.weights)  # fmt: skip
     report = publish_events(cfg, events, rate=rate)
     sent.put((report.sent, time.monotonic() - started))
 
@@ -205,7 +227,10 @@ def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
     probes.stop.set()
     with probes.lock:
         lost = len(probes.pending)
+        missing = dict(probes.pending)
         probes.pending.clear()
+    if missing:
+        _log_lost(cfg, version, missing)
     poller.join(timeout=5)
     ordered = [lat for _, lat in sorted(probes.latencies)]
     result = {

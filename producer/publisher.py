@@ -37,7 +37,10 @@ CONNECT_TIMEOUT_MS = 5_000
 MAX_BLOCK_MS = 10_000
 REQUEST_TIMEOUT_MS = 10_000
 DELIVERY_TIMEOUT_MS = 30_000
-LINGER_MS = 5
+# Records wait up to this long to share a produce request: at 2,000 events/s, 20 ms instead of
+# 5 ms cut the producer's CPU (kafka-python, both threads) from ~0.6 to ~0.45 of a core and the
+# broker's requests fourfold, for at most 20 ms of a freshness budget of a second.
+LINGER_MS = 20
 
 
 def event_key(event: dict[str, Any]) -> bytes:
