@@ -133,7 +133,9 @@ class HadoopFileSystem:
     def replace(self, source: str, target: str) -> None:
         src, dst = self._path(source), self._path(target)
         fs = self._fs(dst)
-        if str(fs.getScheme()).lower() in _OBJECT_STORES:
+        # getUri, not getScheme: RawLocalFileSystem (streamrec.spark's file:// choice) does not
+        # implement getScheme.
+        if str(fs.getUri().getScheme()).lower() in _OBJECT_STORES:
             self.write_bytes(target, self.read_bytes(source))
             fs.delete(src, False)
             return
