@@ -34,7 +34,7 @@ import pyarrow as pa
 import redis
 from pyspark import Broadcast, TaskContext
 from pyspark.sql import DataFrame
-from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from streamrec.model.foldin import fold_in_many
 from streamrec.model.scoring import top_n
@@ -64,13 +64,6 @@ NEWEST = "newest_ms"
 # The user's valid records in the micro-batch (retried ids and replays included).
 EVENTS = "events"
 WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
-OUTCOME_ROWS = T.StructType([
-    T.StructField(E.USER_ID, T.StringType(), False),
-    T.StructField(OUTCOME, T.StringType(), False),
-    T.StructField(LAGS, T.ArrayType(T.LongType(), False), False),
-    T.StructField(NEWEST, T.LongType(), False),
-    T.StructField(EVENTS, T.LongType(), False),
-])  # fmt: skip
 _ARROW_OUTCOMES = pa.schema([
     pa.field(E.USER_ID, pa.string(), False),
     pa.field(OUTCOME, pa.string(), False),
@@ -78,6 +71,8 @@ _ARROW_OUTCOMES = pa.schema([
     pa.field(NEWEST, pa.int64(), False),
     pa.field(EVENTS, pa.int64(), False),
 ])  # fmt: skip
+# The same rows as Spark sees them (the fresh path yields Arrow, the rescoring path pandas).
+OUTCOME_ROWS = from_arrow_schema(_ARROW_OUTCOMES)
 # STREAM_WRITE_LUA's answer when another writer changed the state since it was read.
 LOST_RACE = -2
 

@@ -14,7 +14,15 @@ from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.fresh_lists import EVENTS, KEPT, NO_LIST, OUTCOME, REPLAYED, WRITTEN
+from streamrec.streaming.fresh_lists import (
+    EVENTS,
+    KEPT,
+    LOST_RACE,
+    NO_LIST,
+    OUTCOME,
+    REPLAYED,
+    WRITTEN,
+)
 from streamrec.streaming.fresh_lists import fresh_list_rows as rows_for
 
 pytestmark = pytest.mark.integration
@@ -147,3 +155,22 @@ def test_a_user_in_two_kafka_partitions_gets_both_shares_once(
     state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "u0"),
                                            "state"))  # fmt: skip
     assert (state.events, state.batch, state.parts) == (3, 4, (1,))
+
+
+def test_the_stream_write_only_lands_on_the_revision_it_read(
+    isolated_cfg: Config, redis_client: redis.Redis
+) -> None:
+    # The compare-and-set the race above relies on, without depending on two tasks overlapping.
+    prefix = isolated_cfg.redis.key_prefix
+    state_key = L.user_state_key(prefix, "u")
+    list_key = L.user_list_key(prefix, "v-test", "u")
+
+    def write(rev: str, state: bytes) -> int:
+        return int(redis_client.eval(L.STREAM_WRITE_LUA, 2, list_key, state_key, b"", 0, 60,
+                                     rev, state, "", ""))  # fmt: skip
+
+    assert write("", b"first") == 0  # no list: the state alone, revision 1
+    assert redis_client.hmget(state_key, "state", "rev") == [b"first", b"1"]
+    assert write("", b"stale") == LOST_RACE  # read before the first write: nothing written
+    assert write("1", b"second") == 0
+    assert redis_client.hmget(state_key, "state", "rev") == [b"second", b"2"]
