@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
 import redis
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, Observation, Row, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -171,15 +173,17 @@ class ListsProgress:
         self.recent: dict[str, int] = {}  # user -> newest event time, within RECENT_WINDOW_MS
         self._pruned_at = 1024
 
-    def saw(self, rows: list[Row], newest: int | None) -> None:
-        if newest is not None:
-            self.reference = max(self.reference, newest)
-        for row in rows:
-            if row[NEWEST] > self.recent.get(row[E.USER_ID], 0):
-                self.recent[row[E.USER_ID]] = row[NEWEST]
-        if len(self.recent) >= 2 * self._pruned_at:  # amortised: prune when it has doubled
+    def saw(self, users: list[str], newest_ms: list[int]) -> None:
+        """The micro-batch's users and their lists' fences (0: no state)."""
+        if newest_ms:
+            self.reference = max(self.reference, max(newest_ms))
+        recent = self.recent
+        for user, newest in zip(users, newest_ms, strict=True):
+            if newest > recent.get(user, 0):
+                recent[user] = newest
+        if len(recent) >= 2 * self._pruned_at:  # amortised: prune when it has doubled
             horizon = self.reference - RECENT_WINDOW_MS
-            self.recent = {u: t for u, t in self.recent.items() if t >= horizon}
+            self.recent = {u: t for u, t in recent.items() if t >= horizon}
             self._pruned_at = max(1024, len(self.recent))
 
     def after(self, cut_ms: int) -> list[str]:
@@ -231,13 +235,16 @@ def process_lists_batch(
                             progress.reference)  # fmt: skip
     job_started = time.monotonic()
     steps["plan"] = job_started - started - steps.get("rescore", 0.0)
-    rows = lists.collect()
+    # As Arrow, straight from the tasks' batches: pickling one Row per user cost the driver's
+    # JVM about 0.15 of a core at 2,000 events/s.
+    table = lists.toArrow()
     steps["job"] = time.monotonic() - job_started
-    valid = sum(int(r[EVENTS]) for r in rows)
+    valid = int(pc.sum(table.column(EVENTS)).as_py() or 0)
     invalid = int(observation.get["records"]) - valid
-    progress.saw(rows, max((int(r[NEWEST]) for r in rows), default=0) or None)
-    outcomes = [r[OUTCOME] for r in rows]
-    lags = [lag for r in rows for lag in r[LAGS]]
+    users = table.column(E.USER_ID).to_pylist()
+    progress.saw(users, table.column(NEWEST).to_pylist())
+    outcomes = Counter(table.column(OUTCOME).to_pylist())
+    lags = pc.list_flatten(table.column(LAGS)).to_numpy()
     duration = time.monotonic() - started
     if valid and model is None:
         log.warning(
@@ -247,9 +254,9 @@ def process_lists_batch(
         )
     return BatchMetrics(
         LISTS, batch_id, valid, invalid, duration, progress.rate.tick(started, valid + invalid),
-        users=len({r[E.USER_ID] for r in rows}), lists_written=outcomes.count(WRITTEN),
-        lists_kept=outcomes.count(KEPT), model_version=model.version if model else None,
-        lag_ms=lag_percentiles(lags), steps_s=steps,
+        users=len(set(users)), lists_written=outcomes[WRITTEN], lists_kept=outcomes[KEPT],
+        model_version=model.version if model else None, lag_ms=lag_percentiles(lags),
+        steps_s=steps,
     )  # fmt: skip
 
 

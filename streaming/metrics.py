@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,8 +87,8 @@ class BatchMetrics:
         )
 
 
-def lag_percentiles(lags_ms: list[int]) -> dict[str, float]:
-    if not lags_ms:
+def lag_percentiles(lags_ms: Sequence[int] | np.ndarray) -> dict[str, float]:
+    if len(lags_ms) == 0:
         return {}
     values = np.percentile(np.asarray(lags_ms, dtype=np.float64), [50, 95, 99])
     return {f"p{q}_ms": float(v) for q, v in zip((50, 95, 99), values, strict=True)}

@@ -174,6 +174,8 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             params = dataclasses.replace(params, rates=tuple(args.rate))
         if args.duration:
             params = dataclasses.replace(params, duration_s=args.duration)
+        if args.settle is not None:
+            params = dataclasses.replace(params, settle_s=args.settle)
         fresh = freshness.run_freshness(cfg, params)
         print(freshness.table(fresh))
         if args.json:
@@ -435,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration",
         type=float,
         help="freshness: seconds per rate (30); lookup: seconds per measurement (3)",
+    )
+    bench.add_argument(
+        "--settle",
+        type=float,
+        help="freshness: unmeasured seconds at the first rate before measuring (40; JIT warm-up)",
     )
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)

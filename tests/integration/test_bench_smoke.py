@@ -66,13 +66,14 @@ def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:
     from streamrec.bench.freshness import table as freshness_table
 
     params = FreshnessParams(rates=(200.0,), duration_s=4.0, users=200, items=100,
-                             warmup_events=2000, probe_every_s=0.05)  # fmt: skip
+                             warmup_events=2000, probe_every_s=0.05, settle_s=2.0)  # fmt: skip
     result = run_freshness(stack_cfg, params)
     (rate,) = result["rates"]
+    assert result["settle"]["events"] > 0 and result["settle"]["rate_asked"] == 200.0
     assert rate["probes_sent"] > 10 and rate["probes_seen"] == rate["probes_sent"]
     assert 0 < rate["p50_ms"] <= rate["p95_ms"] <= rate["p99_ms"]
     assert rate["events"] > 0 and rate["rate_achieved"] > 0
-    assert "kept up" in freshness_table(result)
+    assert "kept up" in freshness_table(result) and "unmeasured" in freshness_table(result)
 
 
 def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config) -> None:
