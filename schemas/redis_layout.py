@@ -48,7 +48,8 @@ fence, so a replayed or late writer never puts an older list over a newer one.
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+import math
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -152,6 +153,41 @@ def encode_list(rec: RecList) -> bytes:
     # The standard library's float format is the documented wire format (exponents as 1e-07,
     # 1e+16); decoding goes through orjson, which reads any JSON several times faster.
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class ListEncoder:
+    """``encode_list``'s exact bytes for many lists of one source and model, straight from item
+    positions and scores: the catalogue's ids are JSON-escaped once, not once per list (the
+    stream encodes a list for every active user; ``encode_list`` was a sixth of its per-user
+    CPU). Lists with a score that is not finite go through ``encode_list`` itself."""
+
+    def __init__(self, item_ids: Sequence[str], source: str, model_version: str) -> None:
+        self._ids = [_json_text(item) for item in item_ids]
+        self._head = (f'{{"v":{LIST_FORMAT_VERSION},"source":{_json_text(source)},'
+                      f'"model":{_json_text(model_version)},"generated_ms":')  # fmt: skip
+        self._item_ids, self._source, self._model = item_ids, source, model_version
+
+    def encode(self, positions: Sequence[int], scores: Sequence[float], generated_ms: int,
+               watermark_ms: int) -> bytes:  # fmt: skip
+        """The list of the items at ``positions`` (catalogue order) with their ``scores``."""
+        rounded = [float(f"{score:.6g}") for score in scores]
+        if not all(math.isfinite(score) for score in rounded):
+            pairs = zip(positions, scores, strict=True)
+            scored = tuple((self._item_ids[i], float(s)) for i, s in pairs)
+            return encode_list(RecList(scored, self._source, self._model, generated_ms,
+                                       watermark_ms))  # fmt: skip
+        ids = self._ids
+        # repr is the standard library's float format (json.dumps uses float.__repr__).
+        items = ",".join(
+            [f"[{ids[i]},{score!r}]" for i, score in zip(positions, rounded, strict=True)]
+        )
+        text = (f'{self._head}{int(generated_ms)},"watermark_ms":{int(watermark_ms)},'
+                f'"items":[{items}]}}')  # fmt: skip
+        return text.encode("utf-8")
+
+
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def decode_list(

@@ -132,13 +132,10 @@ def finish_users(
         ranked = top_n(matrix, model.item_factors, [seen[row].tolist() for row, _ in personal],
                        cfg.streaming.top_n)  # fmt: skip
         generated_ms = int(time.time() * 1000)
+        encoder = _list_encoder(model)
         for (row, _), (best, scores) in zip(personal, ranked, strict=True):
-            payloads[row] = L.encode_list(L.RecList(
-                items=tuple((model.item_ids[i], float(s))
-                            for i, s in zip(best, scores, strict=True)),
-                source=L.SOURCE_STREAM, model_version=model.version,
-                generated_ms=generated_ms, watermark_ms=fences[row],
-            ))  # fmt: skip
+            payloads[row] = encoder.encode(best.tolist(), scores.tolist(), generated_ms,
+                                           fences[row])  # fmt: skip
     segments = [("", "")] * len(merged)
     assigner = model.segments
     if assigner is not None and assigner.spec is not None and merged:
@@ -342,3 +339,15 @@ def _index_of(model: ItemModel) -> dict[str, int]:
         _INDEX_CACHE.clear()
         _INDEX_CACHE[model.version] = model.index_of()
     return _INDEX_CACHE[model.version]
+
+
+_ENCODER_CACHE: dict[str, L.ListEncoder] = {}
+
+
+def _list_encoder(model: ItemModel) -> L.ListEncoder:
+    # Like the index: the catalogue's ids are escaped once per model version per worker.
+    if model.version not in _ENCODER_CACHE:
+        _ENCODER_CACHE.clear()
+        _ENCODER_CACHE[model.version] = L.ListEncoder(model.item_ids, L.SOURCE_STREAM,
+                                                      model.version)  # fmt: skip
+    return _ENCODER_CACHE[model.version]

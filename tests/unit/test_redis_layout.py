@@ -6,7 +6,10 @@ its text is checked against the field names."""
 from __future__ import annotations
 
 import json
+import math
+import random
 
+import numpy as np
 import pytest
 
 from streamrec.schemas.redis_layout import (
@@ -20,6 +23,7 @@ from streamrec.schemas.redis_layout import (
     SOURCE_BATCH,
     SOURCE_POPULAR,
     SOURCE_STREAM,
+    ListEncoder,
     RecList,
     current_model_key,
     decode_list,
@@ -348,3 +352,34 @@ def test_decode_list_with_limit_and_exclude() -> None:
     assert rec.items == (("电影 🎬", 1234570.0), ('q"uo\\te', 3.0))
     assert decode_list(KNOWN_BYTES, limit=0).items == ()
     assert len(decode_list(KNOWN_BYTES, limit=100).items) == 7
+
+
+# --- ListEncoder: encode_list's bytes, ids escaped once -------------------------------------
+
+
+def test_list_encoder_equals_encode_list_byte_for_byte() -> None:
+    rng = random.Random(20261126)
+    alphabet = ['a', 'Z', '0', ' ', ':', '{', '"', '\\', '/', '\n', '\t', '\x00', '\x1f', '\x7f',
+                'é', '电', '🎬', '\u2028', '\ud7ff', '\ue000']  # fmt: skip
+    item_ids = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12)))
+                for _ in range(300)]  # fmt: skip
+    for source, model in ((SOURCE_STREAM, "v20261126T000000Z-ab12"), (SOURCE_BATCH, 'm"\\é')):
+        encoder = ListEncoder(item_ids, source, model)
+        for _ in range(300):
+            positions = rng.sample(range(len(item_ids)), rng.randrange(0, 25))
+            scores = [rng.choice([rng.uniform(-2, 2), rng.uniform(-1e-6, 1e-6),
+                                  10 ** rng.uniform(-9, 20), 0.0, -0.0, 1.0, 123456.7, 9.999996,
+                                  float(np.float32(rng.random()))])
+                      for _ in positions]  # fmt: skip
+            generated, watermark = rng.randrange(0, 2**42), rng.randrange(0, 2**42)
+            expected = encode_list(RecList(
+                tuple((item_ids[i], s) for i, s in zip(positions, scores, strict=True)),
+                source, model, generated, watermark))  # fmt: skip
+            assert encoder.encode(positions, scores, generated, watermark) == expected
+
+
+@pytest.mark.parametrize("odd", [math.nan, math.inf, -math.inf])
+def test_list_encoder_hands_non_finite_scores_to_encode_list(odd: float) -> None:
+    encoder = ListEncoder(["a", "b"], SOURCE_STREAM, "m")
+    expected = encode_list(RecList((("a", 1.0), ("b", odd)), SOURCE_STREAM, "m", 5, 4))
+    assert encoder.encode([0, 1], [1.0, odd], 5, 4) == expected
