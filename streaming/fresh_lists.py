@@ -330,24 +330,22 @@ def list_partitions(cfg: Config) -> int:
     return cfg.streaming.list_partitions or cfg.kafka.partitions
 
 
-_INDEX_CACHE: dict[str, dict[str, int]] = {}
+# Built once per model per Python worker (the broadcast's value is one object in a worker),
+# not once per user or task: keyed on the model object itself, since a version name alone
+# could be reused by a caller building models by hand (bench/costs.py does).
+_PER_MODEL: list[tuple[ItemModel, dict[str, int], L.ListEncoder]] = []
+
+
+def _per_model(model: ItemModel) -> tuple[dict[str, int], L.ListEncoder]:
+    if not _PER_MODEL or _PER_MODEL[0][0] is not model:
+        encoder = L.ListEncoder(model.item_ids, L.SOURCE_STREAM, model.version)
+        _PER_MODEL[:] = [(model, model.index_of(), encoder)]
+    return _PER_MODEL[0][1], _PER_MODEL[0][2]
 
 
 def _index_of(model: ItemModel) -> dict[str, int]:
-    # Built once per model version per Python worker, not once per user.
-    if model.version not in _INDEX_CACHE:
-        _INDEX_CACHE.clear()
-        _INDEX_CACHE[model.version] = model.index_of()
-    return _INDEX_CACHE[model.version]
-
-
-_ENCODER_CACHE: dict[str, L.ListEncoder] = {}
+    return _per_model(model)[0]
 
 
 def _list_encoder(model: ItemModel) -> L.ListEncoder:
-    # Like the index: the catalogue's ids are escaped once per model version per worker.
-    if model.version not in _ENCODER_CACHE:
-        _ENCODER_CACHE.clear()
-        _ENCODER_CACHE[model.version] = L.ListEncoder(model.item_ids, L.SOURCE_STREAM,
-                                                      model.version)  # fmt: skip
-    return _ENCODER_CACHE[model.version]
+    return _per_model(model)[1]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from streamrec.model.feedback import DAY_MS, event_weights
+from streamrec.model.foldin import fold_in
 from streamrec.model.store import ItemModel
 from streamrec.model.user_state import UserState, decode_state, encode_state, merge
 from streamrec.schemas import events as E
@@ -105,3 +106,24 @@ def test_a_state_written_before_partitions_were_recorded_covers_its_whole_micro_
     del legacy["parts"]
     state = decode_state(json.dumps(legacy))
     assert state.parts is None and state.applied(4, 0) and not state.applied(5, 0)
+
+
+def test_lists_follow_the_model_given_even_when_two_models_share_a_version_name() -> None:
+    # The per-worker id index and list encoder are cached per model object: a second model
+    # under the same name (bench/costs.py builds such) must not reuse the first one's catalogue.
+    rng = np.random.default_rng(2)
+    cfg = with_overrides(Config(), streaming=dict(top_n=3))
+    events = _events([("a", "i1", "play", T, 30.0)])
+    for n_items in (4, 40):
+        factors = rng.normal(size=(n_items, 3)).astype(np.float32)
+        f64 = factors.astype(np.float64)
+        model = ItemModel("same", [f"i{n}" for n in range(n_items)], factors, f64.T @ f64, {})
+        update = update_user(UserState(), events, 0, model, model.index_of(), cfg, T)
+        assert update is not None
+        items = [item for item, _ in json.loads(update.payload)["items"]]
+        ratings = np.array([update.state.weights["i1"]])
+        x = fold_in(factors, model.gram, np.array([1]), ratings, cfg.batch.reg_param,
+                    cfg.batch.alpha)  # fmt: skip
+        assert x is not None
+        ranked = [f"i{i}" for i in np.argsort(-(factors @ x.astype(np.float32))) if i != 1]
+        assert items == ranked[:3]
