@@ -164,6 +164,10 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     assert publish_events(cfg, fresh).sent == len(fresh)
     second = run_stream(cfg, available_now=True, spark=spark)
     assert (second.valid, second.invalid) == (len(fresh), 0)
+    # Its metrics count what happened to them: three users, three fresh lists, none kept.
+    assert sum(b.users for b in second.batches) == len(active)
+    assert sum(b.lists_written for b in second.batches) == len(active)
+    assert sum(b.lists_kept for b in second.batches) == 0
     for user in active:
         rec = _user_list(redis_client, cfg, user)
         assert rec is not None and rec.source == L.SOURCE_STREAM
