@@ -11,8 +11,11 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from streamrec.schemas import events as E
 
@@ -42,32 +45,37 @@ def parsed_schema() -> T.StructType:
     )
 
 
-def parse_frame(pdf: pd.DataFrame) -> pd.DataFrame:
+_EVENT_FIELDS = E.event_contract().field_names
+_ARROW_PARSED = to_arrow_schema(parsed_schema())
+_NO_EVENT: dict[str, object] = {}
+# Parsed columns taken as they are from the Kafka rows' columns...
+_PASSED_THROUGH = {SOURCE_TOPIC: "topic", SOURCE_PARTITION: "partition", SOURCE_OFFSET: "offset",
+                   KAFKA_TIMESTAMP_MS: "timestamp_ms"}  # fmt: skip
+# ... and the raw bytes, for the invalid records only.
+_KEPT_FOR_DEAD_LETTERS = {RAW_KEY: "key", RAW_VALUE: "value"}
+
+
+def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """One Arrow batch of Kafka rows (key, value, topic, partition, offset, timestamp_ms) ->
-    rows of ``parsed_schema()``. The raw bytes are kept only for dead letters."""
-    names = [f.name for f in E.event_contract().fields]
-    columns: dict[str, list[object]] = {n: [] for n in names}
-    reasons: list[str | None] = []
-    raw_keys: list[bytes | None] = []
-    raw_values: list[bytes | None] = []
-    for key, value in zip(pdf["key"], pdf["value"], strict=True):
-        event, reason = E.parse_event(value)
-        reasons.append(reason)
-        for n in names:
-            columns[n].append(event.get(n) if event else None)
-        raw_keys.append(key if reason else None)
-        raw_values.append(value if reason else None)
-    out = pd.DataFrame(columns)
-    out[E.EVENT_TIME] = pd.array(columns[E.EVENT_TIME], dtype="Int64")
-    out[E.VALUE] = pd.array(columns[E.VALUE], dtype="Float64")
-    out[REASON] = reasons
-    out[SOURCE_TOPIC] = pdf["topic"].to_numpy()
-    out[SOURCE_PARTITION] = pdf["partition"].to_numpy()
-    out[SOURCE_OFFSET] = pdf["offset"].to_numpy()
-    out[KAFKA_TIMESTAMP_MS] = pdf["timestamp_ms"].to_numpy()
-    out[RAW_KEY] = raw_keys
-    out[RAW_VALUE] = raw_values
-    return out
+    rows of ``parsed_schema()``. Only the values go through Python; the Kafka coordinates pass
+    through as they came, and the raw bytes are kept only for dead letters."""
+    parsed = [E.parse_event(value) for value in batch.column("value").to_pylist()]
+    events = [event or _NO_EVENT for event, _ in parsed]
+    reasons = pa.array([reason for _, reason in parsed], pa.string())
+    invalid = reasons.is_valid()
+    columns: dict[str, pa.Array] = {
+        name: pa.array([event.get(name) for event in events], _ARROW_PARSED.field(name).type)
+        for name in _EVENT_FIELDS
+    }
+    columns[REASON] = reasons
+    for name, source in _PASSED_THROUGH.items():
+        columns[name] = batch.column(source)
+    for name, source in _KEPT_FOR_DEAD_LETTERS.items():
+        raw = batch.column(source)
+        columns[name] = pc.if_else(invalid, raw, pa.scalar(None, raw.type))
+    # A no-op unless Spark hands over other Arrow types (large binary, say) than declared.
+    ordered = [columns[field.name].cast(field.type) for field in _ARROW_PARSED]
+    return pa.RecordBatch.from_arrays(ordered, schema=_ARROW_PARSED)
 
 
 def valid_event_frame(values: Iterable[bytes | None]) -> pd.DataFrame:
@@ -83,9 +91,9 @@ def valid_event_frame(values: Iterable[bytes | None]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for pdf in batches:
-        yield parse_frame(pdf)
+def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield parse_batch(batch)
 
 
 def parse_records(kafka_rows: DataFrame) -> DataFrame:
@@ -100,4 +108,4 @@ def parse_records(kafka_rows: DataFrame) -> DataFrame:
         "offset",
         F.unix_millis(F.col("timestamp")).alias("timestamp_ms"),
     )
-    return selected.mapInPandas(_parse_batches, schema=parsed_schema())
+    return selected.mapInArrow(_parse_batches, schema=parsed_schema())

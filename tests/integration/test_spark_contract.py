@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from streamrec.schemas import events as E
-from streamrec.streaming.parse import REASON, parse_frame, parsed_schema
+from streamrec.streaming.parse import REASON
 
 pytestmark = pytest.mark.integration
 
@@ -79,21 +79,3 @@ def test_parse_records_in_spark_matches_parse_event(spark: SparkSession) -> None
             assert {k: row[k] for k in event} == event
         else:
             assert bytes(row["raw_value"]) == value
-
-
-def test_parse_frame_schema_matches_declared_schema() -> None:
-    import pandas as pd
-
-    pdf = pd.DataFrame(
-        {
-            "key": [b"k", None],
-            "value": [E.encode_event(VALID[0]), b"{}"],
-            "topic": ["t", "t"],
-            "partition": [0, 1],
-            "offset": [5, 6],
-            "timestamp_ms": [1, 2],
-        }
-    )
-    out = parse_frame(pdf)
-    assert list(out.columns) == [f.name for f in parsed_schema().fields]
-    assert out[REASON].isna().tolist() == [True, False]
