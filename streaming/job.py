@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 import redis
-from pyspark import Broadcast
+from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -167,8 +167,11 @@ RECENT_WINDOW_MS = 3_600_000
 class ListsProgress:
     """What the lists query carries from one micro-batch to the next."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: Accumulator[int]) -> None:
         self.reference = 0  # the newest event time seen (recency features)
+        # Every Kafka record the lists query's tasks read, valid or not: one accumulator for the
+        # query's life, read before and after each micro-batch (they run one at a time).
+        self.records = records
         self.rate = _Rate()
         self.recent: dict[str, int] = {}  # user -> newest event time, within RECENT_WINDOW_MS
         self._pruned_at = 1024
@@ -217,7 +220,7 @@ def process_lists_batch(
 ) -> BatchMetrics:
     """The lists query's micro-batch: ONE Spark job of one stage (per Kafka partition: parse,
     then per user: state, fold-in, list, segment, Redis write). Counts come from the job's own
-    rows and an observation, so no extra pass.
+    rows and an accumulator of the records read, so no extra pass.
     Right after a model switch, the recently active users are rescored under it first."""
     started = time.monotonic()
     steps: dict[str, float] = {}
@@ -227,12 +230,12 @@ def process_lists_batch(
         rescore_recent_users(batch.sparkSession, current[0], current[1], cfg, progress)
         models.switched = False
         steps["rescore"] = time.monotonic() - started
-    # Counted in the JVM as the records stream by: the invalid ones are the records no user
-    # row accounts for (the archive query sends them to the dead-letter topic).
-    observation = Observation(f"lists-{batch_id}")
-    records = batch.observe(observation, F.count(F.lit(1)).alias("records"))
-    lists = fresh_list_rows(records, current[1] if current else None, cfg, batch_id,
-                            progress.reference)  # fmt: skip
+    # The invalid records are the ones no user row accounts for (the archive query sends them
+    # to the dead-letter topic). Counted by the tasks into an accumulator: an observation was
+    # one more DataFrame step to analyse per micro-batch.
+    records_before = progress.records.value
+    lists = fresh_list_rows(batch, current[1] if current else None, cfg, batch_id,
+                            progress.reference, progress.records)  # fmt: skip
     job_started = time.monotonic()
     steps["plan"] = job_started - started - steps.get("rescore", 0.0)
     # As Arrow, straight from the tasks' batches: pickling one Row per user cost the driver's
@@ -240,7 +243,7 @@ def process_lists_batch(
     table = lists.toArrow()
     steps["job"] = time.monotonic() - job_started
     valid = int(pc.sum(table.column(EVENTS)).as_py() or 0)
-    invalid = int(observation.get["records"]) - valid
+    invalid = progress.records.value - records_before - valid
     users = table.column(E.USER_ID).to_pylist()
     progress.saw(users, table.column(NEWEST).to_pylist())
     outcomes = Counter(table.column(OUTCOME).to_pylist())
@@ -342,7 +345,7 @@ def start_stream(
     client = connect(cfg.redis)
     prefix, keep = cfg.redis.key_prefix, cfg.streaming.metrics_kept
     models = ModelHolder(spark, cfg.paths.model_store, client, prefix)
-    progress, archive_rate = ListsProgress(), _Rate()
+    progress, archive_rate = ListsProgress(spark.sparkContext.accumulator(0)), _Rate()
 
     def on_lists(batch: DataFrame, batch_id: int) -> None:
         metrics = process_lists_batch(batch, batch_id, cfg, models, progress)

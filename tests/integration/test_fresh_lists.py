@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import redis
+from pyspark import Accumulator
 from pyspark.sql import Row, SparkSession
 
 from streamrec.model.store import ItemModel
@@ -46,7 +47,8 @@ def _values(rows: list[tuple]) -> list[bytes]:  # type: ignore[type-arg]
 
 
 def _outcomes(spark: SparkSession, cfg: Config, partitions: list[list[bytes]], batch_id: int,
-              model: ItemModel | None) -> list[Row]:  # fmt: skip
+              model: ItemModel | None,
+              records: Accumulator[int] | None = None) -> list[Row]:  # fmt: skip
     """The per-user step over Kafka-like rows, the values of ``partitions[p]`` in Spark
     partition p (as the Kafka source reads one Kafka partition per Spark partition)."""
     keyed = [(p, value) for p, part in enumerate(partitions) for value in part]
@@ -54,7 +56,7 @@ def _outcomes(spark: SparkSession, cfg: Config, partitions: list[list[bytes]], b
            .partitionBy(len(partitions), lambda p: p).map(lambda kv: (kv[1],)))  # fmt: skip
     frame = spark.createDataFrame(rdd, "value binary")
     bc = spark.sparkContext.broadcast(model) if model is not None else None
-    return rows_for(frame, bc, cfg, batch_id, T).collect()
+    return rows_for(frame, bc, cfg, batch_id, T, records).collect()
 
 
 def _run(spark: SparkSession, cfg: Config, rows: list[tuple], batch_id: int,  # type: ignore[type-arg]
@@ -121,8 +123,12 @@ def test_invalid_records_are_left_out_and_counted_by_nobody(
     spark: SparkSession, isolated_cfg: Config
 ) -> None:
     values = [*_values([("e0", "u", "i1", "play", T, 30.0)]), b"not json", b'{"event_id":1}']
-    rows = _outcomes(spark, isolated_cfg, [values], 0, _model())
+    records = spark.sparkContext.accumulator(0)
+    rows = _outcomes(spark, isolated_cfg, [values[:2], values[2:]], 0, _model(), records)
     assert [(r[E.USER_ID], r[OUTCOME], r[EVENTS]) for r in rows] == [("u", WRITTEN, 1)]
+    # Every record read is counted, in both tasks, the one with no valid event as well: the
+    # stream's invalid count is what no user row accounts for.
+    assert records.value == 3
 
 
 def test_a_user_in_two_kafka_partitions_gets_both_shares_once(
