@@ -49,9 +49,10 @@ def build_spark(cfg: Config, role: str) -> SparkSession:
                 "FileSystemBasedCheckpointFileManager")
         .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
         # Python workers (and the driver's collect) talk to their JVM over Unix domain sockets
-        # (Spark 4.1+) instead of loopback TCP, where a task's Arrow batches stalled ~40 ms on
-        # Nagle's algorithm against delayed ACKs: a Python task over 500 rows spent 40 ms
-        # waiting for its input, 2-8 ms over a Unix socket. Each stream micro-batch runs one.
+        # (Spark 4.1+) instead of loopback TCP, where a task's Arrow batches stalled ~40 ms
+        # (the signature of Nagle's algorithm meeting delayed ACKs): a Python task over 500
+        # rows spent 40 ms waiting for its input, 2-8 ms over a Unix socket. Each stream
+        # micro-batch runs one.
         .config("spark.python.unix.domain.socket.enabled", "true")
     )  # fmt: skip
     # One BLAS thread per Python worker: Spark already runs one task per core, and OpenBLAS
