@@ -1,9 +1,10 @@
 """Deliberately malformed records, to exercise the dead-letter path of the streaming job.
 
-Each kind corrupts a real event the way real producers break: truncated JSON, a wrong type,
-a missing field, an unknown event type, a record too large, and a few more. All of them are
-rejected by ``parse_event``, which a unit test proves kind by kind. Injection is seeded, so a
-demo run replays the same corrupt records at the same places.
+Each kind corrupts a real event the way real producers break (truncated JSON, a wrong type,
+a missing field, an unknown event type, a record too large) or the way an attacker would
+(nesting thousands deep, a 400-digit integer, a record at Kafka's 1 MB limit). All of them
+are rejected by ``parse_event``, which a unit test proves kind by kind. Injection is seeded, so
+a demo run replays the same corrupt records at the same places.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RawRecord:
     """Bytes sent as they are, past the producer's validation; ``kind`` says how they are bad."""
 
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     kind: str
 
 
@@ -83,7 +84,46 @@ def _oversize(event: dict[str, Any]) -> bytes:
     return encode_event({**event, ITEM_ID: "x" * (MAX_EVENT_BYTES + 1024)})
 
 
-MALFORMERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
+# Just under what a default Kafka broker and client accept (1 MiB with the record's overhead):
+# too large to go on to the dead-letter topic whole.
+GIANT_RECORD_BYTES = 1_048_400
+
+
+def _giant(event: dict[str, Any]) -> bytes:
+    data = encode_event({**event, ITEM_ID: ""})
+    return data[:-1] + b',"pad":"' + b"x" * (GIANT_RECORD_BYTES - len(data) - 9) + b'"}'
+
+
+def _with_raw_value(event: dict[str, Any], literal: bytes) -> bytes:
+    """``event`` on the wire with its value replaced by ``literal``, as written."""
+    data = encode_event({**event, VALUE: 0})
+    return data.replace(b'"value":0', b'"value":' + literal)
+
+
+def _replaced(event: dict[str, Any], field: str, literal: bytes) -> bytes:
+    """``event`` on the wire with ``field``'s JSON replaced by ``literal``, as written."""
+    marker = "\x00marker\x00"
+    data = encode_event({**event, field: marker})
+    return data.replace(json.dumps(marker).encode(), literal)
+
+
+def _deep_nesting(event: dict[str, Any]) -> bytes:
+    return b"[" * 2000  # 2 KB that recurse 2,000 deep in a recursive parser
+
+
+def _deep_value(event: dict[str, Any]) -> bytes:
+    return _with_raw_value(event, b"[" * 1500 + b"1" + b"]" * 1500)
+
+
+def _huge_integer(event: dict[str, Any]) -> bytes:
+    return _with_raw_value(event, b"9" * 400)  # overflows float conversion
+
+
+def _huge_time(event: dict[str, Any]) -> bytes:
+    return _replaced(event, EVENT_TIME, b"1" + b"0" * 5000)  # past Python's int-to-str limit
+
+
+MALFORMERS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
     "not_json": _not_json,
     "not_utf8": _not_utf8,
     "not_object": _not_object,
@@ -94,6 +134,40 @@ MALFORMERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "negative_value": _negative_value,
     "unknown_field": _unknown_field,
     "oversize": _oversize,
+    "giant": _giant,
+    "deep_nesting": _deep_nesting,
+    "deep_value": _deep_value,
+    "huge_integer": _huge_integer,
+    "huge_time": _huge_time,
+    "nan": lambda e: _with_raw_value(e, b"NaN"),
+    "infinity": lambda e: _with_raw_value(e, b"Infinity"),
+    "negative_infinity": lambda e: _with_raw_value(e, b"-Infinity"),
+    "float_overflow": lambda e: _with_raw_value(e, b"1e400"),
+    "value_too_large": lambda e: _with_raw_value(e, b"2e9"),
+    "boolean_value": lambda e: _with_raw_value(e, b"true"),
+    "string_value": lambda e: _with_raw_value(e, b'"3"'),
+    "object_value": lambda e: _with_raw_value(e, b'{"plays":3}'),
+    "fractional_time": lambda e: _replaced(e, EVENT_TIME, str(e[EVENT_TIME]).encode() + b".5"),
+    "time_past_2100": lambda e: _replaced(e, EVENT_TIME, b"4102444800001"),
+    "null_user": lambda e: _replaced(e, USER_ID, b"null"),
+    "empty_event_id": lambda e: encode_event({**e, EVENT_ID: ""}),
+    "long_user_id": lambda e: encode_event({**e, USER_ID: "u" * 300}),
+    "upper_case_type": lambda e: encode_event({**e, EVENT_TYPE: str(e[EVENT_TYPE]).upper()}),
+    "lone_surrogate": lambda e: _replaced(e, ITEM_ID, b'"\\ud800"'),
+    "control_character": lambda e: _replaced(e, ITEM_ID, b'"a\tb"'),
+    "bad_escape": lambda e: _replaced(e, ITEM_ID, b'"a\\qb"'),
+    "overlong_utf8": lambda e: _replaced(e, ITEM_ID, b'"\xc0\xaf"'),
+    "utf16": lambda e: json.dumps(e).encode("utf-16"),
+    "byte_order_mark": lambda e: b"\xef\xbb\xbf" + encode_event(e),
+    "trailing_garbage": lambda e: encode_event(e) + b"}",
+    "two_events": lambda e: encode_event(e) + b"\n" + encode_event(e),
+    "array_of_events": lambda e: b"[" + encode_event(e) + b"]",
+    "bare_string": lambda e: json.dumps(str(e[EVENT_ID])).encode(),
+    "bare_number": lambda e: b"42",
+    "json_null": lambda e: b"null",
+    "empty": lambda e: b"",
+    "whitespace": lambda e: b" \r\n\t ",
+    "tombstone": lambda e: None,
 }
 KINDS = tuple(MALFORMERS)
 

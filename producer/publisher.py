@@ -164,11 +164,12 @@ class EventPublisher:
         self._send(event_key(event), encode_event(event))
         return None
 
-    def send_raw(self, key: bytes | None, value: bytes) -> None:
-        """Send bytes as they are, unvalidated (for deliberately malformed records)."""
+    def send_raw(self, key: bytes | None, value: bytes | None) -> None:
+        """Send bytes as they are, unvalidated (for deliberately malformed records); a None
+        value is a tombstone."""
         self._send(key, value)
 
-    def _send(self, key: bytes | None, value: bytes) -> None:
+    def _send(self, key: bytes | None, value: bytes | None) -> None:
         producer = self._require_open()
         self._raise_on_failures()
         try:

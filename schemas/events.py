@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -29,10 +30,6 @@ ITEM_ID = "item_id"
 EVENT_TYPE = "event_type"
 EVENT_TIME = "event_time"
 VALUE = "value"
-
-# A Kafka record larger than this is rejected before it is parsed: the schema's bounded fields
-# fit in far less, so a larger record can only be garbage or an attack.
-MAX_EVENT_BYTES = 16 * 1024
 
 _SUPPORTED_KEYWORDS = {
     "description",
@@ -62,9 +59,20 @@ class FieldRule:
 
 
 @dataclass(frozen=True)
+class RecordLimits:
+    """Bounds on a raw record, checked before it is parsed (``x-streamrec-limits`` in the
+    schema): a record past one is garbage or an attack, and must cost little to reject."""
+
+    max_record_bytes: int
+    max_nesting_depth: int
+    max_integer_digits: int
+
+
+@dataclass(frozen=True)
 class EventContract:  # cached_property needs a __dict__: no slots here
     schema: dict[str, Any]
     fields: tuple[FieldRule, ...]
+    limits: RecordLimits
 
     @cached_property
     def field_names(self) -> tuple[str, ...]:
@@ -96,6 +104,15 @@ def contract_from_schema(schema: dict[str, Any]) -> EventContract:
     if schema.get("type") != "object" or schema.get("additionalProperties") is not False:
         raise ValueError("event schema must be a closed object (additionalProperties: false)")
     required = set(schema.get("required", []))
+    limits = schema.get("x-streamrec-limits", {})
+    try:
+        record_limits = RecordLimits(
+            max_record_bytes=int(limits["maxRecordBytes"]),
+            max_nesting_depth=int(limits["maxNestingDepth"]),
+            max_integer_digits=int(limits["maxIntegerDigits"]),
+        )
+    except KeyError as exc:
+        raise ValueError(f"event schema's x-streamrec-limits lacks {exc.args[0]!r}") from None
     rules = []
     for name, prop in schema["properties"].items():
         unknown = set(prop) - _SUPPORTED_KEYWORDS
@@ -114,12 +131,19 @@ def contract_from_schema(schema: dict[str, Any]) -> EventContract:
                 maximum=prop.get("maximum"),
             )
         )
-    return EventContract(schema=schema, fields=tuple(rules))
+    return EventContract(schema=schema, fields=tuple(rules), limits=record_limits)
 
 
 @cache
 def event_contract() -> EventContract:
     return contract_from_schema(load_json_schema())
+
+
+# A Kafka record larger than this is rejected before it is parsed.
+MAX_EVENT_BYTES = event_contract().limits.max_record_bytes
+# Integers of more digits than this are refused before any arithmetic touches them (a 400-digit
+# integer overflows float conversion; Python refuses to print one of over 4,300 digits).
+_INTEGER_BOUND = 10 ** event_contract().limits.max_integer_digits
 
 
 def _type_matches(value: Any, json_type: str) -> bool:
@@ -132,8 +156,8 @@ def _type_matches(value: Any, json_type: str) -> bool:
         return False
     if json_type == "integer":
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if json_type == "number":
-        return isinstance(value, int | float) and math.isfinite(value)
+    if json_type == "number":  # every int is finite; math.isfinite overflows on huge ones
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     raise ValueError(f"unsupported JSON type {json_type!r}")
 
 
@@ -150,6 +174,9 @@ def _field_error(rule: FieldRule, value: Any) -> str | None:
         return f"{rule.name}: expected {' or '.join(rule.types)}, got {type(value).__name__}"
     if value is None:
         return None
+    if isinstance(value, int) and not -_INTEGER_BOUND < value < _INTEGER_BOUND:
+        digits = event_contract().limits.max_integer_digits
+        return f"{rule.name}: integer of more than {digits} digits"
     if isinstance(value, str):
         if not _utf8_encodable(value):
             return f"{rule.name}: holds a lone surrogate (\\uD800-\\uDFFF), not encodable as UTF-8"
@@ -169,18 +196,21 @@ def _field_error(rule: FieldRule, value: Any) -> str | None:
 def validate_event(event: Any, contract: EventContract | None = None) -> str | None:
     """The reason ``event`` breaks the contract, or None when it is valid."""
     contract = contract or event_contract()
-    if isinstance(event, dict) and contract.is_valid(event):
-        return None  # the usual case, without building any reason
-    return _event_error(event, contract)
+    try:
+        if isinstance(event, dict) and contract.is_valid(event):
+            return None  # the usual case, without building any reason
+        return _event_error(event, contract)
+    except Exception as exc:  # a case the rules missed: still a reason, never a crash
+        return f"unreadable event ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _event_error(event: Any, contract: EventContract) -> str | None:
     """The first rule ``event`` breaks, in field order, as a reason for people."""
     if not isinstance(event, dict):
         return f"event must be a JSON object, got {type(event).__name__}"
-    unknown = sorted(event.keys() - contract.field_name_set)
+    unknown = sorted(map(repr, event.keys() - contract.field_name_set))  # keys of any type
     if unknown:
-        return f"unknown field(s): {', '.join(map(repr, unknown[:5]))}"
+        return f"unknown field(s): {', '.join(unknown[:5])}"
     for rule in contract.fields:
         if rule.name not in event:
             if rule.required:
@@ -217,7 +247,7 @@ def _value_check(rule: FieldRule) -> Callable[[Any], bool]:
         elif isinstance(value, bool):  # JSON booleans are not numbers
             return False
         elif isinstance(value, int):
-            if not (integer_ok or (number_ok and math.isfinite(value))):
+            if not (integer_ok or number_ok) or not -_INTEGER_BOUND < value < _INTEGER_BOUND:
                 return False
         elif isinstance(value, float):
             if not ((integer_ok and value.is_integer()) or (number_ok and math.isfinite(value))):
@@ -257,29 +287,58 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
-def parse_event(raw: bytes | bytearray | str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse and validate one raw record: ``(event, None)`` or ``(None, reason)``.
+def parse_event(raw: object) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse and validate one raw record: ``(event, None)`` or ``(None, reason)``, never an
+    exception: one record must not stop the stream that reads it.
 
     A valid event comes back normalised: integral floats become ints, a missing value is None.
     """
-    if isinstance(raw, bytes | bytearray) and len(raw) <= MAX_EVENT_BYTES:
-        # The usual case, a valid event, through orjson (about 5x the standard library). orjson
-        # is stricter (it refuses NaN, lone surrogates, integers past 64 bits), never looser,
-        # so whatever it refuses or the contract rejects goes the standard library's way below,
-        # for the same reason as ever.
-        try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if isinstance(event, dict) and event_contract().is_valid(event):
-                return normalise_event(event), None
-    return _parse_event_slowly(raw)
+    try:
+        if isinstance(raw, bytes | bytearray) and len(raw) <= MAX_EVENT_BYTES:
+            # The usual case, a valid event, through orjson (about 5x the standard library).
+            # orjson is stricter (it refuses NaN, lone surrogates, integers past 64 bits,
+            # nesting past 1,024), never looser, so whatever it refuses or the contract rejects
+            # goes the standard library's way below, for the same reason as ever.
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if isinstance(event, dict) and event_contract().is_valid(event):
+                    return normalise_event(event), None
+        return _parse_event_slowly(raw)
+    except Exception as exc:  # a case the limits missed: still a reason, never a crash
+        return None, f"unparsable record ({type(exc).__name__}: {str(exc)[:200]})"
 
 
-def _parse_event_slowly(
-    raw: bytes | bytearray | str | None,
-) -> tuple[dict[str, Any] | None, str | None]:
+# JSON's tokens that matter to the limits: strings (skipped whole, so brackets and digits inside
+# them do not count), brackets, and numbers with their fraction and exponent.
+_LIMIT_TOKENS = re.compile(
+    rb'"(?:[^"\\]++|\\.)*+"|[\[{]|[\]}]|-?(\d+)((?:\.\d+)?(?:[eE][+-]?\d+)?)', re.DOTALL
+)
+
+
+def _limit_error(raw: bytes) -> str | None:
+    """The first of the contract's nesting and integer limits that ``raw`` breaks, if any,
+    found without parsing it: the standard library's parser recurses once per bracket and turns
+    any integer into a Python int, however long."""
+    limits = event_contract().limits
+    depth = 0
+    for token in _LIMIT_TOKENS.finditer(raw):
+        first = raw[token.start()]
+        if first in b"[{":
+            depth += 1
+            if depth > limits.max_nesting_depth:
+                return f"nested deeper than the limit of {limits.max_nesting_depth} levels"
+        elif first in b"]}":
+            depth -= 1
+        elif first != ord('"') and not token.group(2):  # an integer, not a float
+            if len(token.group(1)) > limits.max_integer_digits:
+                return f"an integer of more than {limits.max_integer_digits} digits"
+    return None
+
+
+def _parse_event_slowly(raw: object) -> tuple[dict[str, Any] | None, str | None]:
     """``parse_event`` with the standard library's parser: the reference, and the path that says
     why a record is invalid."""
     if raw is None:
@@ -288,8 +347,13 @@ def _parse_event_slowly(
         if not _utf8_encodable(raw):
             return None, "record holds a lone surrogate, not encodable as UTF-8"
         raw = raw.encode("utf-8")
+    if not isinstance(raw, bytes | bytearray):
+        return None, f"record must be bytes or text, got {type(raw).__name__}"
     if len(raw) > MAX_EVENT_BYTES:
         return None, f"record of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
+    limit_error = _limit_error(bytes(raw))
+    if limit_error:
+        return None, limit_error
     try:
         text = raw.decode("utf-8")
         event = json.loads(text, parse_constant=_reject_constant)

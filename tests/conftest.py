@@ -125,3 +125,17 @@ def read_topic(cfg: Config, topic: str, timeout_s: float = 20.0) -> list:  # typ
         return records
     finally:
         consumer.close()
+
+
+def source_digest(value: bytes | None) -> str:
+    """The SHA-256 a dead letter's headers give for its source value ("" for a tombstone)."""
+    import hashlib
+
+    return "" if value is None else hashlib.sha256(value).hexdigest()
+
+
+def dead_letter_digests(records: list) -> list[str]:  # type: ignore[type-arg]
+    """The source values' SHA-256 of dead-letter records, read from their headers."""
+    from streamrec.streaming.dead_letter import H_VALUE_SHA256
+
+    return [dict(r.headers)[H_VALUE_SHA256].decode() for r in records]

@@ -4,6 +4,7 @@ event store and Redis; batch job -> model store and Redis; and again on the same
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +23,20 @@ from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
-from streamrec.streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
+from streamrec.streaming.dead_letter import (
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TOPIC,
+    H_TRUNCATED,
+    H_VALUE_BYTES,
+    H_VALUE_SHA256,
+    MAX_DEAD_LETTER_VALUE_BYTES,
+)
 from streamrec.streaming.fresh_lists import update_user
 from streamrec.streaming.job import run_stream
 from streamrec.streaming.metrics import ARCHIVE, LISTS, read_recent
-from tests.conftest import read_topic
+from tests.conftest import read_topic, source_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -62,16 +72,16 @@ def _valid_users_by_batch(cfg: Config) -> dict[int, set[str]]:
 def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     isolated_cfg: Config, spark: SparkSession, redis_client: redis.Redis
 ) -> None:
-    # Micro-batches of at most 700 records: the 2,012 records take several of each query.
+    # Micro-batches of at most 700 records: the 2,088 records take several of each query.
     cfg = with_overrides(isolated_cfg, segments=dict(enabled=True),
                          streaming=dict(max_offsets_per_trigger=700))  # fmt: skip
     world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
     events = list(world.events(2000))
     # Two records of every malformed kind, spread through the valid ones.
-    invalid = [malformed(kind, events[i * 50], i) for i, kind in enumerate(KINDS * 2)]
+    invalid = [malformed(kind, events[i * 22], i) for i, kind in enumerate(KINDS * 2)]
     records: list[object] = list(events)
     for i, bad in enumerate(invalid):
-        records.insert(i * 90 + 7, bad)
+        records.insert(i * 23 + 7, bad)
     sent = publish_events(cfg, records)  # type: ignore[arg-type]
     assert (sent.sent, sent.injected_invalid, sent.rejected) == (len(events), len(invalid), 0)
 
@@ -96,15 +106,25 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     archive = [m for m in kept if m["query"] == ARCHIVE]
     assert sum(int(m["invalid"]) for m in archive) == len(invalid)
 
+    # Every malformed record dead-lettered once: whole, or cut with its size and digest.
     dead = read_topic(cfg, cfg.kafka.dead_letter_topic)
-    assert sorted(r.value for r in dead) == sorted(b.value for b in invalid)
-    for record in dead:
-        headers = {k: v.decode() for k, v in record.headers}
-        assert headers[H_REASON] == E.parse_event(record.value)[1]
+    originals = {source_digest(b.value): b.value for b in invalid}
+    letters = [(record, {k: v.decode() for k, v in record.headers}) for record in dead]
+    assert Counter(h[H_VALUE_SHA256] for _, h in letters) == Counter(
+        source_digest(b.value) for b in invalid
+    )
+    for record, headers in letters:
+        original = originals[headers[H_VALUE_SHA256]]
+        assert headers[H_REASON] == E.parse_event(original)[1]
         assert headers[H_TOPIC] == cfg.kafka.events_topic
         assert record.key.decode() == (
             f"{headers[H_TOPIC]}/{headers[H_PARTITION]}/{headers[H_OFFSET]}"
         )
+        size = -1 if original is None else len(original)
+        assert headers[H_VALUE_BYTES] == str(size)
+        assert record.value == (original or b"")[:MAX_DEAD_LETTER_VALUE_BYTES]
+        assert headers[H_TRUNCATED] == str(size > MAX_DEAD_LETTER_VALUE_BYTES).lower()
+    assert sum(h[H_TRUNCATED] == "true" for _, h in letters) == 2  # the two giant records
 
     # 2. The batch job: a model, and a list for every user, without items they already had.
     result = run_batch(cfg, spark=spark)

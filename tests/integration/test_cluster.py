@@ -274,10 +274,10 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
     local = with_overrides(isolated_cfg, batch=dict(holdout_share=0.0))
     world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
     events = list(world.events(1500))
-    invalid = [malformed(kind, events[i * 40], i) for i, kind in enumerate(KINDS)]
+    invalid = [malformed(kind, events[i * 31], i) for i, kind in enumerate(KINDS)]
     records: list[object] = list(events)
     for i, bad in enumerate(invalid):
-        records.insert(i * 100 + 3, bad)
+        records.insert(i * 34 + 3, bad)
     sent = publish_events(local, records)  # type: ignore[arg-type]
     assert (sent.sent, sent.injected_invalid) == (len(events), len(invalid))
     users = sorted({e[E.USER_ID] for e in events})

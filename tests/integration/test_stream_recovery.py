@@ -38,7 +38,7 @@ from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, dump_config, with_overrides
-from tests.conftest import read_topic
+from tests.conftest import dead_letter_digests, read_topic, source_digest
 
 pytestmark = pytest.mark.integration
 
@@ -366,9 +366,9 @@ def test_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once(
     assert extra == [], f"{len(extra)} unexpected events stored: {extra[:5]}"
 
     # Every invalid record reached the dead-letter topic (a replay may have repeated some).
-    dead = Counter(r.value for r in read_topic(cfg, cfg.kafka.dead_letter_topic))
-    assert [r.kind for r in invalid if dead[r.value] == 0] == []
-    assert set(dead) == {r.value for r in invalid}
+    dead = Counter(dead_letter_digests(read_topic(cfg, cfg.kafka.dead_letter_topic)))
+    assert [r.kind for r in invalid if dead[source_digest(r.value)] == 0] == []
+    assert set(dead) == {source_digest(r.value) for r in invalid}
 
     # Each user's state counts each of their events once.
     for user in users:
