@@ -213,13 +213,9 @@ def save_model(
         "data_cut_ms": data.data_cut_ms,
         "holdout": holdout,
         "segments": segments.summary if segments else None,
-        "params": {
-            "rank": cfg.batch.rank,
-            "reg_param": cfg.batch.reg_param,
-            "alpha": cfg.batch.alpha,
-            "max_iter": cfg.batch.max_iter,
-            "implicit": cfg.batch.implicit,
-        },
+        # ALS's parameters and the events -> ratings transform: the stream folds users in
+        # with exactly these (model/store.py check_foldable).
+        **store.training_record(cfg.batch, cfg.feedback),
     }
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
     for kind, mapping in (("users", data.users), ("items", data.items)):

@@ -46,12 +46,12 @@ from streamrec.batch.publish import SEGMENT, user_lists
 from streamrec.batch.scoring import ITEMS, RANKED, SCORES
 from streamrec.batch.train import train_als
 from streamrec.model.scoring import top_n
-from streamrec.model.store import ItemModel
+from streamrec.model.store import ItemModel, training_record
 from streamrec.model.user_state import UserState, encode_state
 from streamrec.redis_lists import ListStamp, connect, write_list_rows, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig, with_overrides
 from streamrec.streaming.fresh_lists import finish_users
 
 VERSION = "vbench-costs"
@@ -150,7 +150,8 @@ def _states(rng: np.random.Generator, n_items: int, p: CostParams) -> list[UserS
 def _model(rng: np.random.Generator, n_items: int, rank: int) -> ItemModel:
     factors = (rng.standard_normal((n_items, rank)) / np.sqrt(rank)).astype(np.float32)
     f64 = factors.astype(np.float64)
-    return ItemModel(VERSION, [item_id(i) for i in range(n_items)], factors, f64.T @ f64, {})
+    meta = training_record(BatchConfig(rank=rank), FeedbackConfig())
+    return ItemModel(VERSION, [item_id(i) for i in range(n_items)], factors, f64.T @ f64, meta)
 
 
 def measure_stream(client: redis.Redis, cfg: Config, p: CostParams) -> dict[str, Any]:

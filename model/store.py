@@ -24,7 +24,7 @@ import io
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 from streamrec import storage
 from streamrec.errors import ModelStoreError
 from streamrec.model.segments import SegmentAssigner
+from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 CURRENT = "current"
 SEGMENT_ASSIGNER = "segments/assigner.npz"
@@ -57,6 +58,64 @@ class ItemModel:
 
     def index_of(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
+
+
+def training_record(batch: BatchConfig, feedback: FeedbackConfig) -> dict[str, Any]:
+    """The part of a version's meta.json that says how it was trained: ALS's parameters and
+    the events -> ratings transform (what ``check_foldable`` reads back)."""
+    return {
+        "params": {
+            "rank": batch.rank,
+            "reg_param": batch.reg_param,
+            "alpha": batch.alpha,
+            "max_iter": batch.max_iter,
+            "implicit": batch.implicit,
+        },
+        "feedback": asdict(feedback),
+    }
+
+
+@dataclass(frozen=True)
+class FoldInParams:
+    """What folding a user into a version takes besides its factors: the regularisation and
+    confidence scale it was trained with."""
+
+    reg_param: float
+    alpha: float
+
+
+def fold_in_params(model: ItemModel) -> FoldInParams:
+    """The version's own training parameters; ``ModelStoreError`` when it has none to fold in
+    with (an explicit-ratings model, or meta.json without them)."""
+    params = model.meta.get("params") or {}
+    if not params.get("implicit", True):
+        raise ModelStoreError(
+            f"model {model.version} models explicit ratings: users cannot be folded in with "
+            "implicit ALS's confidence weighting"
+        )
+    try:
+        return FoldInParams(float(params["reg_param"]), float(params["alpha"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelStoreError(
+            f"model {model.version}: meta.json lacks a usable params.{exc.args[0]} to fold "
+            "users in with"
+        ) from None
+
+
+def check_foldable(model: ItemModel, feedback: dict[str, Any]) -> FoldInParams:
+    """``model``'s fold-in parameters, once it is clear that users folded in with them and with
+    the ``feedback`` transform (``asdict(FeedbackConfig)``) get what training would have given
+    them: the version must record the same transform of events into ratings. Versions from
+    before the transform was recorded are taken as trained with it."""
+    params = fold_in_params(model)
+    trained_with = model.meta.get("feedback")
+    if trained_with is not None and trained_with != feedback:
+        raise ModelStoreError(
+            f"model {model.version} was trained with feedback {trained_with}, and this job "
+            f"weighs events with {feedback}: its fold-in would not match training. Give both "
+            "jobs the same `feedback` section."
+        )
+    return params
 
 
 def version_dir(store: str | Path, version: str) -> str:

@@ -39,7 +39,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from streamrec.model.foldin import fold_in_many
 from streamrec.model.scoring import top_n
 from streamrec.model.segments import summary_features
-from streamrec.model.store import ItemModel
+from streamrec.model.store import ItemModel, fold_in_params
 from streamrec.model.user_state import (
     Row,
     UserState,
@@ -123,8 +123,10 @@ def finish_users(
         ]
     histories = [state.interactions(index) for state in merged]
     seen = [items for items, _ in histories]
-    vectors = fold_in_many(model.item_factors, model.gram, histories, cfg.batch.reg_param,
-                           cfg.batch.alpha)  # fmt: skip
+    params = fold_in_params(model)  # the version's own, never this job's batch section
+    vectors = fold_in_many(
+        model.item_factors, model.gram, histories, params.reg_param, params.alpha
+    )
     personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
     payloads = [b""] * len(merged)
     if personal:

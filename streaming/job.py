@@ -22,7 +22,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pyarrow.compute as pc
 import redis
@@ -39,7 +39,7 @@ from streamrec.model.store import ItemModel
 from streamrec.redis_lists import connect, decoded, delete_version
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config
+from streamrec.schemas.config import Config, FeedbackConfig
 from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
@@ -69,10 +69,17 @@ class ModelHolder:
     """The current model and its broadcast, renewed when the batch job promotes a new version
     (checked before every micro-batch: one small file read)."""
 
-    def __init__(self, spark: SparkSession, model_store: str, client: redis.Redis,
-                 prefix: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spark: SparkSession,
+        model_store: str,
+        client: redis.Redis,
+        prefix: str,
+        feedback: FeedbackConfig,
+    ) -> None:
         self.spark = spark
         self.model_store = model_store
+        self.feedback = asdict(feedback)  # what the stream weighs events with
         self.client, self.prefix = client, prefix
         self.model: ItemModel | None = None
         self.broadcast: Broadcast[ItemModel] | None = None
@@ -84,6 +91,7 @@ class ModelHolder:
         if version is not None and (self.model is None or self.model.version != version):
             try:
                 model = store.load_item_model(self.model_store, version)
+                params = store.check_foldable(model, self.feedback)
             except ModelStoreError:
                 log.exception("stream: model %s cannot be loaded; keeping %s", version,
                               self.model.version if self.model else "none")  # fmt: skip
@@ -93,7 +101,13 @@ class ModelHolder:
                 self.broadcast = self.spark.sparkContext.broadcast(model)
                 if old is not None:
                     old.unpersist()  # executors drop the previous version's factors
-                log.info("stream: loaded model %s (%d items)", version, len(model.item_ids))
+                log.info(
+                    "stream: loaded model %s (%d items), folding in with regParam %g alpha %g",
+                    version,
+                    len(model.item_ids),
+                    params.reg_param,
+                    params.alpha,
+                )
                 self.switched = True
                 if previous is not None:
                     self._drop_stale_lists(previous.version)
@@ -344,7 +358,7 @@ def start_stream(
     check_services(cfg)
     client = connect(cfg.redis)
     prefix, keep = cfg.redis.key_prefix, cfg.streaming.metrics_kept
-    models = ModelHolder(spark, cfg.paths.model_store, client, prefix)
+    models = ModelHolder(spark, cfg.paths.model_store, client, prefix, cfg.feedback)
     progress, archive_rate = ListsProgress(spark.sparkContext.accumulator(0)), _Rate()
 
     def on_lists(batch: DataFrame, batch_id: int) -> None:

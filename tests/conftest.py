@@ -139,3 +139,11 @@ def dead_letter_digests(records: list) -> list[str]:  # type: ignore[type-arg]
     from streamrec.streaming.dead_letter import H_VALUE_SHA256
 
     return [dict(r.headers)[H_VALUE_SHA256].decode() for r in records]
+
+
+def trained_with(cfg: Config | None = None) -> dict:  # type: ignore[type-arg]
+    """The training record of a hand-built model's meta, as the batch job writes it."""
+    from streamrec.model.store import training_record
+
+    cfg = cfg or Config()
+    return training_record(cfg.batch, cfg.feedback)

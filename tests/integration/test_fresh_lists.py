@@ -25,6 +25,7 @@ from streamrec.streaming.fresh_lists import (
     WRITTEN,
 )
 from streamrec.streaming.fresh_lists import fresh_list_rows as rows_for
+from tests.conftest import trained_with
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def _model() -> ItemModel:
     factors = rng.normal(size=(20, 4)).astype(np.float32)
     f64 = factors.astype(np.float64)
     ids = [f"i{n}" for n in range(20)]
-    return ItemModel("v-test", ids, factors, f64.T @ f64, {})
+    return ItemModel("v-test", ids, factors, f64.T @ f64, trained_with())
 
 
 def _values(rows: list[tuple]) -> list[bytes]:  # type: ignore[type-arg]

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from streamrec.errors import ModelStoreError
 from streamrec.model.feedback import DAY_MS, event_weights
 from streamrec.model.foldin import fold_in
-from streamrec.model.store import ItemModel
+from streamrec.model.scoring import top_n
+from streamrec.model.store import FoldInParams, ItemModel, check_foldable
 from streamrec.model.user_state import UserState, decode_state, encode_state, merge
 from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, FeedbackConfig, with_overrides
 from streamrec.streaming.fresh_lists import update_user
+from tests.conftest import trained_with
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +79,7 @@ def test_update_user_folds_in_a_new_user_and_leaves_history_out() -> None:
     rng = np.random.default_rng(1)
     factors = rng.normal(size=(12, 3)).astype(np.float32)
     f64 = factors.astype(np.float64)
-    model = ItemModel("v1", [f"i{n}" for n in range(12)], factors, f64.T @ f64, {})
+    model = ItemModel("v1", [f"i{n}" for n in range(12)], factors, f64.T @ f64, trained_with())
     cfg = with_overrides(Config(), streaming=dict(top_n=5))
     events = _events([("a", "i1", "play", T, 30.0), ("b", "new-item", "play", T + 1, 5.0)])
     update = update_user(UserState(), events, 0, model, model.index_of(), cfg, T + 1)
@@ -117,7 +123,9 @@ def test_lists_follow_the_model_given_even_when_two_models_share_a_version_name(
     for n_items in (4, 40):
         factors = rng.normal(size=(n_items, 3)).astype(np.float32)
         f64 = factors.astype(np.float64)
-        model = ItemModel("same", [f"i{n}" for n in range(n_items)], factors, f64.T @ f64, {})
+        model = ItemModel(
+            "same", [f"i{n}" for n in range(n_items)], factors, f64.T @ f64, trained_with()
+        )
         update = update_user(UserState(), events, 0, model, model.index_of(), cfg, T)
         assert update is not None
         items = [item for item, _ in json.loads(update.payload)["items"]]
@@ -127,3 +135,59 @@ def test_lists_follow_the_model_given_even_when_two_models_share_a_version_name(
         assert x is not None
         ranked = [f"i{i}" for i in np.argsort(-(factors @ x.astype(np.float32))) if i != 1]
         assert items == ranked[:3]
+
+
+def _model_trained_with(reg_param: float, alpha: float) -> ItemModel:
+    rng = np.random.default_rng(7)
+    factors = rng.normal(size=(40, 4)).astype(np.float32)
+    f64 = factors.astype(np.float64)
+    cfg = with_overrides(Config(), batch=dict(reg_param=reg_param, alpha=alpha))
+    ids = [f"i{n}" for n in range(40)]
+    return ItemModel("v-own", ids, factors, f64.T @ f64, trained_with(cfg))
+
+
+def test_the_stream_folds_in_with_the_models_own_parameters() -> None:
+    # The job's own batch section says regParam 0.05, alpha 10: the model says otherwise.
+    cfg = with_overrides(Config(), streaming=dict(top_n=8))
+    model = _model_trained_with(reg_param=3.0, alpha=0.5)
+    events = _events([(f"e{n}", f"i{n}", "play", T + n, 10.0 * n) for n in range(1, 9)])
+    update = update_user(UserState(), events, 0, model, model.index_of(), cfg, T + 9)
+    assert update is not None
+    listed = [item for item, _ in L.decode_list(update.payload).items]
+
+    items, ratings = update.state.interactions(model.index_of())
+    expected = []
+    for reg_param, alpha in ((3.0, 0.5), (cfg.batch.reg_param, cfg.batch.alpha)):
+        vector = fold_in(model.item_factors, model.gram, items, ratings, reg_param, alpha)
+        assert vector is not None
+        best, _ = top_n(vector[None, :].astype(np.float32), model.item_factors, [items], 8)[0]
+        expected.append([model.item_ids[i] for i in best])
+    own, configs = expected
+    assert own != configs  # the parameters matter here, so the check below can tell
+    assert listed == own
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({}, "lacks a usable params.reg_param"),
+        ({"params": {"reg_param": 0.1}}, "lacks a usable params.alpha"),
+        ({"params": {"reg_param": 0.1, "alpha": 1.0, "implicit": False}}, "explicit ratings"),
+    ],
+)
+def test_a_model_without_fold_in_parameters_is_refused(meta: dict[str, Any], reason: str) -> None:
+    model = ItemModel("v-bad", ["a"], np.ones((1, 2), np.float32), np.eye(2), meta)
+    with pytest.raises(ModelStoreError, match=reason):
+        check_foldable(model, asdict(FeedbackConfig()))
+
+
+def test_a_model_trained_on_another_feedback_transform_is_refused() -> None:
+    model = _model_trained_with(reg_param=0.1, alpha=1.0)
+    assert check_foldable(model, asdict(FeedbackConfig())) == FoldInParams(0.1, 1.0)
+    linear = asdict(FeedbackConfig(log_scale_values=False))
+    with pytest.raises(ModelStoreError, match="same `feedback` section"):
+        check_foldable(model, linear)
+    # A version from before the transform was recorded is taken as trained with it.
+    legacy_meta = {"params": {"reg_param": 0.1, "alpha": 1.0}}
+    legacy = ItemModel("v-old", ["a"], np.ones((1, 2), np.float32), np.eye(2), legacy_meta)
+    assert check_foldable(legacy, linear) == FoldInParams(0.1, 1.0)
