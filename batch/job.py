@@ -33,7 +33,7 @@ from streamrec.batch.segmentation import (
     user_feature_frame,
 )
 from streamrec.batch.train import train_als
-from streamrec.errors import InputError
+from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
 from streamrec.model.segments import feature_spec
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
@@ -66,6 +66,7 @@ class BatchResult:
     durations_s: dict[str, float] = field(default_factory=dict)
     promoted: bool = True
     decision: str = ""
+    refusal: str = ""  # why not promoted: batch/holdout.py BELOW_POPULARITY or BELOW_CURRENT
     holdout: dict[str, Any] | None = None
 
     def summary(self) -> str:
@@ -73,8 +74,12 @@ class BatchResult:
         quality = ""
         if self.holdout:
             als, pop = self.holdout["als"], self.holdout["popularity"]
-            quality = (f"; holdout NDCG@{als['k']} {als['ndcg']:.4f} "
-                       f"(popularity {pop['ndcg']:.4f})")  # fmt: skip
+            current = self.holdout.get("current")
+            against = f", current {current['ndcg']:.4f}" if current else ""
+            quality = (
+                f"; holdout NDCG@{als['k']} {als['ndcg']:.4f} "
+                f"(popularity {pop['ndcg']:.4f}{against})"
+            )
         return (
             f"model {self.version}: {self.events} events, {self.users} users, {self.items} items, "
             f"{self.interactions} interactions; {self.lists_written} lists written, "
@@ -306,6 +311,17 @@ def _publish_segment_lists(
     log.info("batch: %d segment lists published", len(rows))
 
 
+def _current_model(cfg: Config, version: str | None) -> ItemModel | None:
+    """The promoted version, to be scored on this run's holdout beside the candidate."""
+    if version is None or cfg.batch.holdout_share <= 0:
+        return None
+    try:
+        return store.load_item_model(cfg.paths.model_store, version)
+    except ModelStoreError as exc:
+        log.warning("batch: the current model is not compared: %s", exc)
+        return None
+
+
 def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     """Train on the whole event store, save a new model version, publish its lists."""
     connect(cfg.redis).close()  # fail fast, not after minutes of training
@@ -319,7 +335,8 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
              data.n_events, data.n_interactions, data.n_users, data.data_cut_ms)  # fmt: skip
 
     t = time.monotonic()
-    holdout = holdout_metrics(data.events, cfg)
+    current = store.current_version(cfg.paths.model_store)
+    holdout = holdout_metrics(data.events, cfg, _current_model(cfg, current))
     timings["evaluate"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -335,11 +352,7 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     model = save_model(cfg, als, data, version, holdout, segments)
     timings["save"] = time.monotonic() - t
 
-    current = store.current_version(cfg.paths.model_store)
-    current_holdout = (
-        store.read_meta(cfg.paths.model_store, current).get("holdout") if current else None
-    )
-    decision = promotion_decision(holdout, current_holdout, cfg.batch.promote_margin)
+    decision = promotion_decision(holdout, cfg.batch.promote_margin)
     written = kept = 0
     if decision.promote:
         store.promote(cfg.paths.model_store, model.version)
@@ -357,8 +370,20 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
         df.unpersist()
     if segments is not None:
         segments.assignments.unpersist()
-    result = BatchResult(model.version, data.n_events, data.n_users, len(model.item_ids),
-                         data.n_interactions, written, kept, data.data_cut_ms, timings,
-                         decision.promote, decision.reason, holdout)  # fmt: skip
+    result = BatchResult(
+        model.version,
+        data.n_events,
+        data.n_users,
+        len(model.item_ids),
+        data.n_interactions,
+        written,
+        kept,
+        data.data_cut_ms,
+        timings,
+        decision.promote,
+        decision.reason,
+        decision.refusal,
+        holdout,
+    )
     log.info("batch: %s", result.summary())
     return result

@@ -65,7 +65,13 @@ def _cmd_stream(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# `streamrec batch run`'s exit codes for a version that is saved but not promoted.
+EXIT_BELOW_CURRENT = 3
+EXIT_BELOW_POPULARITY = 4
+
+
 def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.batch.holdout import BELOW_POPULARITY
     from streamrec.batch.job import run_batch
 
     if args.every:
@@ -82,8 +88,10 @@ def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     result = run_batch(cfg)
     print(result.summary())
-    # 3: trained and saved, but not promoted (worse than the current model): worth an alert.
-    return 0 if result.promoted else 3
+    # Trained and saved, but not promoted: worth an alert, and the code says why.
+    if result.promoted:
+        return 0
+    return EXIT_BELOW_POPULARITY if result.refusal == BELOW_POPULARITY else EXIT_BELOW_CURRENT
 
 
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
