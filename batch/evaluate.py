@@ -26,11 +26,16 @@ from streamrec.batch.bayes import BayesParams, fit_bayes
 from streamrec.batch.biases import ITEM_BIAS, USER_BIAS, fit_biases
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics, rmse
-from streamrec.batch.rating_files import RATING, read_ratings
+from streamrec.batch.rating_files import (
+    DEFAULT_EVENT_TYPES,
+    RATING,
+    file_interactions,
+    read_ratings,
+)
 from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.schemas import events as E
-from streamrec.schemas.config import BatchConfig
+from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,12 @@ class EvalOptions:
     alpha_grid: tuple[float, ...] = (1.0, 10.0, 40.0)
     validation_share: float = 0.2
     bayes: BayesParams = field(default_factory=BayesParams)
+    # What a row of the files is (implicit mode): None = the format's default event type.
+    event_type: str | None = None
+
+    @property
+    def events_of(self) -> str:
+        return self.event_type or DEFAULT_EVENT_TYPES.get(self.fmt, "play")
 
     def __post_init__(self) -> None:
         if self.estimator not in ("als", "bayes"):
@@ -59,6 +70,12 @@ class EvalOptions:
         if self.estimator == "bayes" and self.mode != "explicit":
             raise ValueError("evaluate: --estimator bayes models explicit ratings; "
                              "use it with --mode explicit")  # fmt: skip
+        if self.event_type is not None and self.mode != "implicit":
+            raise ValueError("evaluate: --event-type says how rows become implicit feedback; "
+                             "explicit mode fits the ratings themselves")  # fmt: skip
+        if self.event_type is not None and self.event_type not in E.event_contract().event_types:
+            raise ValueError(f"evaluate: unknown event type {self.event_type!r}: use one of "
+                             f"{', '.join(E.event_contract().event_types)}")  # fmt: skip
         if self.estimator == "bayes" and self.tune:
             raise ValueError("evaluate: --estimator bayes has nothing to tune (its priors and "
                              "noise are sampled); leave out --tune")  # fmt: skip
@@ -255,16 +272,22 @@ def score_popularity(split: Split, k: int) -> ModelScore:
     return ModelScore("popularity", {}, ranking, None, 0.0, time.monotonic() - t)
 
 
-def _validation_split(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
-    # Per-row random split of the training data: the test file is never looked at.
-    fit, valid = train.drop(USER_INDEX, ITEM_INDEX).randomSplit([1 - share, share], seed=seed)
-    return fit, valid
+def training_input(
+    train_raw: DataFrame, opts: EvalOptions, feedback: FeedbackConfig, implicit: bool
+) -> DataFrame:
+    """What ALS trains on from a file's rows: in implicit mode the confidences the batch job
+    would compute from the same rows as events; in explicit mode the ratings themselves."""
+    return file_interactions(train_raw, opts.events_of, feedback) if implicit else train_raw
 
 
-def tune(split_train: DataFrame, opts: EvalOptions, base: BatchConfig,
+def tune(train_raw: DataFrame, opts: EvalOptions, base: BatchConfig, feedback: FeedbackConfig,
          parallelism: int) -> tuple[BatchConfig, list[dict[str, Any]]]:  # fmt: skip
-    fit, valid = _validation_split(split_train, opts.validation_share, base.seed)
-    inner = make_split(fit, valid, opts.relevant_min)
+    # Per-row random split of the training file's rows (the test file is never looked at);
+    # relevance in the validation part is judged on the rows' own numbers, as in the test.
+    share = opts.validation_share
+    fit, valid = train_raw.randomSplit([1 - share, share], seed=base.seed)
+    fit_input = training_input(fit, opts, feedback, base.implicit)
+    inner = make_split(fit_input, valid, opts.relevant_min)
     grid = itertools.product(opts.rank_grid, opts.reg_grid,
                              opts.alpha_grid if base.implicit else (base.alpha,))  # fmt: skip
     trials = []
@@ -284,15 +307,30 @@ def tune(split_train: DataFrame, opts: EvalOptions, base: BatchConfig,
     return best[1], trials
 
 
-def evaluate(spark: SparkSession, opts: EvalOptions, base: BatchConfig,
-             parallelism: int) -> EvalReport:  # fmt: skip
+def evaluate(
+    spark: SparkSession,
+    opts: EvalOptions,
+    base: BatchConfig,
+    parallelism: int,
+    feedback: FeedbackConfig | None = None,
+) -> EvalReport:
+    """Train on ``opts.train`` and score on ``opts.test``. In implicit mode the training rows
+    become events and then confidences through ``feedback``, the batch job's transform (the
+    default config's when None), so the figures are about what production trains."""
+    feedback = feedback or FeedbackConfig()
     cfg = replace(base, implicit=opts.mode == "implicit")
-    train_raw = read_ratings(spark, opts.train, opts.fmt, opts.sep, opts.header)
+    train_raw = read_ratings(spark, opts.train, opts.fmt, opts.sep, opts.header).cache()
     test_raw = read_ratings(spark, opts.test, opts.fmt, opts.sep, opts.header)
-    split = make_split(train_raw, test_raw, opts.relevant_min)
-    report = EvalReport(asdict(opts), split.train.count(), test_raw.count(), split.item_count)
+    train = training_input(train_raw, opts, feedback, cfg.implicit)
+    split = make_split(train, test_raw, opts.relevant_min)
+    options = {
+        **asdict(opts),
+        "event_type": opts.events_of if cfg.implicit else None,
+        "feedback": asdict(feedback) if cfg.implicit else None,
+    }
+    report = EvalReport(options, split.train.count(), test_raw.count(), split.item_count)
     if opts.tune:
-        cfg, report.tuning = tune(split.train, opts, cfg, parallelism)
+        cfg, report.tuning = tune(train_raw, opts, cfg, feedback, parallelism)
     if opts.estimator == "bayes":
         report.models.append(score_bayes(split, opts.bayes, opts.k, parallelism))
     else:

@@ -8,11 +8,15 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streamrec.batch.interactions import RATING
+from streamrec.batch.interactions import RATING, to_interactions
 from streamrec.errors import InputError
 from streamrec.schemas import events as E
+from streamrec.schemas.config import FeedbackConfig
 
 FORMATS = ("movielens", "delimited")
+# The event type a file's rows stand for unless told otherwise: MovieLens rates, other files
+# count plays (hours, listens).
+DEFAULT_EVENT_TYPES = {"movielens": "rating", "delimited": "play"}
 
 
 def read_ratings(
@@ -46,3 +50,26 @@ def read_ratings(
         raise InputError(f"{path}: {n_bad} line(s) without a user, item and numeric rating, "
                          f"e.g. {example.asDict()}")  # fmt: skip
     return df
+
+
+def file_interactions(ratings: DataFrame, event_type: str, feedback: FeedbackConfig) -> DataFrame:
+    """A file's rows as the batch job would see them: each row an event of ``event_type`` whose
+    value is the row's number, turned into one confidence per (user, item) by the job's own
+    transform (type weight, value scaling, decay against the file's newest time). Rows without
+    a time count as of that newest time."""
+    if event_type not in E.event_contract().event_types:
+        raise InputError(
+            f"unknown event type {event_type!r}: use one of "
+            f"{', '.join(E.event_contract().event_types)}"
+        )
+    newest = ratings.agg(F.max(E.EVENT_TIME)).collect()[0][0]
+    reference = None if newest is None else int(newest)
+    time = F.col(E.EVENT_TIME) if reference is None else F.coalesce(E.EVENT_TIME, F.lit(reference))
+    events = ratings.select(
+        E.USER_ID,
+        E.ITEM_ID,
+        F.lit(event_type).alias(E.EVENT_TYPE),
+        time.cast("long").alias(E.EVENT_TIME),
+        F.col(RATING).alias(E.VALUE),
+    )
+    return to_interactions(events, feedback, reference)

@@ -3,7 +3,8 @@
 - explicit mode: RMSE of ALS on baseline-bias residuals (the seed notebook: 0.959 at rank 10),
   of plain explicit ALS, and of Bayesian ALS (batch/bayes.py, Gibbs sampled);
 - implicit mode: precision@10 / NDCG@10 of streamrec's implicit ALS against the `implicit`
-  library's ALS with the same rank, regularization, alpha and iterations, and popularity;
+  library's ALS with the same rank, regularization, alpha and iterations, and popularity, both
+  on the confidences the batch job makes of the ratings as `rating` events;
 - speed as ratios in the same run: ALS fit time vs `implicit`'s fit, and streamrec's top-k
   for all users (the publishing path) vs `implicit`'s batched BLAS top-k and Spark's own
   ``recommendForAllUsers``.
@@ -30,12 +31,12 @@ from streamrec.batch.bayes import BayesParams
 from streamrec.batch.evaluate import make_split, score_als, score_bayes, score_popularity
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.metrics import ranking_metrics
-from streamrec.batch.rating_files import RATING, read_ratings
+from streamrec.batch.rating_files import RATING, file_interactions, read_ratings
 from streamrec.batch.scoring import FEATURES, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.errors import InputError
 from streamrec.schemas import events as E
-from streamrec.schemas.config import BatchConfig
+from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,13 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
     base, test = Path(data_dir) / "ua.base", Path(data_dir) / "ua.test"
     if not base.exists() or not test.exists():
         raise InputError(f"{data_dir} must hold MovieLens 100K's ua.base and ua.test")
-    split = make_split(read_ratings(spark, str(base)), read_ratings(spark, str(test)),
-                       params.relevant_min)  # fmt: skip
+    # Implicit mode trains on what the batch job would make of the ratings as events; the
+    # explicit models fit the ratings themselves.
+    base_rows, test_rows = read_ratings(spark, str(base)), read_ratings(spark, str(test))
+    split = make_split(
+        file_interactions(base_rows, "rating", FeedbackConfig()), test_rows, params.relevant_min
+    )
+    explicit_split = make_split(base_rows, test_rows, params.relevant_min)
     implicit_cfg = BatchConfig(rank=params.rank, reg_param=params.reg_param, alpha=params.alpha,
                                max_iter=params.max_iter, implicit=True)  # fmt: skip
     explicit_cfg = replace(implicit_cfg, rank=params.explicit_rank, reg_param=params.explicit_reg,
@@ -132,11 +138,11 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
         theirs.append(_implicit_library(split, params, seed))
     log.info("bench quality: popularity, explicit ALS, scoring speed")
     popularity = score_popularity(split, params.k)
-    explicit = score_als(split, explicit_cfg, params.k, 2)
+    explicit = score_als(explicit_split, explicit_cfg, params.k, 2)
     plain_cfg = replace(explicit_cfg, rank=10, reg_param=0.1, max_iter=10)
-    plain = score_als(split, plain_cfg, params.k, 2, biases=False)
+    plain = score_als(explicit_split, plain_cfg, params.k, 2, biases=False)
     log.info("bench quality: Bayesian ALS, %d sweeps", params.bayes.sweeps)
-    bayes = score_bayes(split, params.bayes, params.k, 2)
+    bayes = score_bayes(explicit_split, params.bayes, params.k, 2)
     speed = _time_scoring(spark, split, implicit_cfg, params.k)
     streamrec_als = _mean_over_seeds([{**o.ranking.as_dict(), "fit_s": o.train_s} for o in ours])
     library_als = _mean_over_seeds([{**t["ranking"], "fit_s": t["fit_s"]} for t in theirs])

@@ -1,8 +1,12 @@
 """How events become implicit feedback, one definition for both jobs.
 
 weight(event) = type_weight[event_type] * strength(value) * decay(age)
-strength(value) = 1 if value is missing, else log1p(value) when log-scaled, else value
+strength(value) = 1 if value is missing, else by ``value_scale``:
+                  log1p(value) ("log"), value ("linear"), 1 if value > 0 else 0 ("binary")
 decay(age)      = 0.5 ** (age / half_life), age = reference time - event time (0 when off)
+
+Every path from data to ALS's confidence goes through this: the batch job (Spark columns), the
+stream's per-user state (numpy), and ``streamrec evaluate``, whose files become events first.
 
 The reference time is the newest event the job has seen (the batch's data cut), so retraining on
 the same data gives the same weights whatever the wall clock says. A user's rating of an item is
@@ -22,6 +26,15 @@ from streamrec.schemas.config import FeedbackConfig
 DAY_MS = 86_400_000
 
 
+def _scaled(values: np.ndarray, value_scale: str) -> np.ndarray:
+    """The strengths of present values (NaN stays NaN: the caller replaces it)."""
+    if value_scale == "log":
+        return np.log1p(values)
+    if value_scale == "linear":
+        return values
+    return np.where(values > 0, 1.0, 0.0)
+
+
 def event_weights(
     cfg: FeedbackConfig,
     event_types: pd.Series,
@@ -31,7 +44,7 @@ def event_weights(
 ) -> np.ndarray:
     type_weight = event_types.map(cfg.weights).fillna(0.0).to_numpy(dtype=np.float64)
     v = values.astype("float64").to_numpy()
-    strength = np.where(np.isnan(v), 1.0, np.log1p(v) if cfg.log_scale_values else v)
+    strength = np.where(np.isnan(v), 1.0, _scaled(v, cfg.value_scale))
     weights = type_weight * strength
     if cfg.half_life_days > 0 and event_times is not None and reference_ms is not None:
         age_ms = np.maximum(reference_ms - event_times.to_numpy(dtype=np.float64), 0.0)
@@ -50,7 +63,9 @@ def event_weight_column(
     for name, type_w in sorted(cfg.weights.items()):
         type_weight = F.when(F.col(event_type) == name, F.lit(type_w)).otherwise(type_weight)
     v = F.col(value).cast("double")
-    scaled = F.log1p(v) if cfg.log_scale_values else v
+    scaled = {"log": F.log1p(v), "linear": v, "binary": F.when(v > 0, 1.0).otherwise(0.0)}[
+        cfg.value_scale
+    ]
     strength = F.when(v.isNull(), F.lit(1.0)).otherwise(scaled)
     weight: Column = type_weight * strength
     if cfg.half_life_days > 0 and event_time is not None and reference_ms is not None:

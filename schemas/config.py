@@ -114,10 +114,14 @@ class BatchConfig:
     promote_margin: float = 0.02
 
 
+# The ways an event's value can scale its weight (FeedbackConfig.value_scale).
+VALUE_SCALES = ("log", "linear", "binary")
+
+
 @dataclass(frozen=True)
 class FeedbackConfig:
-    """How events become implicit feedback: a weight per event type, times the event's value
-    (log-scaled, so a 600 s play does not count 600 times a 1 s one), times an age decay."""
+    """How events become implicit feedback: a weight per event type, times the event's scaled
+    value, times an age decay (model/feedback.py)."""
 
     weights: dict[str, float] = field(
         default_factory=lambda: {
@@ -131,7 +135,9 @@ class FeedbackConfig:
             "rating": 1.0,
         }
     )
-    log_scale_values: bool = True
+    # How an event's value becomes its strength: "log" (log1p: a 600 s play is not 600 one-second
+    # plays), "linear" (the value as it is) or "binary" (1 for any positive value).
+    value_scale: str = "log"
     # Age decay: an event `half_life_days` older than the newest one counts half. 0 = off.
     half_life_days: float = 0.0
 
@@ -348,6 +354,10 @@ def _check_values(cfg: Config) -> None:
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
         (cfg.segments.method in ("kmeans", "gmm"), "segments.method must be 'kmeans' or 'gmm'"),
+        (
+            cfg.feedback.value_scale in VALUE_SCALES,
+            f"feedback.value_scale must be one of {', '.join(VALUE_SCALES)}",
+        ),
         (cfg.segments.k_min >= 2, "segments.k_min must be >= 2"),
         (cfg.segments.k_max >= cfg.segments.k_min, "segments.k_max must be >= segments.k_min"),
         (

@@ -117,13 +117,13 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         opts = EvalOptions(
             train=args.train, test=args.test, fmt=args.format, sep=args.sep,
             header=args.header, mode=args.mode, relevant_min=args.relevant_min, k=args.k,
-            tune=args.tune, estimator=args.estimator, bayes=bayes,
+            tune=args.tune, estimator=args.estimator, bayes=bayes, event_type=args.event_type,
         )  # fmt: skip
     except ValueError as exc:
         print(f"streamrec: error: {exc}", file=sys.stderr)
         return 2
     spark = build_spark(cfg, "evaluate")
-    report = evaluate(spark, opts, batch, cfg.spark.shuffle_partitions)
+    report = evaluate(spark, opts, batch, cfg.spark.shuffle_partitions, cfg.feedback)
     print(report.table())
     if args.json:
         write_json(report, args.json)
@@ -396,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_ratings_file_options(ev)
     ev.add_argument("--mode", choices=["implicit", "explicit"], default="implicit")
+    ev.add_argument(
+        "--event-type",
+        help="implicit mode: the event type a row stands for, weighted by the config's feedback "
+        "section as the batch job weighs it (default: rating for movielens, play for delimited)",
+    )
     ev.add_argument(
         "--relevant-min",
         type=float,

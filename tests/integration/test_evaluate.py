@@ -6,11 +6,16 @@ import json
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from streamrec.batch.evaluate import EvalOptions, evaluate, write_json
-from streamrec.schemas.config import BatchConfig
+from streamrec.batch.evaluate import EvalOptions, evaluate, training_input, write_json
+from streamrec.batch.interactions import RATING, to_interactions
+from streamrec.batch.rating_files import read_ratings
+from streamrec.model.feedback import event_weights
+from streamrec.schemas import events as E
+from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +137,65 @@ def test_bayes_estimator_options_are_checked() -> None:
         EvalOptions(train="a", test="b", mode="explicit", estimator="bayes", tune=True)
     with pytest.raises(ValueError, match="unknown estimator"):
         EvalOptions(train="a", test="b", estimator="svd")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "event_type", "value_scale"),
+    [("movielens", None, "log"), ("delimited", None, "log"), ("delimited", "view", "binary")],
+)
+def test_evaluate_trains_on_the_batch_jobs_own_confidences(
+    spark: SparkSession, tmp_path: Path, fmt: str, event_type: str | None, value_scale: str
+) -> None:
+    # A file's rows are events of one type: evaluate's training input is exactly what the batch
+    # job's transform makes of those events, and what the stream's per-user state makes of them.
+    sep = "\t" if fmt == "movielens" else ","
+    rows = [
+        ("u1", "a", 5.0, 1_700_000_000),
+        ("u1", "b", 2.0, 1_700_000_050),
+        ("u1", "a", 3.0, 1_700_000_100),
+        ("u2", "b", 0.0, 1_700_000_000),
+        ("u2", "c", 600.0, 1_700_000_200),
+    ]
+    path = tmp_path / "rows.txt"
+    path.write_text("".join(f"{u}{sep}{i}{sep}{v:g}{sep}{t}\n" for u, i, v, t in rows))
+    opts = EvalOptions(train=str(path), test=str(path), fmt=fmt, event_type=event_type)
+    feedback = FeedbackConfig(value_scale=value_scale, half_life_days=1.0)
+    raw = read_ratings(spark, str(path), fmt, sep)
+    got = {
+        (r[E.USER_ID], r[E.ITEM_ID]): r[RATING]
+        for r in training_input(raw, opts, feedback, implicit=True).collect()
+    }
+    kind = event_type or {"movielens": "rating", "delimited": "play"}[fmt]
+    assert opts.events_of == kind
+    events = [
+        {
+            E.EVENT_ID: f"e{n}",
+            E.USER_ID: u,
+            E.ITEM_ID: i,
+            E.EVENT_TYPE: kind,
+            E.EVENT_TIME: t * 1000,
+            E.VALUE: v,
+        }
+        for n, (u, i, v, t) in enumerate(rows)
+    ]
+    frame = spark.createDataFrame(
+        [tuple(e[f] for f in E.event_contract().field_names) for e in events],
+        E.spark_event_schema(),
+    )
+    newest = max(t for *_, t in rows) * 1000
+    batch = {
+        (r[E.USER_ID], r[E.ITEM_ID]): r[RATING]
+        for r in to_interactions(frame, feedback, newest).collect()
+    }
+    assert got.keys() == batch.keys() and got == pytest.approx(batch)
+    pdf = pd.DataFrame(events)
+    pdf["w"] = event_weights(feedback, pdf[E.EVENT_TYPE], pdf[E.VALUE], pdf[E.EVENT_TIME], newest)
+    stream = pdf.groupby([E.USER_ID, E.ITEM_ID])["w"].sum()
+    assert got == pytest.approx({key: w for key, w in stream.items() if w != 0})
+
+
+def test_an_event_type_is_refused_in_explicit_mode_and_when_unknown() -> None:
+    with pytest.raises(ValueError, match="explicit mode fits the ratings"):
+        EvalOptions(train="a", test="b", mode="explicit", event_type="play")
+    with pytest.raises(ValueError, match="unknown event type 'listen'"):
+        EvalOptions(train="a", test="b", event_type="listen")

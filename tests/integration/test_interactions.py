@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.model.feedback import DAY_MS, event_weights
 from streamrec.schemas import events as E
-from streamrec.schemas.config import FeedbackConfig
+from streamrec.schemas.config import VALUE_SCALES, FeedbackConfig
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,24 @@ ROWS = [
     ("e4", "u2", "a", "like", T - 5 * DAY_MS, 3.0),
     ("e5", "u2", "c", "view", T, None),
     ("e6", "u2", "c", "skip", T, None),
+    ("e7", "u3", "a", "add_to_cart", T - DAY_MS, 2.0),
+    ("e8", "u3", "b", "purchase", T - 2 * DAY_MS, 0.0),
+    ("e9", "u3", "c", "rating", T - 3 * DAY_MS, 4.0),
+    ("e10", "u3", "d", "play", T - 4 * DAY_MS, 3600.0),
+    ("e11", "u3", "d", "view", T, 0.5),
 ]
 
 
+def test_the_rows_hold_every_event_type() -> None:
+    assert {row[3] for row in ROWS} == set(E.event_contract().event_types)
+
+
+@pytest.mark.parametrize("value_scale", VALUE_SCALES)
 @pytest.mark.parametrize("half_life_days", [0.0, 10.0])
 def test_spark_ratings_equal_the_pandas_definition(
-    spark: SparkSession, half_life_days: float
+    spark: SparkSession, half_life_days: float, value_scale: str
 ) -> None:
-    cfg = FeedbackConfig(half_life_days=half_life_days)
+    cfg = FeedbackConfig(half_life_days=half_life_days, value_scale=value_scale)
     events = spark.createDataFrame(ROWS, E.spark_event_schema())
     got = {
         (r[E.USER_ID], r[E.ITEM_ID]): r[RATING]

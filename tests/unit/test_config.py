@@ -241,7 +241,7 @@ def test_unknown_key_names_full_path_and_file(tmp_path: Path, text: str, full_ke
         ("lists:\n  ttl_seconds:\n", "lists.ttl_seconds"),  # null for int
         ("batch:\n  alpha: high\n", "batch.alpha"),  # string for float
         ("batch:\n  reg_param: false\n", "batch.reg_param"),  # bool for float
-        ("feedback:\n  log_scale_values: 1\n", "feedback.log_scale_values"),  # int for bool
+        ("batch:\n  implicit: 1\n", "batch.implicit"),  # int for bool
         ("redis:\n  host: [a, b]\n", "redis.host"),  # list for string
         ("redis:\n  host: {a: 1}\n", "redis.host"),  # mapping for string
         ("redis:\n  key_prefix: true\n", "redis.key_prefix"),  # bool for string

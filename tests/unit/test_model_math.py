@@ -81,7 +81,7 @@ def test_top_n_when_user_has_seen_almost_everything() -> None:
 
 
 def test_event_weights_type_and_log_scaled_value() -> None:
-    cfg = FeedbackConfig(weights={"play": 1.0, "skip": -0.5}, log_scale_values=True)
+    cfg = FeedbackConfig(weights={"play": 1.0, "skip": -0.5}, value_scale="log")
     w = event_weights(
         cfg, pd.Series(["play", "play", "skip", "click"]), pd.Series([None, np.e - 1, None, 5.0])
     )
@@ -116,3 +116,18 @@ def test_top_n_in_blocks_equals_a_plain_sort(monkeypatch: pytest.MonkeyPatch) ->
         ranked = [i for i in np.argsort(-s, kind="stable") if i not in set(seen[u])][:7]
         assert got[u][0].tolist() == ranked
         assert np.allclose(got[u][1], s[ranked])
+
+
+@pytest.mark.parametrize(
+    ("scale", "expected"),
+    [
+        ("log", [1.0, 1.0, 0.0, -0.5]),
+        ("linear", [1.0, np.e - 1, 0.0, -0.5 * 4.0]),
+        ("binary", [1.0, 1.0, 0.0, -0.5]),
+    ],
+)
+def test_event_weights_scale_values_as_configured(scale: str, expected: list[float]) -> None:
+    cfg = FeedbackConfig(weights={"play": 1.0, "skip": -0.5}, value_scale=scale)
+    values = pd.Series([None, np.e - 1, 0.0, 4.0 if scale != "log" else None])
+    w = event_weights(cfg, pd.Series(["play", "play", "play", "skip"]), values)
+    assert w.tolist() == pytest.approx(expected)

@@ -184,7 +184,7 @@ def test_a_model_without_fold_in_parameters_is_refused(meta: dict[str, Any], rea
 def test_a_model_trained_on_another_feedback_transform_is_refused() -> None:
     model = _model_trained_with(reg_param=0.1, alpha=1.0)
     assert check_foldable(model, asdict(FeedbackConfig())) == FoldInParams(0.1, 1.0)
-    linear = asdict(FeedbackConfig(log_scale_values=False))
+    linear = asdict(FeedbackConfig(value_scale="linear"))
     with pytest.raises(ModelStoreError, match="same `feedback` section"):
         check_foldable(model, linear)
     # A version from before the transform was recorded is taken as trained with it.
