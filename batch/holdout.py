@@ -22,12 +22,39 @@ from streamrec.model.foldin import fold_in_many
 from streamrec.model.scoring import top_n
 from streamrec.model.store import ItemModel, check_foldable
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config
+from streamrec.schemas.config import Config, FeedbackConfig
 
 log = logging.getLogger(__name__)
 
 # Only a positive summed weight in the held-out events makes an item relevant.
 RELEVANT_MIN = 1e-9
+
+
+def time_cut(events: DataFrame, share: float) -> int:
+    """The event time before which ``1 - share`` of ``events`` fall."""
+    return int(events.approxQuantile(E.EVENT_TIME, [1.0 - share], 0.0001)[0])
+
+
+def before(events: DataFrame, cut: int) -> DataFrame:
+    return events.where(F.col(E.EVENT_TIME) < cut)
+
+
+def time_split(events: DataFrame, feedback: FeedbackConfig, cut: int, what: str) -> Split | None:
+    """Events before ``cut`` as training confidences, the users' new items from ``cut`` on as
+    what to find; None (logged, naming ``what``) when either side is empty."""
+    earlier = before(events, cut)
+    later = events.where(F.col(E.EVENT_TIME) >= cut)
+    train_ref = earlier.agg(F.max(E.EVENT_TIME)).collect()[0][0]
+    if train_ref is None:
+        log.warning("%s: no events before the split time %d; not evaluated", what, cut)
+        return None
+    train = to_interactions(earlier, feedback, int(train_ref))
+    test = to_interactions(later, feedback, cut)
+    split = make_split(train, test, RELEVANT_MIN, known_users_only=True)
+    if not split.relevant:
+        log.warning("%s: no user of the newest events has new items; not evaluated", what)
+        return None
+    return split
 
 
 def holdout_metrics(
@@ -39,18 +66,9 @@ def holdout_metrics(
     share, k = cfg.batch.holdout_share, cfg.batch.eval_k
     if share <= 0:
         return None
-    cut = int(events.approxQuantile(E.EVENT_TIME, [1.0 - share], 0.0001)[0])
-    earlier = events.where(F.col(E.EVENT_TIME) < cut)
-    later = events.where(F.col(E.EVENT_TIME) >= cut)
-    train_ref = earlier.agg(F.max(E.EVENT_TIME)).collect()[0][0]
-    if train_ref is None:
-        log.warning("holdout: no events before the split time %d; not evaluated", cut)
-        return None
-    train = to_interactions(earlier, cfg.feedback, int(train_ref))
-    test = to_interactions(later, cfg.feedback, cut)
-    split = make_split(train, test, RELEVANT_MIN, known_users_only=True)
-    if not split.relevant:
-        log.warning("holdout: no user of the newest events has new items; not evaluated")
+    cut = time_cut(events, share)
+    split = time_split(events, cfg.feedback, cut, "holdout")
+    if split is None:
         return None
     als = score_als(split, cfg.batch, k, cfg.spark.shuffle_partitions)
     popularity = score_popularity(split, k)

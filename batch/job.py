@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ from streamrec.batch.segmentation import (
     user_feature_frame,
 )
 from streamrec.batch.train import train_als
+from streamrec.batch.tuning import choose_parameters
 from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
+from streamrec.model.describe import write_promotion
 from streamrec.model.segments import feature_spec
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
@@ -68,6 +70,8 @@ class BatchResult:
     decision: str = ""
     refusal: str = ""  # why not promoted: batch/holdout.py BELOW_POPULARITY or BELOW_CURRENT
     holdout: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.durations_s.items())
@@ -80,11 +84,16 @@ class BatchResult:
                 f"; holdout NDCG@{als['k']} {als['ndcg']:.4f} "
                 f"(popularity {pop['ndcg']:.4f}{against})"
             )
+        setting = ""
+        if self.params:
+            p = self.params
+            how = "tuned" if (self.tuning or {}).get("tuned") else "kept"
+            setting = f"; rank {p['rank']} regParam {p['reg_param']:g} alpha {p['alpha']:g} ({how})"
         return (
             f"model {self.version}: {self.events} events, {self.users} users, {self.items} items, "
             f"{self.interactions} interactions; {self.lists_written} lists written, "
-            f"{self.lists_kept_newer} kept (stream lists newer than the data cut){quality}; "
-            f"{self.decision}; {steps}"
+            f"{self.lists_kept_newer} kept (stream lists newer than the data cut){quality}"
+            f"{setting}; {self.decision}; {steps}"
         )
 
 
@@ -197,6 +206,7 @@ def save_model(
     version: str,
     holdout: dict[str, Any] | None,
     segments: Segmentation | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> ItemModel:
     """Write the version's folder (item factors in index order, YᵀY, ALS model, id maps,
     metrics); promotion is the caller's decision."""
@@ -221,6 +231,8 @@ def save_model(
         # ALS's parameters and the events -> ratings transform: the stream folds users in
         # with exactly these (model/store.py check_foldable).
         **store.training_record(cfg.batch, cfg.feedback),
+        # How the setting was chosen: the search's trials and validation scores, or why not.
+        "tuning": tuning,
     }
     store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
     for kind, mapping in (("users", data.users), ("items", data.items)):
@@ -312,13 +324,13 @@ def _publish_segment_lists(
 
 
 def _current_model(cfg: Config, version: str | None) -> ItemModel | None:
-    """The promoted version, to be scored on this run's holdout beside the candidate."""
-    if version is None or cfg.batch.holdout_share <= 0:
+    """The promoted version: where tuning starts, and what the candidate is compared with."""
+    if version is None:
         return None
     try:
         return store.load_item_model(cfg.paths.model_store, version)
     except ModelStoreError as exc:
-        log.warning("batch: the current model is not compared: %s", exc)
+        log.warning("batch: the current model %s cannot be loaded: %s", version, exc)
         return None
 
 
@@ -334,37 +346,44 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     log.info("batch: %d events -> %d interactions of %d users, data cut %d",
              data.n_events, data.n_interactions, data.n_users, data.data_cut_ms)  # fmt: skip
 
+    current = _current_model(cfg, store.current_version(cfg.paths.model_store))
     t = time.monotonic()
-    current = store.current_version(cfg.paths.model_store)
-    holdout = holdout_metrics(data.events, cfg, _current_model(cfg, current))
+    tuning = choose_parameters(data.events, cfg, None if current is None else current.meta)
+    timings["tune"] = time.monotonic() - t
+    # From here on, the run's own setting: chosen, or kept from the current model.
+    run_cfg = replace(cfg, batch=tuning.chosen)
+
+    t = time.monotonic()
+    holdout = holdout_metrics(data.events, run_cfg, current)
     timings["evaluate"] = time.monotonic() - t
 
     t = time.monotonic()
-    als = train_als(data.indexed, cfg.batch, cfg.spark.shuffle_partitions)
+    als = train_als(data.indexed, run_cfg.batch, cfg.spark.shuffle_partitions)
     timings["train"] = time.monotonic() - t
 
     version = store.new_version_name()
     t = time.monotonic()
-    segments = segment_users(spark, cfg, als, data, version)
+    segments = segment_users(spark, run_cfg, als, data, version)
     timings["segments"] = time.monotonic() - t
 
     t = time.monotonic()
-    model = save_model(cfg, als, data, version, holdout, segments)
+    model = save_model(run_cfg, als, data, version, holdout, segments, tuning.record)
     timings["save"] = time.monotonic() - t
 
     decision = promotion_decision(holdout, cfg.batch.promote_margin)
+    write_promotion(cfg.paths.model_store, model.version, asdict(decision))
     written = kept = 0
     if decision.promote:
         store.promote(cfg.paths.model_store, model.version)
         t = time.monotonic()
-        written, kept = publish(spark, cfg, als, data, model, segments)
+        written, kept = publish(spark, run_cfg, als, data, model, segments)
         timings["publish"] = time.monotonic() - t
         pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
         if pruned:
             log.info("batch: removed old model versions %s", ", ".join(pruned))
     else:
-        log.warning("batch: model %s %s; %s stays current", model.version, decision.reason,
-                    current)  # fmt: skip
+        live = None if current is None else current.version
+        log.warning("batch: model %s %s; %s stays current", model.version, decision.reason, live)
 
     for df in (data.events, data.users, data.items, data.indexed):
         df.unpersist()
@@ -384,6 +403,8 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
         decision.reason,
         decision.refusal,
         holdout,
+        tuning.record,
+        model.meta["params"],
     )
     log.info("batch: %s", result.summary())
     return result

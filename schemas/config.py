@@ -112,6 +112,16 @@ class BatchConfig:
     # A retrain whose holdout NDCG@k falls below the current model's by more than this
     # (absolute) is saved but not promoted.
     promote_margin: float = 0.02
+    # Self-tuning: every `tune_every` runs (0: never, and the parameters above are used as they
+    # are) the job chooses rank, regParam and alpha by successive halving on the newest of its
+    # training events, never on the holdout it reports. `tune_candidates` settings, the
+    # current model's first, start at a quarter of max_iter; the best third go on with twice
+    # the iterations, until one is left. Between tunings a run keeps the current model's.
+    tune_every: int = 1
+    tune_candidates: int = 6
+    tune_ranks: tuple[int, ...] = (16, 32, 64)
+    tune_reg_params: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
+    tune_alphas: tuple[float, ...] = (1.0, 5.0, 10.0, 40.0)
 
 
 # The ways an event's value can scale its weight (FeedbackConfig.value_scale).
@@ -272,6 +282,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         _, vtype = get_args(hint)
         return {str(k): _coerce(v, vtype, f"{key}.{k}", source) for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{source}: {key} must be a non-empty list, got {value!r}")
+        (item_type, _) = get_args(hint)
+        return tuple(_coerce(v, item_type, f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin in (Union, types.UnionType):
         raise ConfigError(f"{source}: {key}: union types are not supported in config")
     if hint is bool:
@@ -354,6 +369,11 @@ def _check_values(cfg: Config) -> None:
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
         (cfg.segments.method in ("kmeans", "gmm"), "segments.method must be 'kmeans' or 'gmm'"),
+        (cfg.batch.tune_every >= 0, "batch.tune_every must be >= 0 (0: never tune)"),
+        (cfg.batch.tune_candidates >= 1, "batch.tune_candidates must be >= 1"),
+        (min(cfg.batch.tune_ranks) >= 1, "batch.tune_ranks must all be >= 1"),
+        (min(cfg.batch.tune_reg_params) > 0, "batch.tune_reg_params must all be > 0"),
+        (min(cfg.batch.tune_alphas) > 0, "batch.tune_alphas must all be > 0"),
         (
             cfg.feedback.value_scale in VALUE_SCALES,
             f"feedback.value_scale must be one of {', '.join(VALUE_SCALES)}",

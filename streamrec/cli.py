@@ -94,6 +94,19 @@ def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_BELOW_POPULARITY if result.refusal == BELOW_POPULARITY else EXIT_BELOW_CURRENT
 
 
+def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
+    import json
+
+    from streamrec.model.describe import describe, describe_all, table
+
+    if args.version:
+        print(json.dumps(describe(cfg.paths.model_store, args.version), indent=2))
+        return 0
+    rows = describe_all(cfg.paths.model_store)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    return 0
+
+
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.batch.evaluate import EvalOptions, evaluate, write_json
     from streamrec.spark import build_spark
@@ -205,6 +218,18 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     if args.which == "costs":
         return _bench_costs(cfg, args)
     spark = build_spark(cfg, "bench")
+    if args.which == "tuning":
+        from streamrec.bench import tuning
+
+        if not args.data:
+            print("streamrec: error: bench tuning needs --data FILE (u.data)", file=sys.stderr)
+            return 2
+        tuned = tuning.run_tuning_bench(spark, cfg, args.data)
+        print(tuning.table(tuned))
+        if args.json:
+            write(tuned, args.json)
+            print(f"written: {args.json}")
+        return 0
     if args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
 
@@ -433,8 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
-    bench.add_argument("which", choices=["quality", "scoring", "freshness", "lookup", "costs"])
-    bench.add_argument("--data", help="quality: folder with MovieLens 100K (ua.base, ua.test)")
+    bench.add_argument(
+        "which", choices=["quality", "scoring", "freshness", "lookup", "costs", "tuning"]
+    )
+    bench.add_argument(
+        "--data",
+        help="quality: folder with MovieLens 100K (ua.base, ua.test); tuning: a ratings file "
+        "with times (u.data)",
+    )
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")
     bench.add_argument("--rank", type=int, default=32, help="scoring: factors")
@@ -483,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="port to listen on, 0 for any free one "
                      "(default serve.port)")  # fmt: skip
     srv.set_defaults(func=_cmd_serve)
+
+    models = sub.add_parser(
+        "models", help="model versions: setting, how it was chosen, holdout scores, decision"
+    )
+    models.add_argument("version", nargs="?", help="one version in full (JSON), with trials")
+    models.add_argument("--json", action="store_true", help="every version as JSON")
+    models.set_defaults(func=_cmd_models)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")

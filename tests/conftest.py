@@ -31,7 +31,8 @@ def base_test_config() -> Config:
             checkpoint_dir=str(REPO / ".streamrec" / "test-spark-checkpoints"),
             conf={"spark.ui.enabled": "false"},
         ),
-        batch=dict(rank=8, max_iter=5, top_n=10),
+        # Tuning trains several models per run: off unless a test is about it (test_tuning).
+        batch=dict(rank=8, max_iter=5, top_n=10, tune_every=0),
         streaming=dict(top_n=10),
         # Segmenting costs a batch run ~15 s on 2 cores: off unless a test is about segments
         # (test_batch_segments, the e2e test), and then with a narrow k range.

@@ -13,7 +13,9 @@ from pyspark.sql import SparkSession
 from streamrec.batch.bayes import BayesParams
 from streamrec.bench.quality import QualityParams, run_quality, table, write
 from streamrec.bench.scoring import run_scoring
-from streamrec.schemas.config import Config
+from streamrec.bench.tuning import run_tuning_bench
+from streamrec.bench.tuning import table as tuning_table
+from streamrec.schemas.config import Config, with_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +130,39 @@ def test_costs_bench_measures_every_unit_and_extrapolates(
     # Everything it wrote is gone.
     prefix = f"{stack_cfg.redis.key_prefix}-bench-costs"
     assert not list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
+def test_tuning_bench_runs_the_batch_job_untuned_then_tuned(
+    spark: SparkSession, isolated_cfg: Config, tmp_path: Path
+) -> None:
+    rng = random.Random(2)
+    lines, t = [], 881_250_000
+    for _ in range(8):
+        for u in range(1, 61):
+            group = u % 3
+            item = group * 20 + rng.randrange(1, 21)
+            t += 1
+            lines.append(f"{u}\t{item}\t{rng.choice([3, 4, 5])}\t{t}")
+    data = tmp_path / "u.data"
+    data.write_text("\n".join(lines) + "\n")
+    cfg = with_overrides(
+        isolated_cfg,
+        batch=dict(
+            tune_every=1,
+            tune_candidates=3,
+            tune_ranks=(2, 4),
+            tune_reg_params=(0.1,),
+            tune_alphas=(1.0, 10.0),
+            holdout_share=0.2,
+        ),
+    )
+    result = run_tuning_bench(spark, cfg, str(data))
+    assert result["events"] == len(lines) and result["event_type"] == "rating"
+    assert result["untuned"]["trials"] == 0 and result["tuned"]["trials"] >= 3
+    assert result["untuned"]["params"]["rank"] == cfg.batch.rank
+    assert result["tuned"]["params"]["rank"] in (2, 4, cfg.batch.rank)  # the grid or the start
+    assert result["time_ratio_tuned_vs_untuned"] > 0
+    assert "tuned retrain costs" in tuning_table(result)
+    client = redis.Redis(host=cfg.redis.host, port=cfg.redis.port)
+    assert not list(client.scan_iter(match="bench-tuning-*"))  # its own prefix, cleaned up
+    client.close()
