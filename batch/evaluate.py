@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from streamrec.batch.bayes import BayesParams, fit_bayes
@@ -33,6 +33,7 @@ from streamrec.batch.rating_files import (
     read_ratings,
 )
 from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, dense_item_factors, rank_users
+from streamrec.batch.search import candidates, successive_halving
 from streamrec.batch.train import train_als
 from streamrec.schemas import events as E
 from streamrec.schemas.config import BatchConfig, FeedbackConfig
@@ -51,11 +52,9 @@ class EvalOptions:
     estimator: str = "als"  # explicit mode: "als" (on bias residuals) or "bayes" (batch/bayes.py)
     relevant_min: float = 4.0
     k: int = 10
-    tune: bool = False
-    rank_grid: tuple[int, ...] = (10, 32, 64)
-    reg_grid: tuple[float, ...] = (0.01, 0.05, 0.1)
-    alpha_grid: tuple[float, ...] = (1.0, 10.0, 40.0)
-    validation_share: float = 0.2
+    # None: tune as the batch job does (when batch.tune_every > 0); True/False: always/never.
+    tune: bool | None = None
+    validation_share: float = 0.1
     bayes: BayesParams = field(default_factory=BayesParams)
     # What a row of the files is (implicit mode): None = the format's default event type.
     event_type: str | None = None
@@ -76,7 +75,7 @@ class EvalOptions:
         if self.event_type is not None and self.event_type not in E.event_contract().event_types:
             raise ValueError(f"evaluate: unknown event type {self.event_type!r}: use one of "
                              f"{', '.join(E.event_contract().event_types)}")  # fmt: skip
-        if self.estimator == "bayes" and self.tune:
+        if self.estimator == "bayes" and self.tune is True:
             raise ValueError("evaluate: --estimator bayes has nothing to tune (its priors and "
                              "noise are sampled); leave out --tune")  # fmt: skip
 
@@ -280,31 +279,63 @@ def training_input(
     return file_interactions(train_raw, opts.events_of, feedback) if implicit else train_raw
 
 
-def tune(train_raw: DataFrame, opts: EvalOptions, base: BatchConfig, feedback: FeedbackConfig,
-         parallelism: int) -> tuple[BatchConfig, list[dict[str, Any]]]:  # fmt: skip
-    # Per-row random split of the training file's rows (the test file is never looked at);
-    # relevance in the validation part is judged on the rows' own numbers, as in the test.
-    share = opts.validation_share
-    fit, valid = train_raw.randomSplit([1 - share, share], seed=base.seed)
+def validation_split(train_raw: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
+    """Each user's newest ``share`` of training rows (at least one, for users with two or more;
+    a seeded random order where rows have no time) as validation, the rest to fit on. The test
+    file is never looked at."""
+    by_user = Window.partitionBy(E.USER_ID)
+    newest_first = by_user.orderBy(F.desc_nulls_last(E.EVENT_TIME), F.rand(seed))
+    ranked = train_raw.withColumn("_n", F.count(F.lit(1)).over(by_user)).withColumn(
+        "_pos", F.row_number().over(newest_first)
+    )
+    held = (F.col("_n") >= 2) & (
+        F.col("_pos") <= F.greatest(F.lit(1), F.floor(F.col("_n") * share))
+    )
+    ranked = ranked.withColumn("_valid", held).cache()
+    fit = ranked.where(~F.col("_valid")).drop("_n", "_pos", "_valid")
+    valid = ranked.where(F.col("_valid")).drop("_n", "_pos", "_valid")
+    return fit, valid
+
+
+def tune(
+    train_raw: DataFrame,
+    opts: EvalOptions,
+    base: BatchConfig,
+    feedback: FeedbackConfig,
+    parallelism: int,
+) -> tuple[BatchConfig, list[dict[str, Any]]]:
+    """The batch job's own search (batch/tuning.py: successive halving over the config's
+    ``batch.tune_*`` space, starting from ``base``), scored on each user's newest training
+    rows; relevance there is judged on the rows' own numbers, as in the test file."""
+    fit, valid = validation_split(train_raw, opts.validation_share, base.seed)
     fit_input = training_input(fit, opts, feedback, base.implicit)
-    inner = make_split(fit_input, valid, opts.relevant_min)
-    grid = itertools.product(opts.rank_grid, opts.reg_grid,
-                             opts.alpha_grid if base.implicit else (base.alpha,))  # fmt: skip
-    trials = []
-    best: tuple[float, BatchConfig] | None = None
-    for rank, reg, alpha in grid:
-        cfg = replace(base, rank=rank, reg_param=reg, alpha=alpha)
-        score = score_als(inner, cfg, opts.k, parallelism)
+    inner = make_split(fit_input, valid, opts.relevant_min, known_users_only=True)
+    space = base if base.implicit else replace(base, tune_alphas=(base.alpha,))
+    scores: dict[tuple[int, float, float, int], ModelScore] = {}
+
+    def objective(setting: BatchConfig) -> float:
+        score = score_als(inner, setting, opts.k, parallelism)
+        scores[(setting.rank, setting.reg_param, setting.alpha, setting.max_iter)] = score
+        log.info(
+            "tune: rank %d regParam %g alpha %g, %d iterations: ndcg@%d %.4f rmse %s",
+            setting.rank,
+            setting.reg_param,
+            setting.alpha,
+            setting.max_iter,
+            opts.k,
+            score.ranking.ndcg,
+            score.rmse,
+        )
         # explicit mode: lowest RMSE wins; implicit: highest NDCG@k
-        objective = -score.rmse if score.rmse is not None else score.ranking.ndcg
-        trials.append({"rank": rank, "reg_param": reg, "alpha": alpha,
-                       "ndcg": score.ranking.ndcg, "rmse": score.rmse})  # fmt: skip
-        log.info("tune: rank=%d reg=%g alpha=%g ndcg@%d=%.4f rmse=%s", rank, reg, alpha,
-                 opts.k, score.ranking.ndcg, score.rmse)  # fmt: skip
-        if best is None or objective > best[0]:
-            best = (objective, cfg)
-    assert best is not None
-    return best[1], trials
+        return -score.rmse if score.rmse is not None else score.ranking.ndcg
+
+    settings = candidates(space, base, base.seed)
+    chosen, trials = successive_halving(settings, objective, base.max_iter)
+    trace = []
+    for trial in trials:
+        score = scores[(trial.rank, trial.reg_param, trial.alpha, trial.max_iter)]
+        trace.append({**trial.as_dict(), "ndcg": score.ranking.ndcg, "rmse": score.rmse})
+    return chosen, trace
 
 
 def evaluate(
@@ -329,7 +360,8 @@ def evaluate(
         "feedback": asdict(feedback) if cfg.implicit else None,
     }
     report = EvalReport(options, split.train.count(), test_raw.count(), split.item_count)
-    if opts.tune:
+    tuning = opts.tune if opts.tune is not None else base.tune_every > 0
+    if tuning and opts.estimator == "als":
         cfg, report.tuning = tune(train_raw, opts, cfg, feedback, parallelism)
     if opts.estimator == "bayes":
         report.models.append(score_bayes(split, opts.bayes, opts.k, parallelism))

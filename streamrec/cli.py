@@ -435,8 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=10, help="list length scored (default 10)")
     ev.add_argument(
         "--tune",
-        action="store_true",
-        help="grid-search rank/regParam/alpha on a validation split of --train",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="choose rank/regParam/alpha as the batch job does (successive halving over "
+        "batch.tune_*) on each user's newest training rows (default: when batch.tune_every "
+        "> 0, as in production)",
     )
     ev.add_argument(
         "--estimator",

@@ -42,7 +42,7 @@ def _planted(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_als_beats_popularity_on_planted_groups(spark: SparkSession, tmp_path: Path) -> None:
     train, test = _planted(tmp_path)
-    opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5)
+    opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5, tune=False)
     cfg = BatchConfig(rank=4, reg_param=0.05, alpha=5.0, max_iter=10)
     report = evaluate(spark, opts, cfg, parallelism=2)
     als, pop = report.models
@@ -70,20 +70,26 @@ def test_explicit_mode_reports_rmse_and_tuning_uses_training_data_only(
     train, test = _planted(tmp_path)
     opts = EvalOptions(
         train=str(train), test=str(test), fmt="delimited", k=5, mode="explicit", tune=True,
-        rank_grid=(2, 4), reg_grid=(0.05, 0.1), validation_share=0.25,
+        validation_share=0.25,
     )  # fmt: skip
-    report = evaluate(spark, opts, BatchConfig(max_iter=5), parallelism=2)
+    space = BatchConfig(max_iter=5, tune_candidates=4, tune_ranks=(2, 4),
+                        tune_reg_params=(0.05, 0.1), tune_alphas=(1.0, 40.0))  # fmt: skip
+    report = evaluate(spark, opts, space, parallelism=2)
     als = report.models[0]
     assert als.name == "als-explicit" and als.rmse is not None and als.rmse >= 0
-    assert len(report.tuning) == 4  # explicit mode does not search alpha
-    assert {(t["rank"], t["reg_param"]) for t in report.tuning} == {
-        (2, 0.05),
-        (2, 0.1),
-        (4, 0.05),
-        (4, 0.1),
-    }
-    best = min(report.tuning, key=lambda t: t["rmse"])
+    # The batch job's search: the configured setting first, then the grid (explicit mode does
+    # not search alpha), halved on RMSE until one is left.
+    first_round = [t for t in report.tuning if t["round"] == 1]
+    assert (first_round[0]["rank"], first_round[0]["reg_param"]) == (space.rank, space.reg_param)
+    assert {t["alpha"] for t in report.tuning} == {space.alpha}
+    assert len(first_round) == 4 and {t["max_iter"] for t in first_round} == {2}
+    last = [t for t in report.tuning if t["round"] == 2]
+    best = min(last, key=lambda t: t["rmse"])
     assert (als.params["rank"], als.params["reg_param"]) == (best["rank"], best["reg_param"])
+
+
+def test_evaluate_tunes_as_production_does_unless_told() -> None:
+    assert EvalOptions(train="a", test="b").tune is None  # follows batch.tune_every
 
 
 def _low_rank_ratings(tmp_path: Path, noise_sd: float) -> tuple[Path, Path]:
@@ -117,8 +123,9 @@ def test_bayes_estimator_recovers_low_rank_ratings_and_their_noise(
     report = evaluate(spark, opts, BatchConfig(), parallelism=2)
     model, pop = report.models
     assert (model.name, pop.name) == ("bayes-explicit", "popularity")
-    als_opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5,
-                           mode="explicit")  # fmt: skip
+    als_opts = EvalOptions(
+        train=str(train), test=str(test), fmt="delimited", k=5, mode="explicit", tune=False
+    )
     als_cfg = BatchConfig(rank=4, reg_param=0.1, max_iter=15)
     als = evaluate(spark, als_opts, als_cfg, parallelism=2).models[0]
     assert model.rmse is not None and als.rmse is not None

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from streamrec.batch.tuning import candidates, should_tune, successive_halving
+from streamrec.batch.search import candidates, successive_halving
+from streamrec.batch.tuning import should_tune
 from streamrec.schemas.config import BatchConfig
 
 pytestmark = pytest.mark.unit
