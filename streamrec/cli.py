@@ -218,6 +218,18 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     if args.which == "costs":
         return _bench_costs(cfg, args)
     spark = build_spark(cfg, "bench")
+    if args.which == "replay":
+        from streamrec.bench import replay
+
+        if not args.data:
+            print("streamrec: error: bench replay needs --data FILE (u.data)", file=sys.stderr)
+            return 2
+        replayed = replay.run_replay(spark, cfg, args.data, replay.ReplayParams())
+        print(replay.table(replayed))
+        if args.json:
+            write(replayed, args.json)
+            print(f"written: {args.json}")
+        return 0
     if args.which == "tuning":
         from streamrec.bench import tuning
 
@@ -462,12 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
     bench.add_argument(
-        "which", choices=["quality", "scoring", "freshness", "lookup", "costs", "tuning"]
+        "which",
+        choices=["quality", "scoring", "freshness", "lookup", "costs", "tuning", "replay"],
     )
     bench.add_argument(
         "--data",
-        help="quality: folder with MovieLens 100K (ua.base, ua.test); tuning: a ratings file "
-        "with times (u.data)",
+        help="quality: folder with MovieLens 100K (ua.base, ua.test); tuning, replay: a "
+        "ratings file with times (u.data)",
     )
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")

@@ -12,6 +12,8 @@ from pyspark.sql import SparkSession
 
 from streamrec.batch.bayes import BayesParams
 from streamrec.bench.quality import QualityParams, run_quality, table, write
+from streamrec.bench.replay import ReplayParams, run_replay
+from streamrec.bench.replay import table as replay_table
 from streamrec.bench.scoring import run_scoring
 from streamrec.bench.tuning import run_tuning_bench
 from streamrec.bench.tuning import table as tuning_table
@@ -166,3 +168,35 @@ def test_tuning_bench_runs_the_batch_job_untuned_then_tuned(
     client = redis.Redis(host=cfg.redis.host, port=cfg.redis.port)
     assert not list(client.scan_iter(match="bench-tuning-*"))  # its own prefix, cleaned up
     client.close()
+
+
+def test_replay_bench_checks_each_relevant_event_against_every_strategy(
+    spark: SparkSession, isolated_cfg: Config, tmp_path: Path
+) -> None:
+    rng = random.Random(3)
+    lines, t = [], 881_250_000
+    for _ in range(10):
+        for u in range(1, 41):
+            group = u % 4
+            t += 1
+            lines.append(f"{u}\t{group * 15 + rng.randrange(15)}\t{rng.choice([3, 4, 5])}\t{t}")
+    for u in range(41, 51):  # users who arrive in the replayed half
+        for _ in range(4):
+            t += 1
+            lines.append(f"{u}\t{(u % 4) * 15 + rng.randrange(15)}\t5\t{t}")
+    data = tmp_path / "u.data"
+    data.write_text("\n".join(lines) + "\n")
+    result = run_replay(spark, isolated_cfg, str(data), ReplayParams(k=5, trending_window=100))
+    assert result["trained_on"] == len(lines) // 2
+    assert result["replayed"] == len(lines) - len(lines) // 2
+    groups = result["results"]
+    for strategy in ("batch_only", "fold_in", "trending"):
+        total = groups["all"][strategy]["events"]
+        assert total > 0 and total == (
+            groups["known"][strategy]["events"] + groups["new"][strategy]["events"]
+        )
+        assert groups["new"][strategy]["events"] > 0
+        assert 0 <= groups["all"][strategy]["ndcg"] <= groups["all"][strategy]["hr"] <= 1
+    # Every strategy is checked on the same events.
+    assert len({groups["all"][s]["events"] for s in ("batch_only", "fold_in", "trending")}) == 1
+    assert "fold_in" in replay_table(result)
