@@ -98,6 +98,8 @@ class EvalReport:
     catalogue: int
     models: list[ModelScore] = field(default_factory=list)
     tuning: list[dict[str, Any]] = field(default_factory=list)
+    # The trials of a peer tuned by the same search (bench/peers.py), when one was scored.
+    peer_tuning: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class EvalReport:
                 for m in self.models
             ],
             "tuning": self.tuning,
+            "peer_tuning": self.peer_tuning,
         }  # fmt: skip
 
     def table(self) -> str:

@@ -118,6 +118,9 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
             batch = dataclasses.replace(batch, **{name: value})
     if args.event_store:
         return _evaluate_event_store(cfg, batch, args)
+    if args.peer and (args.mode != "implicit" or args.estimator != "als"):
+        print("streamrec: error: --peer compares implicit-mode ALS", file=sys.stderr)
+        return 2
     if not (args.train and args.test):
         print("streamrec: error: evaluate needs --train and --test, or --event-store",
               file=sys.stderr)  # fmt: skip
@@ -137,6 +140,12 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         return 2
     spark = build_spark(cfg, "evaluate")
     report = evaluate(spark, opts, batch, cfg.spark.shuffle_partitions, cfg.feedback)
+    if args.peer:
+        from streamrec.bench.peers import implicit_peer
+
+        peer, peer_trials = implicit_peer(spark, opts, batch, cfg.feedback)
+        report.models.append(peer)
+        report.peer_tuning = peer_trials
     print(report.table())
     if args.json:
         write_json(report, args.json)
@@ -452,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose rank/regParam/alpha as the batch job does (successive halving over "
         "batch.tune_*) on each user's newest training rows (default: when batch.tune_every "
         "> 0, as in production)",
+    )
+    ev.add_argument(
+        "--peer",
+        choices=["implicit"],
+        help="implicit mode: also score the `implicit` library's ALS, tuned by the same search "
+        "on the same validation split (needs the bench extra)",
     )
     ev.add_argument(
         "--estimator",

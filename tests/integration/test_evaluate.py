@@ -206,3 +206,24 @@ def test_an_event_type_is_refused_in_explicit_mode_and_when_unknown() -> None:
         EvalOptions(train="a", test="b", mode="explicit", event_type="play")
     with pytest.raises(ValueError, match="unknown event type 'listen'"):
         EvalOptions(train="a", test="b", event_type="listen")
+
+
+def test_the_implicit_peer_is_tuned_by_the_same_search_on_the_same_split(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from streamrec.bench.peers import implicit_peer
+
+    train, test = _planted(tmp_path)
+    opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5, tune=True)
+    space = BatchConfig(rank=2, max_iter=4, tune_candidates=3, tune_ranks=(2, 4),
+                        tune_reg_params=(0.05,), tune_alphas=(1.0, 10.0))  # fmt: skip
+    ours = evaluate(spark, opts, space, parallelism=2)
+    peer, trials = implicit_peer(spark, opts, space, FeedbackConfig())
+    assert peer.name == "implicit-lib" and peer.ranking.users == ours.models[0].ranking.users
+    # The same candidates, in the same order, in the first round of both searches.
+    first = [(t["rank"], t["reg_param"], t["alpha"]) for t in trials if t["round"] == 1]
+    assert first == [
+        (t["rank"], t["reg_param"], t["alpha"]) for t in ours.tuning if t["round"] == 1
+    ]
+    assert (peer.params["rank"], peer.params["alpha"]) in {(r, a) for r, _, a in first}
+    assert peer.ranking.ndcg > ours.models[1].ranking.ndcg  # above popularity here
