@@ -67,17 +67,24 @@ class EvalOptions:
         if self.estimator not in ("als", "bayes"):
             raise ValueError(f"evaluate: unknown estimator {self.estimator!r} (als or bayes)")
         if self.estimator == "bayes" and self.mode != "explicit":
-            raise ValueError("evaluate: --estimator bayes models explicit ratings; "
-                             "use it with --mode explicit")  # fmt: skip
+            raise ValueError(
+                "evaluate: --estimator bayes models explicit ratings; use it with --mode explicit"
+            )
         if self.event_type is not None and self.mode != "implicit":
-            raise ValueError("evaluate: --event-type says how rows become implicit feedback; "
-                             "explicit mode fits the ratings themselves")  # fmt: skip
+            raise ValueError(
+                "evaluate: --event-type says how rows become implicit feedback; "
+                "explicit mode fits the ratings themselves"
+            )
         if self.event_type is not None and self.event_type not in E.event_contract().event_types:
-            raise ValueError(f"evaluate: unknown event type {self.event_type!r}: use one of "
-                             f"{', '.join(E.event_contract().event_types)}")  # fmt: skip
+            raise ValueError(
+                f"evaluate: unknown event type {self.event_type!r}: use one of "
+                f"{', '.join(E.event_contract().event_types)}"
+            )
         if self.estimator == "bayes" and self.tune is True:
-            raise ValueError("evaluate: --estimator bayes has nothing to tune (its priors and "
-                             "noise are sampled); leave out --tune")  # fmt: skip
+            raise ValueError(
+                "evaluate: --estimator bayes has nothing to tune (its priors and "
+                "noise are sampled); leave out --tune"
+            )
 
 
 @dataclass
@@ -103,16 +110,24 @@ class EvalReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "options": self.options, "train_rows": self.train_rows,
-            "test_rows": self.test_rows, "catalogue": self.catalogue,
+            "options": self.options,
+            "train_rows": self.train_rows,
+            "test_rows": self.test_rows,
+            "catalogue": self.catalogue,
             "models": [
-                {"name": m.name, "params": m.params, **m.ranking.as_dict(), "rmse": m.rmse,
-                 "train_s": round(m.train_s, 3), "score_s": round(m.score_s, 3)}
+                {
+                    "name": m.name,
+                    "params": m.params,
+                    **m.ranking.as_dict(),
+                    "rmse": m.rmse,
+                    "train_s": round(m.train_s, 3),
+                    "score_s": round(m.score_s, 3),
+                }
                 for m in self.models
             ],
             "tuning": self.tuning,
             "peer_tuning": self.peer_tuning,
-        }  # fmt: skip
+        }
 
     def table(self) -> str:
         k = self.models[0].ranking.k if self.models else 0
@@ -128,7 +143,7 @@ class EvalReport:
                 f"{m.name:<12} {r.precision:8.4f} {r.recall:8.4f} {r.ndcg:8.4f} "
                 f"{r.map:8.4f} {r.coverage:7.3f} {rm:>7} {r.users:>6} {m.train_s:8.1f}"
             )
-        return "\n".join(lines)  # fmt: skip
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -155,8 +170,9 @@ def make_split(
     train = train_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
     test_known = test_raw.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
     positives = test_raw.where(F.col(RATING) >= relevant_min).select(E.USER_ID, E.ITEM_ID)
-    new_to_user = positives.join(train_raw.select(E.USER_ID, E.ITEM_ID), [E.USER_ID, E.ITEM_ID],
-                                 "left_anti")  # fmt: skip
+    new_to_user = positives.join(
+        train_raw.select(E.USER_ID, E.ITEM_ID), [E.USER_ID, E.ITEM_ID], "left_anti"
+    )
     if known_users_only:
         new_to_user = new_to_user.join(users.select(E.USER_ID), E.USER_ID)
     relevant: dict[str, set[str]] = {}
@@ -178,8 +194,9 @@ def _seen(split: Split) -> DataFrame:
 def _ranking_of(ranked: DataFrame, split: Split, k: int) -> RankingMetrics:
     lists = {r[E.USER_ID]: r[ITEMS] for r in ranked.collect()}
     users = sorted(split.relevant)
-    return ranking_metrics([lists.get(u, []) for u in users],
-                           [split.relevant[u] for u in users], k, split.item_count)  # fmt: skip
+    return ranking_metrics(
+        [lists.get(u, []) for u in users], [split.relevant[u] for u in users], k, split.item_count
+    )
 
 
 def score_als(
@@ -215,13 +232,18 @@ def score_als(
         predicted = model.transform(split.test_known)
         if fitted is not None:
             predicted = fitted.attach(predicted).withColumn(
-                "prediction", F.col("prediction") + F.lit(fitted.mean) + F.col(USER_BIAS)
-                + F.col(ITEM_BIAS))  # fmt: skip
+                "prediction",
+                F.col("prediction") + F.lit(fitted.mean) + F.col(USER_BIAS) + F.col(ITEM_BIAS),
+            )
         rows = predicted.select("prediction", RATING).collect()
-        error = rmse(np.array([r["prediction"] for r in rows]),
-                     np.array([r[RATING] for r in rows]))  # fmt: skip
-    params = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha,
-              "max_iter": cfg.max_iter, "implicit": cfg.implicit}  # fmt: skip
+        error = rmse(np.array([r["prediction"] for r in rows]), np.array([r[RATING] for r in rows]))
+    params = {
+        "rank": cfg.rank,
+        "reg_param": cfg.reg_param,
+        "alpha": cfg.alpha,
+        "max_iter": cfg.max_iter,
+        "implicit": cfg.implicit,
+    }
     name = "als-implicit" if cfg.implicit else "als-explicit"
     return ModelScore(name, params, ranking, error, train_s, time.monotonic() - t)
 
@@ -231,15 +253,19 @@ def score_bayes(split: Split, params: BayesParams, k: int, partitions: int) -> M
     burn-in, lists from the kept samples."""
     t = time.monotonic()
     known = split.test_known.select(USER_INDEX, ITEM_INDEX, RATING).collect()
-    pairs = (np.array([r[USER_INDEX] for r in known], dtype=np.int64),
-             np.array([r[ITEM_INDEX] for r in known], dtype=np.int64))  # fmt: skip
+    pairs = (
+        np.array([r[USER_INDEX] for r in known], dtype=np.int64),
+        np.array([r[ITEM_INDEX] for r in known], dtype=np.int64),
+    )
     fit = fit_bayes(split.train, USER_INDEX, ITEM_INDEX, RATING, params, pairs, partitions)
     train_s = time.monotonic() - t
     t = time.monotonic()
     item_ids = _item_ids(split)
     spark = split.train.sparkSession
-    rows = [(r[E.USER_ID], fit.users[r[USER_INDEX]].astype(float).tolist())
-            for r in split.users.collect()]  # fmt: skip
+    rows = [
+        (r[E.USER_ID], fit.users[r[USER_INDEX]].astype(float).tolist())
+        for r in split.users.collect()
+    ]
     # Slices of about 256 KiB each: the concatenated samples make wide rows.
     slices = max(2, fit.users.nbytes // 262_144)
     vectors = spark.createDataFrame(
@@ -251,9 +277,14 @@ def score_bayes(split: Split, params: BayesParams, k: int, partitions: int) -> M
     error = (
         rmse(fit.predictions, np.array([r[RATING] for r in known], dtype=float)) if known else None
     )
-    params_out = {"rank": params.rank, "sweeps": params.sweeps, "burn_in": params.burn_in,
-                  "keep": params.keep, "seed": params.seed,
-                  "alpha_mean": float(np.mean(fit.alphas[params.burn_in:]))}  # fmt: skip
+    params_out = {
+        "rank": params.rank,
+        "sweeps": params.sweeps,
+        "burn_in": params.burn_in,
+        "keep": params.keep,
+        "seed": params.seed,
+        "alpha_mean": float(np.mean(fit.alphas[params.burn_in :])),
+    }
     return ModelScore("bayes-explicit", params_out, ranking, error, train_s, time.monotonic() - t)
 
 

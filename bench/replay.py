@@ -11,6 +11,9 @@ checked for the event's item (HR@k, and NDCG@k with the item's rank), then the e
 - ``fold_in``: the stream's own per-user step (model/user_state.py ``merge``, then
   streaming/fresh_lists.py ``finish_users``) over the user's whole history so far, against the
   trained model's item factors; popularity until a user has an event on a known item.
+- ``retrain``: as ``batch_only``, with the model retrained on every event so far (the same
+  setting) every ``retrain_every`` replayed events.
+- ``retrain_fold_in``: the stream's fold-in against the latest retrained model.
 - ``trending``: the most played items of the last ``trending_window`` events, the user's own
   items left out: a list that follows the stream without any model.
 
@@ -43,12 +46,12 @@ from streamrec.model.store import ItemModel, training_record
 from streamrec.model.user_state import UserState, merge
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config
+from streamrec.schemas.config import BatchConfig, Config
 from streamrec.streaming.fresh_lists import finish_users
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("batch_only", "fold_in", "trending")
+STRATEGIES = ("batch_only", "retrain", "fold_in", "retrain_fold_in", "trending")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class ReplayParams:
     relevant_min: float = 4.0
     k: int = 10
     trending_window: int = 2000
+    # Replayed events between retrains of the `retrain` strategies (0: never).
+    retrain_every: int = 10_000
 
 
 @dataclass
@@ -92,16 +97,11 @@ class Tallies:
             self.by_group[group][strategy].add(ranked, item)
 
 
-def _train(
-    spark: SparkSession, cfg: Config, rows: pd.DataFrame, params: ReplayParams, path: str
-) -> tuple[ItemModel, dict[str, np.ndarray], dict[str, Any]]:
-    """The model of the training half: item factors, and each user's batch vector."""
+def _fit(
+    spark: SparkSession, cfg: Config, rows: pd.DataFrame, batch: BatchConfig, opts: EvalOptions
+) -> tuple[ItemModel, dict[str, np.ndarray]]:
+    """ALS on ``rows`` as the batch job trains: item factors, and each user's batch vector."""
     frame = spark.createDataFrame(rows[[E.USER_ID, E.ITEM_ID, RATING, E.EVENT_TIME]])
-    opts = EvalOptions(train=path, test=path, fmt=params.fmt, relevant_min=params.relevant_min)
-    batch = cfg.batch
-    trace: list[dict[str, Any]] = []
-    if cfg.batch.tune_every > 0:
-        batch, trace = tune(frame, opts, cfg.batch, cfg.feedback, cfg.spark.shuffle_partitions)
     interactions = training_input(frame, opts, cfg.feedback, implicit=True)
     users = index_ids(interactions, E.USER_ID, USER_INDEX)
     items = index_ids(interactions, E.ITEM_ID, ITEM_INDEX)
@@ -114,10 +114,50 @@ def _train(
         user_of[r.id]: np.asarray(r.features, dtype=np.float32) for r in als.userFactors.collect()
     }
     f64 = factors.astype(np.float64)
-    meta = training_record(batch, cfg.feedback)
-    model = ItemModel("replay", item_ids, factors, f64.T @ f64, meta)
+    model = ItemModel(
+        "replay", item_ids, factors, f64.T @ f64, training_record(batch, cfg.feedback)
+    )
     indexed.unpersist()
-    return model, vectors, {"params": meta["params"], "tuning": trace}
+    return model, vectors
+
+
+@dataclass
+class Published:
+    """What one training run published: its model, each known user's list (their training
+    items left out) and the popular list, for users it does not know."""
+
+    model: ItemModel
+    lists: dict[str, list[str]]
+    seen: dict[str, set[str]]
+    popular: list[str]
+
+    @classmethod
+    def of(
+        cls, model: ItemModel, vectors: dict[str, np.ndarray], rows: pd.DataFrame, k: int
+    ) -> Published:
+        seen = rows.groupby(E.USER_ID)[E.ITEM_ID].agg(set).to_dict()
+        index, users = model.index_of(), sorted(vectors)
+        exclude = [[index[i] for i in seen.get(u, ()) if i in index] for u in users]
+        ranked = top_n(np.stack([vectors[u] for u in users]), model.item_factors, exclude, k)
+        lists = {
+            user: [model.item_ids[i] for i in best]
+            for user, (best, _) in zip(users, ranked, strict=True)
+        }
+        popular = [item for item, _ in Counter(rows[E.ITEM_ID]).most_common()]
+        return cls(model, lists, seen, popular)
+
+    def list_for(self, user: str, k: int) -> list[str]:
+        return self.lists.get(user) or _without(self.popular, self.seen.get(user, set()), k)
+
+    def folded_in(self, state: UserState | None, cfg: Config, seen: set[str], k: int) -> list[str]:
+        """The stream's list for ``state`` against this model (popular until it has one)."""
+        folded: list[str] = []
+        if state is not None:
+            index = self.model.index_of()
+            update = finish_users([state], self.model, index, cfg, int(state.last_ms or 0))[0]
+            if update.payload:
+                folded = [i for i, _ in L.decode_list(update.payload).items]
+        return _without(folded or self.popular, seen, k)
 
 
 def _without(ranked: list[str], seen: set[str], k: int) -> list[str]:
@@ -129,16 +169,20 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
     if rows[E.EVENT_TIME].isna().any():
         raise ValueError(f"{data}: every row needs a time to be replayed in order")
     rows = rows.sort_values(E.EVENT_TIME, kind="stable").reset_index(drop=True)
-    half = len(rows) // 2
+    half, k = len(rows) // 2, params.k
     train, replay = rows.iloc[:half], rows.iloc[half:]
+    event_type = "rating" if params.fmt == "movielens" else "play"
+    opts = EvalOptions(train=data, test=data, fmt=params.fmt, relevant_min=params.relevant_min)
+
     started = time.monotonic()
-    model, batch_vectors, trained = _train(spark, cfg, train, params, data)
+    batch = cfg.batch
+    trace: list[dict[str, Any]] = []
+    if cfg.batch.tune_every > 0:
+        frame = spark.createDataFrame(train[[E.USER_ID, E.ITEM_ID, RATING, E.EVENT_TIME]])
+        batch, trace = tune(frame, opts, cfg.batch, cfg.feedback, cfg.spark.shuffle_partitions)
+    first = Published.of(*_fit(spark, cfg, train, batch, opts), train, k)
     train_s = time.monotonic() - started
-    index, k, event_type = (
-        model.index_of(),
-        params.k,
-        "rating" if params.fmt == "movielens" else "play",
-    )
+    latest, retrain_s = first, 0.0
 
     def as_events(frame: pd.DataFrame, first_id: int) -> pd.DataFrame:
         return pd.DataFrame(
@@ -151,66 +195,44 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
             }
         )
 
-    # The batch job's lists: every known user's top-k over the catalogue, training items out.
-    seen_train = train.groupby(E.USER_ID)[E.ITEM_ID].agg(set).to_dict()
-    known_users = sorted(batch_vectors)
-    matrix = np.stack([batch_vectors[u] for u in known_users])
-    exclude = [[index[i] for i in seen_train.get(u, ()) if i in index] for u in known_users]
-    batch_lists = {
-        user: [model.item_ids[i] for i in best]
-        for user, (best, _) in zip(
-            known_users, top_n(matrix, model.item_factors, exclude, k + 50), strict=True
-        )
-    }
-    popular = [item for item, _ in Counter(train[E.ITEM_ID]).most_common()]
-
     states: dict[str, UserState] = {}
     max_items, max_ids = 100_000, 8  # the whole history: the replay is not bounded like Redis
     for user, frame in train.groupby(E.USER_ID):
         merged = merge(UserState(), as_events(frame, 0), 0, cfg.feedback, max_items, max_ids)
         if merged is not None:
             states[str(user)] = merged
-    seen_now = {user: set(items) for user, items in seen_train.items()}
-    recent: deque[str] = deque(maxlen=params.trending_window)
-    recent.extend(train[E.ITEM_ID].iloc[-params.trending_window :])
+    seen_now = {user: set(items) for user, items in first.seen.items()}
+    recent: deque[str] = deque(
+        train[E.ITEM_ID].iloc[-params.trending_window :], maxlen=params.trending_window
+    )
     tallies = Tallies()
     started = time.monotonic()
     for n, row in enumerate(replay.itertuples(index=False)):
-        user, item, value = (
-            str(getattr(row, E.USER_ID)),
-            str(getattr(row, E.ITEM_ID)),
-            float(getattr(row, RATING)),
-        )
-        known, seen = user in seen_train, seen_now.setdefault(user, set())
-        if value >= params.relevant_min and item not in seen:
-            batch_list = batch_lists.get(user) or popular
-            tallies.add(
-                "batch_only", known, _without(batch_list, seen_train.get(user, set()), k), item
-            )
+        if n and params.retrain_every and n % params.retrain_every == 0:
+            t = time.monotonic()
+            so_far = rows.iloc[: half + n]
+            latest = Published.of(*_fit(spark, cfg, so_far, batch, opts), so_far, k)
+            retrain_s += time.monotonic() - t
+        user, item = str(getattr(row, E.USER_ID)), str(getattr(row, E.ITEM_ID))
+        known, seen = user in first.seen, seen_now.setdefault(user, set())
+        if float(getattr(row, RATING)) >= params.relevant_min and item not in seen:
             state = states.get(user)
-            folded: list[str] = []
-            if state is not None:
-                update = finish_users([state], model, index, cfg, int(state.last_ms or 0))[0]
-                if update.payload:
-                    folded = [i for i, _ in L.decode_list(update.payload).items]
-            tallies.add("fold_in", known, _without(folded or popular, seen, k), item)
+            tallies.add("batch_only", known, first.list_for(user, k), item)
+            tallies.add("retrain", known, latest.list_for(user, k), item)
+            tallies.add("fold_in", known, first.folded_in(state, cfg, seen, k), item)
+            tallies.add("retrain_fold_in", known, latest.folded_in(state, cfg, seen, k), item)
             trending = [i for i, _ in Counter(recent).most_common(k + len(seen))]
             tallies.add("trending", known, _without(trending, seen, k), item)
-        one = replay.iloc[n : n + 1]
-        merged = merge(
-            states.get(user, UserState()),
-            as_events(one, half + n),
-            n + 1,
-            cfg.feedback,
-            max_items,
-            max_ids,
-        )
+        one = as_events(replay.iloc[n : n + 1], half + n)
+        merged = merge(states.get(user, UserState()), one, n + 1, cfg.feedback, max_items, max_ids)
         if merged is not None:
             states[user] = merged
         seen.add(item)
         recent.append(item)
     replay_s = time.monotonic() - started
-    result = {
+    overall = {name: tally.as_dict() for name, tally in tallies.by_group["all"].items()}
+    batch_hr = overall["batch_only"]["hr"]
+    return {
         "data": str(Path(data).resolve()),
         "events": len(rows),
         "trained_on": half,
@@ -218,26 +240,26 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
         "k": k,
         "relevant_min": params.relevant_min,
         "trending_window": params.trending_window,
-        **trained,
+        "retrain_every": params.retrain_every,
+        "params": first.model.meta["params"],
+        "tuning": trace,
         "train_s": round(train_s, 1),
-        "replay_s": round(replay_s, 1),
+        "retrain_s": round(retrain_s, 1),
+        "replay_s": round(replay_s - retrain_s, 1),
         "results": {
             group: {name: tally.as_dict() for name, tally in by_strategy.items()}
             for group, by_strategy in tallies.by_group.items()
         },
+        "fold_in_hr_vs_batch_only": overall["fold_in"]["hr"] / batch_hr if batch_hr else None,
     }
-    overall = result["results"]["all"]
-    batch_hr = overall["batch_only"]["hr"]
-    result["fold_in_hr_vs_batch_only"] = overall["fold_in"]["hr"] / batch_hr if batch_hr else None
-    return result
 
 
 def table(result: dict[str, Any]) -> str:
     k = result["k"]
-    lines = [f"{'users':<6} {'strategy':<11} {'events':>7} {f'HR@{k}':>7} {f'NDCG@{k}':>8}"]
+    lines = [f"{'users':<6} {'strategy':<16} {'events':>7} {f'HR@{k}':>7} {f'NDCG@{k}':>8}"]
     for group, by_strategy in result["results"].items():
         for name, m in by_strategy.items():
-            lines.append(f"{group:<6} {name:<11} {m['events']:>7} {m['hr']:7.4f} {m['ndcg']:8.4f}")
+            lines.append(f"{group:<6} {name:<16} {m['events']:>7} {m['hr']:7.4f} {m['ndcg']:8.4f}")
     ratio = result["fold_in_hr_vs_batch_only"]
     if ratio is not None:
         lines.append(f"fold-in HR@{k} is {ratio:.2f}x batch-only's")

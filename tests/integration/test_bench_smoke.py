@@ -186,11 +186,13 @@ def test_replay_bench_checks_each_relevant_event_against_every_strategy(
             lines.append(f"{u}\t{(u % 4) * 15 + rng.randrange(15)}\t5\t{t}")
     data = tmp_path / "u.data"
     data.write_text("\n".join(lines) + "\n")
-    result = run_replay(spark, isolated_cfg, str(data), ReplayParams(k=5, trending_window=100))
+    params = ReplayParams(k=5, trending_window=100, retrain_every=100)
+    result = run_replay(spark, isolated_cfg, str(data), params)
     assert result["trained_on"] == len(lines) // 2
     assert result["replayed"] == len(lines) - len(lines) // 2
     groups = result["results"]
-    for strategy in ("batch_only", "fold_in", "trending"):
+    strategies = ("batch_only", "retrain", "fold_in", "retrain_fold_in", "trending")
+    for strategy in strategies:
         total = groups["all"][strategy]["events"]
         assert total > 0 and total == (
             groups["known"][strategy]["events"] + groups["new"][strategy]["events"]
@@ -198,5 +200,6 @@ def test_replay_bench_checks_each_relevant_event_against_every_strategy(
         assert groups["new"][strategy]["events"] > 0
         assert 0 <= groups["all"][strategy]["ndcg"] <= groups["all"][strategy]["hr"] <= 1
     # Every strategy is checked on the same events.
-    assert len({groups["all"][s]["events"] for s in ("batch_only", "fold_in", "trending")}) == 1
+    assert len({groups["all"][s]["events"] for s in strategies}) == 1
+    assert result["retrain_s"] > 0  # the replayed half of 220 events: retrained twice
     assert "fold_in" in replay_table(result)

@@ -69,11 +69,21 @@ def test_explicit_mode_reports_rmse_and_tuning_uses_training_data_only(
 ) -> None:
     train, test = _planted(tmp_path)
     opts = EvalOptions(
-        train=str(train), test=str(test), fmt="delimited", k=5, mode="explicit", tune=True,
+        train=str(train),
+        test=str(test),
+        fmt="delimited",
+        k=5,
+        mode="explicit",
+        tune=True,
         validation_share=0.25,
-    )  # fmt: skip
-    space = BatchConfig(max_iter=5, tune_candidates=4, tune_ranks=(2, 4),
-                        tune_reg_params=(0.05, 0.1), tune_alphas=(1.0, 40.0))  # fmt: skip
+    )
+    space = BatchConfig(
+        max_iter=5,
+        tune_candidates=4,
+        tune_ranks=(2, 4),
+        tune_reg_params=(0.05, 0.1),
+        tune_alphas=(1.0, 40.0),
+    )
     report = evaluate(spark, opts, space, parallelism=2)
     als = report.models[0]
     assert als.name == "als-explicit" and als.rmse is not None and als.rmse >= 0
@@ -118,8 +128,15 @@ def test_bayes_estimator_recovers_low_rank_ratings_and_their_noise(
     noise_sd = 0.3
     train, test = _low_rank_ratings(tmp_path, noise_sd)
     bayes = BayesParams(rank=4, sweeps=40, burn_in=15, keep=5, seed=3)
-    opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5, mode="explicit",
-                       estimator="bayes", bayes=bayes)  # fmt: skip
+    opts = EvalOptions(
+        train=str(train),
+        test=str(test),
+        fmt="delimited",
+        k=5,
+        mode="explicit",
+        estimator="bayes",
+        bayes=bayes,
+    )
     report = evaluate(spark, opts, BatchConfig(), parallelism=2)
     model, pop = report.models
     assert (model.name, pop.name) == ("bayes-explicit", "popularity")
@@ -215,8 +232,14 @@ def test_the_implicit_peer_is_tuned_by_the_same_search_on_the_same_split(
 
     train, test = _planted(tmp_path)
     opts = EvalOptions(train=str(train), test=str(test), fmt="delimited", k=5, tune=True)
-    space = BatchConfig(rank=2, max_iter=4, tune_candidates=3, tune_ranks=(2, 4),
-                        tune_reg_params=(0.05,), tune_alphas=(1.0, 10.0))  # fmt: skip
+    space = BatchConfig(
+        rank=2,
+        max_iter=4,
+        tune_candidates=3,
+        tune_ranks=(2, 4),
+        tune_reg_params=(0.05,),
+        tune_alphas=(1.0, 10.0),
+    )
     ours = evaluate(spark, opts, space, parallelism=2)
     peer, trials = implicit_peer(spark, opts, space, FeedbackConfig())
     assert peer.name == "implicit-lib" and peer.ranking.users == ours.models[0].ranking.users
