@@ -80,11 +80,21 @@ def _java_cmd(cfg: Config, libs: Path, main: list[str]) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never starting
+    with "-" (the storage tool would read it as an option; Kafka's Uuid.randomUuid redraws
+    such ids too)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
 def _format_storage(cfg: Config, libs: Path, props: Path) -> None:
     id_file = home(cfg) / "cluster.id"
-    if not id_file.exists():
-        raw = uuid.uuid4().bytes
-        id_file.write_text(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+    # An id starting with "-" never formatted anything (the tool refused it): draw a new one.
+    if not id_file.exists() or id_file.read_text().startswith("-"):
+        id_file.write_text(new_cluster_id())
     cmd = _java_cmd(
         cfg,
         libs,
