@@ -27,8 +27,16 @@ def fetch(cfg: Config) -> dict[str, str]:
 
 
 def up(cfg: Config) -> dict[str, str]:
-    """Start Redis and Kafka, create the topics, and resolve the Spark connector jars."""
-    result = {"redis": redis_server.start(cfg), "kafka": kafka_broker.start(cfg)}
+    """Start Redis and Kafka, create the topics, and resolve the Spark connector jars. When
+    Kafka fails to start, a Redis this call started is stopped again: a half-up stack would
+    hold its port and make the next `up` fail on it."""
+    result = {"redis": redis_server.start(cfg)}
+    try:
+        result["kafka"] = kafka_broker.start(cfg)
+    except BaseException:
+        if result["redis"] != "already running":
+            redis_server.process(cfg).stop()
+        raise
     ensure_topics(cfg.kafka)
     maven.spark_connector_jars(cfg.stack.cache_dir)
     for name, what in result.items():

@@ -218,3 +218,21 @@ def test_missing_redis_server_binary_gives_the_install_hint(
     assert os.environ["PATH"] == path_before  # restored on leaving the block
     assert redis_server.process(cfg).pid() is None
     assert not port_open(cfg.redis.host, cfg.redis.port)
+
+
+def test_a_failed_kafka_start_leaves_no_redis_behind(tmp_path: Path) -> None:
+    cfg = throwaway_config(tmp_path / "stack")
+    _, kafka_port = kafka_broker.host_port(cfg.kafka.bootstrap_servers)
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", kafka_port))
+    squatter.listen()
+    try:
+        with pytest.raises(StackError, match="already taken"):
+            manager.up(cfg)
+        # The Redis this `up` started is stopped again: its port is free for the next `up`.
+        assert redis_server.process(cfg).pid() is None
+        assert not port_open(cfg.redis.host, cfg.redis.port)
+    finally:
+        squatter.close()
+        manager.down(cfg)
