@@ -24,7 +24,7 @@ from streamrec.batch.evaluate import (
 from streamrec.batch.metrics import RankingMetrics
 from streamrec.batch.rating_files import read_ratings
 from streamrec.batch.search import candidates, successive_halving
-from streamrec.bench.quality import QualityParams, _implicit_library
+from streamrec.bench.quality import QualityParams, implicit_library
 from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def implicit_peer(
 
     def score(setting: BatchConfig) -> float:
         ndcg = float(
-            _implicit_library(inner, _params(setting, opts.k), base.seed)["ranking"]["ndcg"]
+            implicit_library(inner, _params(setting, opts.k), base.seed)["ranking"]["ndcg"]
         )
         log.info(
             "peer implicit: rank %d regularization %g alpha %g, %d iterations: ndcg@%d %.4f",
@@ -69,7 +69,7 @@ def implicit_peer(
         return ndcg
 
     chosen, trials = successive_halving(candidates(base, base, base.seed), score, base.max_iter)
-    final = _implicit_library(split, _params(chosen, opts.k), base.seed)
+    final = implicit_library(split, _params(chosen, opts.k), base.seed)
     params = {
         "rank": chosen.rank,
         "regularization": chosen.reg_param,

@@ -59,7 +59,7 @@ class QualityParams:
     seeds: tuple[int, ...] = (42, 43, 44)
 
 
-def _implicit_library(split: Any, params: QualityParams, seed: int) -> dict[str, Any]:
+def implicit_library(split: Any, params: QualityParams, seed: int) -> dict[str, Any]:
     """Fit and score `implicit`'s ALS on exactly the training matrix streamrec uses."""
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
@@ -135,7 +135,7 @@ def run_quality(spark: SparkSession, data_dir: str, params: QualityParams) -> di
         log.info("bench quality: streamrec implicit ALS, seed %d", seed)
         ours.append(score_als(split, replace(implicit_cfg, seed=seed), params.k, 2))
         log.info("bench quality: implicit library ALS, seed %d", seed)
-        theirs.append(_implicit_library(split, params, seed))
+        theirs.append(implicit_library(split, params, seed))
     log.info("bench quality: popularity, explicit ALS, scoring speed")
     popularity = score_popularity(split, params.k)
     explicit = score_als(explicit_split, explicit_cfg, params.k, 2)

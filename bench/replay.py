@@ -38,7 +38,7 @@ from pyspark.sql import SparkSession
 from streamrec.batch.evaluate import EvalOptions, training_input, tune
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.interactions import RATING
-from streamrec.batch.rating_files import read_ratings
+from streamrec.batch.rating_files import DEFAULT_EVENT_TYPES, read_ratings
 from streamrec.batch.scoring import dense_item_factors
 from streamrec.batch.train import train_als
 from streamrec.model.scoring import top_n
@@ -127,6 +127,7 @@ class Published:
     items left out) and the popular list, for users it does not know."""
 
     model: ItemModel
+    index: dict[str, int]  # the model's item id -> position, built once per training run
     lists: dict[str, list[str]]
     seen: dict[str, set[str]]
     popular: list[str]
@@ -144,7 +145,7 @@ class Published:
             for user, (best, _) in zip(users, ranked, strict=True)
         }
         popular = [item for item, _ in Counter(rows[E.ITEM_ID]).most_common()]
-        return cls(model, lists, seen, popular)
+        return cls(model, index, lists, seen, popular)
 
     def list_for(self, user: str, k: int) -> list[str]:
         return self.lists.get(user) or _without(self.popular, self.seen.get(user, set()), k)
@@ -153,8 +154,7 @@ class Published:
         """The stream's list for ``state`` against this model (popular until it has one)."""
         folded: list[str] = []
         if state is not None:
-            index = self.model.index_of()
-            update = finish_users([state], self.model, index, cfg, int(state.last_ms or 0))[0]
+            update = finish_users([state], self.model, self.index, cfg, int(state.last_ms or 0))[0]
             if update.payload:
                 folded = [i for i, _ in L.decode_list(update.payload).items]
         return _without(folded or self.popular, seen, k)
@@ -171,7 +171,7 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
     rows = rows.sort_values(E.EVENT_TIME, kind="stable").reset_index(drop=True)
     half, k = len(rows) // 2, params.k
     train, replay = rows.iloc[:half], rows.iloc[half:]
-    event_type = "rating" if params.fmt == "movielens" else "play"
+    event_type = DEFAULT_EVENT_TYPES[params.fmt]
     opts = EvalOptions(train=data, test=data, fmt=params.fmt, relevant_min=params.relevant_min)
 
     started = time.monotonic()

@@ -227,31 +227,22 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     if args.which == "costs":
         return _bench_costs(cfg, args)
     spark = build_spark(cfg, "bench")
-    if args.which == "replay":
-        from streamrec.bench import replay
-
+    if args.which in ("replay", "tuning"):
         if not args.data:
-            print("streamrec: error: bench replay needs --data FILE (u.data)", file=sys.stderr)
+            message = f"streamrec: error: bench {args.which} needs --data FILE (u.data)"
+            print(message, file=sys.stderr)
             return 2
-        replayed = replay.run_replay(spark, cfg, args.data, replay.ReplayParams())
-        print(replay.table(replayed))
-        if args.json:
-            write(replayed, args.json)
-            print(f"written: {args.json}")
-        return 0
-    if args.which == "tuning":
-        from streamrec.bench import tuning
+        if args.which == "replay":
+            from streamrec.bench import replay
 
-        if not args.data:
-            print("streamrec: error: bench tuning needs --data FILE (u.data)", file=sys.stderr)
-            return 2
-        tuned = tuning.run_tuning_bench(spark, cfg, args.data)
-        print(tuning.table(tuned))
-        if args.json:
-            write(tuned, args.json)
-            print(f"written: {args.json}")
-        return 0
-    if args.which == "scoring":
+            result = replay.run_replay(spark, cfg, args.data, replay.ReplayParams())
+            print(replay.table(result))
+        else:
+            from streamrec.bench import tuning
+
+            result = tuning.run_tuning_bench(spark, cfg, args.data)
+            print(tuning.table(result))
+    elif args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
 
         result = run_scoring(spark, args.users, args.items, args.rank, args.seen, args.k)
