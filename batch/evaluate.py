@@ -33,8 +33,10 @@ from streamrec.batch.rating_files import (
     read_ratings,
 )
 from streamrec.batch.scoring import FEATURES, ITEMS, SEEN, dense_item_factors, rank_users
-from streamrec.batch.search import candidates, successive_halving
+from streamrec.batch.search import candidates, choose_family, successive_halving
 from streamrec.batch.train import train_als
+from streamrec.model.ease import fit_ease, gram_matrix, history_vectors
+from streamrec.model.scoring import top_n
 from streamrec.schemas import events as E
 from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
@@ -248,6 +250,96 @@ def score_als(
     return ModelScore(name, params, ranking, error, train_s, time.monotonic() - t)
 
 
+def score_ease(split: Split, cfg: BatchConfig, k: int) -> ModelScore:
+    """EASE (model/ease.py) fitted on the split's training ratings on the driver, every user
+    with relevant items ranked by their training row times the item-item matrix."""
+    t = time.monotonic()
+    rows = _ease_rows(split)
+    matrix = fit_ease(gram_matrix(*rows, split.item_count, cfg.ease_binary), cfg.ease_l2)
+    train_s = time.monotonic() - t
+    t = time.monotonic()
+    ranking = ranking_from_ease(split, matrix, cfg, k, rows)
+    return ModelScore("ease", ease_params(cfg), ranking, None, train_s, time.monotonic() - t)
+
+
+def search_ease(split: Split, cfg: BatchConfig, k: int) -> list[dict[str, Any]]:
+    """Every EASE setting of the search space (``tune_ease_l2s``, binarised or not) scored on
+    the split: one Gram matrix per input, one inverse per penalty. Empty when the catalogue is
+    larger than ``ease_max_items``."""
+    if split.item_count > cfg.ease_max_items:
+        log.info(
+            "tune: EASE skipped: %d items > batch.ease_max_items %d",
+            split.item_count,
+            cfg.ease_max_items,
+        )
+        return []
+    rows = _ease_rows(split)
+    trials = []
+    for binary in (True, False):
+        gram = gram_matrix(*rows, split.item_count, binary)
+        for l2 in cfg.tune_ease_l2s:
+            setting = replace(cfg, family="ease", ease_l2=l2, ease_binary=binary)
+            ranking = ranking_from_ease(split, fit_ease(gram, l2), setting, k, rows)
+            log.info("tune: EASE l2 %g binary %s: ndcg@%d %.4f", l2, binary, k, ranking.ndcg)
+            trials.append({**ease_params(setting), "ndcg": ranking.ndcg})
+    return trials
+
+
+def _ease_rows(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = split.train.select(USER_INDEX, ITEM_INDEX, RATING).collect()
+    return (
+        np.array([r[USER_INDEX] for r in rows], dtype=np.int64),
+        np.array([r[ITEM_INDEX] for r in rows], dtype=np.int64),
+        np.array([r[RATING] for r in rows], dtype=np.float64),
+    )
+
+
+def ease_params(cfg: BatchConfig) -> dict[str, Any]:
+    return {"family": "ease", "ease_l2": cfg.ease_l2, "ease_binary": cfg.ease_binary}
+
+
+def ranking_from_ease(
+    split: Split,
+    matrix: np.ndarray,
+    cfg: BatchConfig,
+    k: int,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> RankingMetrics:
+    """Top-k of ``matrix`` (EASE's Bᵀ over the split's item indexes) for the users with relevant
+    items, from their training rows (user index, item index, rating)."""
+    users, items, ratings = rows
+    index_of_user = {r[E.USER_ID]: r[USER_INDEX] for r in split.users.collect()}
+    order = np.argsort(users, kind="stable")
+    users, items, ratings = users[order], items[order], ratings[order]
+    starts = np.searchsorted(users, np.arange(users.max() + 2 if users.size else 1))
+    wanted = sorted(split.relevant)
+    histories = []
+    for user in wanted:
+        at = index_of_user.get(user)
+        if at is None or at + 1 >= len(starts):
+            histories.append((np.empty(0, dtype=np.int64), np.empty(0)))
+        else:
+            lo, hi = starts[at], starts[at + 1]
+            histories.append((items[lo:hi], ratings[lo:hi]))
+    vectors = history_vectors(histories, split.item_count, cfg.ease_binary)
+    item_ids = _item_ids(split)
+    lists: list[list[str]] = [[] for _ in wanted]
+    personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
+    if personal:
+        stacked = np.stack([vector for _, vector in personal])
+        seen = [histories[row][0].tolist() for row, _ in personal]
+        for (row, _), (best, _) in zip(personal, top_n(stacked, matrix, seen, k), strict=True):
+            lists[row] = [item_ids[i] for i in best]
+    return ranking_metrics(lists, [split.relevant[u] for u in wanted], k, split.item_count)
+
+
+def score_model(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> ModelScore:
+    """The family ``cfg`` names, trained on the split and scored: what ranks production lists."""
+    if cfg.family == "ease" and cfg.implicit:
+        return score_ease(split, cfg, k)
+    return score_als(split, cfg, k, parallelism)
+
+
 def score_bayes(split: Split, params: BayesParams, k: int, partitions: int) -> ModelScore:
     """Bayesian ALS (explicit ratings): RMSE from the posterior mean of every sweep after the
     burn-in, lists from the kept samples."""
@@ -368,8 +460,18 @@ def tune(
     trace = []
     for trial in trials:
         score = scores[(trial.rank, trial.reg_param, trial.alpha, trial.max_iter)]
-        trace.append({**trial.as_dict(), "ndcg": score.ranking.ndcg, "rmse": score.rmse})
-    return chosen, trace
+        trace.append(
+            {"family": "als", **trial.as_dict(), "ndcg": score.ranking.ndcg, "rmse": score.rmse}
+        )
+    if not base.implicit or "ease" not in base.tune_families:
+        return replace(chosen, family="als"), trace
+    # The batch job's family choice: EASE ranks the lists when it beats ALS on validation.
+    last_round = max((t.round for t in trials), default=0)
+    als_ndcg = max((t.ndcg for t in trials if t.round == last_round), default=None)
+    ease_trials = search_ease(inner, base, opts.k)
+    if ease_trials and als_ndcg is None:
+        als_ndcg = objective(chosen)
+    return choose_family(chosen, als_ndcg, ease_trials), trace + ease_trials
 
 
 def evaluate(
@@ -400,7 +502,7 @@ def evaluate(
     if opts.estimator == "bayes":
         report.models.append(score_bayes(split, opts.bayes, opts.k, parallelism))
     else:
-        report.models.append(score_als(split, cfg, opts.k, parallelism))
+        report.models.append(score_model(split, cfg, opts.k, parallelism))
     report.models.append(score_popularity(split, opts.k))
     return report
 

@@ -7,20 +7,19 @@ margin, is not promoted."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streamrec.batch.evaluate import Split, make_split, score_als, score_popularity
+from streamrec.batch.evaluate import Split, make_split, score_model, score_popularity
 from streamrec.batch.interactions import RATING, to_interactions
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics
 from streamrec.errors import ModelStoreError
-from streamrec.model.foldin import fold_in_many
-from streamrec.model.scoring import top_n
-from streamrec.model.store import ItemModel, check_foldable
+from streamrec.model.lists import rank_histories
+from streamrec.model.store import FoldInParams, ItemModel, check_foldable, trained_setting
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config, FeedbackConfig
 
@@ -70,7 +69,7 @@ def holdout_metrics(
     split = time_split(events, cfg.feedback, cut, "holdout")
     if split is None:
         return None
-    als = score_als(split, cfg.batch, k, cfg.spark.shuffle_partitions)
+    als = score_model(split, cfg.batch, k, cfg.spark.shuffle_partitions)
     popularity = score_popularity(split, k)
     log.info(
         "holdout@%d: candidate ndcg %.4f precision %.4f; popularity ndcg %.4f (%d users)",
@@ -112,21 +111,14 @@ def _current_metrics(
         params = check_foldable(model, asdict(cfg.feedback))
         if int(model.meta.get("data_cut_ms") or 0) < cut:
             method = FOLDED_IN
-            ranking = score_folded_in(split, model, params.reg_param, params.alpha, k)
+            ranking = score_folded_in(split, model, params, k)
         else:
-            trained = model.meta["params"]
-            batch = replace(
-                cfg.batch,
-                rank=int(trained["rank"]),
-                max_iter=int(trained["max_iter"]),
-                reg_param=params.reg_param,
-                alpha=params.alpha,
-            )
+            batch = trained_setting(cfg.batch, model.meta)
             if batch == cfg.batch:
                 method, ranking = SAME_PARAMETERS, candidate
             else:
                 method = RETRAINED_ON_SPLIT
-                ranking = score_als(split, batch, k, cfg.spark.shuffle_partitions).ranking
+                ranking = score_model(split, batch, k, cfg.spark.shuffle_partitions).ranking
     except (ModelStoreError, KeyError, TypeError, ValueError) as exc:
         log.warning("holdout: the current model %s is not compared: %r", model.version, exc)
         return None
@@ -134,11 +126,10 @@ def _current_metrics(
     return {"version": model.version, "method": method, **ranking.as_dict()}
 
 
-def score_folded_in(
-    split: Split, model: ItemModel, reg_param: float, alpha: float, k: int
-) -> RankingMetrics:
-    """Top-k lists of ``model`` for the split's users with relevant items, each user's vector
-    folded in from their training ratings, their training items left out."""
+def score_folded_in(split: Split, model: ItemModel, params: FoldInParams, k: int) -> RankingMetrics:
+    """Top-k lists of ``model`` for the split's users with relevant items, each user's list
+    built from their training ratings as the stream builds it (model/lists.py), their training
+    items left out."""
     users = sorted(split.relevant)
     spark = split.train.sparkSession
     wanted = spark.createDataFrame([(u,) for u in users], f"{E.USER_ID} string")
@@ -156,15 +147,10 @@ def score_folded_in(
         )
         for u in users
     ]
-    vectors = fold_in_many(model.item_factors, model.gram, histories, reg_param, alpha)
     lists: list[list[str]] = [[] for _ in users]
-    folded = [(at, vector) for at, vector in enumerate(vectors) if vector is not None]
-    if folded:
-        matrix = np.stack([vector for _, vector in folded]).astype(np.float32)
-        seen = [histories[at][0].tolist() for at, _ in folded]
-        ranked = top_n(matrix, model.item_factors, seen, k)
-        for (at, _), (best, _) in zip(folded, ranked, strict=True):
-            lists[at] = [model.item_ids[i] for i in best]
+    for at, best in enumerate(rank_histories(model, params, histories, k)):
+        if best is not None:
+            lists[at] = [model.item_ids[i] for i in best[0]]
     return ranking_metrics(lists, [split.relevant[u] for u in users], k, split.item_count)
 
 

@@ -20,7 +20,7 @@ from streamrec.batch.holdout import holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import popular_items, user_lists
-from streamrec.batch.scoring import FEATURES, SEEN, rank_users
+from streamrec.batch.scoring import FEATURES, RATINGS, SEEN, rank_histories, rank_users
 from streamrec.batch.segment_report import write_report
 from streamrec.batch.segmentation import FEATURES as SEG_FEATURES
 from streamrec.batch.segmentation import (
@@ -32,7 +32,7 @@ from streamrec.batch.segmentation import (
     train_segments,
     user_feature_frame,
 )
-from streamrec.batch.train import train_als
+from streamrec.batch.train import train_als, train_ease
 from streamrec.batch.tuning import choose_parameters
 from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
@@ -88,7 +88,15 @@ class BatchResult:
         if self.params:
             p = self.params
             how = "tuned" if (self.tuning or {}).get("tuned") else "kept"
-            setting = f"; rank {p['rank']} regParam {p['reg_param']:g} alpha {p['alpha']:g} ({how})"
+            family = (
+                f"EASE l2 {p['ease_l2']:g}{' binarised' if p['ease_binary'] else ''}, ALS"
+                if p.get("family") == "ease"
+                else "ALS"
+            )
+            setting = (
+                f"; {family} rank {p['rank']} regParam {p['reg_param']:g} alpha {p['alpha']:g} "
+                f"({how})"
+            )
         return (
             f"model {self.version}: {self.events} events, {self.users} users, {self.items} items, "
             f"{self.interactions} interactions; {self.lists_written} lists written, "
@@ -234,7 +242,9 @@ def save_model(
         # How the setting was chosen: the search's trials and validation scores, or why not.
         "tuning": tuning,
     }
-    store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta)
+    # An EASE version ranks lists with its item-item matrix over the same items, in the same order.
+    matrix = train_ease(data.indexed, item_ids, cfg.batch) if cfg.batch.family == "ease" else None
+    store.write_item_model(cfg.paths.model_store, version, item_ids, factors, meta, matrix)
     for kind, mapping in (("users", data.users), ("items", data.items)):
         mapping.write.mode("overwrite").parquet(
             store.id_map_dir(cfg.paths.model_store, version, kind)
@@ -259,23 +269,32 @@ def publish(
     positions = spark.createDataFrame(
         [(item, pos) for pos, item in enumerate(model.item_ids)], f"{E.ITEM_ID} string, pos int"
     )
-    seen = (
+    history = (
         data.indexed.where(F.col(RATING) != 0)
         .join(positions, E.ITEM_ID)
         .groupBy(E.USER_ID)
-        .agg(F.collect_list("pos").alias(SEEN))
+        .agg(F.collect_list(F.struct("pos", RATING)).alias("history"))
+        .select(
+            E.USER_ID, F.col("history.pos").alias(SEEN), F.col(f"history.{RATING}").alias(RATINGS)
+        )
     )
     user_vectors = (
         als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
         .select(E.USER_ID, F.col("features").alias(FEATURES))
-        .join(seen, E.USER_ID)
+        .join(history.drop(RATINGS), E.USER_ID)
     )
     stamp = ListStamp(L.SOURCE_BATCH, model.version, int(time.time() * 1000), data.data_cut_ms)
     client = connect(cfg.redis)
     try:
         previous = client.get(L.current_model_key(cfg.redis.key_prefix))
         previous_version = previous.decode() if isinstance(previous, bytes) else previous
-        ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
+        if model.item_matrix is not None:
+            params = store.fold_in_params(model)
+            ranked = rank_histories(
+                history, model.item_ids, model.item_matrix, cfg.batch.top_n, params.ease_binary
+            )
+        else:
+            ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
         if segments is not None:
             ranked = ranked.join(segments.assignments, E.USER_ID, "left")
         rows = user_lists(ranked, cfg, stamp)

@@ -16,11 +16,13 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from streamrec.model.ease import history_vectors
 from streamrec.model.scoring import top_n
 from streamrec.schemas import events as E
 
 FEATURES = "features"
 SEEN = "seen"
+RATINGS = "ratings"
 ITEMS = "items"
 SCORES = "scores"
 
@@ -59,5 +61,40 @@ def rank_users(
                 ITEMS: [[ids[i] for i in idx] for idx, _ in best],
                 SCORES: [sc.astype(float).tolist() for _, sc in best],
             })  # fmt: skip
+
+    return users.mapInPandas(score, schema=RANKED)
+
+
+def rank_histories(
+    users: DataFrame, item_ids: Sequence[str], item_matrix: np.ndarray, k: int, binary: bool
+) -> DataFrame:
+    """(user_id, items, scores) from (user_id, seen item positions, their ratings) under an
+    EASE version: each user's feedback row times the item-item matrix (model/ease.py), as the
+    stream scores them."""
+    bc = users.sparkSession.sparkContext.broadcast((list(item_ids), item_matrix))
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids, matrix = bc.value
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            histories = [
+                (np.asarray(seen, dtype=np.int64), np.asarray(ratings, dtype=np.float64))
+                for seen, ratings in zip(pdf[SEEN], pdf[RATINGS], strict=True)
+            ]
+            vectors = history_vectors(histories, len(ids), binary)
+            personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
+            if not personal:
+                continue
+            rows = [row for row, _ in personal]
+            stacked = np.stack([vector for _, vector in personal])
+            best = top_n(stacked, matrix, [histories[row][0].tolist() for row in rows], k)
+            yield pd.DataFrame(
+                {
+                    E.USER_ID: pdf[E.USER_ID].to_numpy()[rows],
+                    ITEMS: [[ids[i] for i in idx] for idx, _ in best],
+                    SCORES: [sc.astype(float).tolist() for _, sc in best],
+                }
+            )
 
     return users.mapInPandas(score, schema=RANKED)

@@ -79,3 +79,17 @@ def successive_halving(
         round_no += 1
     # The one left is not scored again: the holdout and the final fit train it at max_iter.
     return replace(alive[0], max_iter=max_iter), trials
+
+
+def choose_family(
+    als: BatchConfig, als_ndcg: float | None, ease_trials: list[dict[str, Any]]
+) -> BatchConfig:
+    """``als`` (the ALS setting the search kept, scoring ``als_ndcg`` on validation), turned
+    into the best EASE trial's setting when that scores higher. ALS's parameters stay in the
+    setting either way: segments are assigned from its factors."""
+    best = max(ease_trials, key=lambda trial: trial["ndcg"], default=None)
+    if best is None or (als_ndcg is not None and best["ndcg"] <= als_ndcg):
+        return replace(als, family="als")
+    return replace(
+        als, family="ease", ease_l2=float(best["ease_l2"]), ease_binary=bool(best["ease_binary"])
+    )

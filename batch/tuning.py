@@ -1,4 +1,5 @@
-"""Self-tuning retrains: the batch job chooses rank, regParam and alpha on its own data.
+"""Self-tuning retrains: the batch job chooses the model family (ALS or EASE) and its
+parameters on its own data.
 
 The choice is made on a validation split carved from the training events by time: of the
 events before the promotion holdout (all events when the holdout is off), the newest
@@ -8,20 +9,24 @@ the job reports is never looked at, so its figures stay an honest test of the ch
 The search is successive halving: ``tune_candidates`` settings (the current model's first, then
 a seeded sample of the grid) train at a quarter of ``max_iter``; the best third go on with twice
 the iterations, and so on until one is left (at ``max_iter``, only the best one is kept).
+EASE has a closed form, so each of its settings (``tune_ease_l2s``, feedback binarised or not)
+is fitted once; it replaces ALS as what ranks the lists when it scores higher on validation.
+ALS's chosen setting is kept either way (segments use its factors).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame
 
-from streamrec.batch.evaluate import score_als, score_popularity
+from streamrec.batch.evaluate import score_als, score_popularity, search_ease
 from streamrec.batch.holdout import before, time_cut, time_split
-from streamrec.batch.search import Trial, candidates, successive_halving
+from streamrec.batch.search import Trial, candidates, choose_family, successive_halving
+from streamrec.model.store import trained_setting, training_record
 from streamrec.schemas.config import BatchConfig, Config
 
 log = logging.getLogger(__name__)
@@ -48,20 +53,6 @@ def should_tune(batch: BatchConfig, current_meta: dict[str, Any] | None) -> bool
     return int(tuning.get("runs_since", 0)) + 1 >= batch.tune_every
 
 
-def _params_of(batch: BatchConfig, meta: dict[str, Any] | None) -> BatchConfig:
-    """``batch`` with the setting a model was trained with, when it says."""
-    params = (meta or {}).get("params") or {}
-    try:
-        return replace(
-            batch,
-            rank=int(params["rank"]),
-            reg_param=float(params["reg_param"]),
-            alpha=float(params["alpha"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        return batch
-
-
 def choose_parameters(
     events: DataFrame, cfg: Config, current_meta: dict[str, Any] | None
 ) -> Tuning:
@@ -69,7 +60,7 @@ def choose_parameters(
     batch = cfg.batch
     if batch.tune_every <= 0:
         return Tuning(batch, {"tuned": False, "reason": "tuning off (batch.tune_every = 0)"})
-    start = _params_of(batch, current_meta if (current_meta or {}).get("tuning") else None)
+    start = trained_setting(batch, current_meta if (current_meta or {}).get("tuning") else None)
     if not should_tune(batch, current_meta):
         runs = int((current_meta or {}).get("tuning", {}).get("runs_since", 0)) + 1
         return Tuning(
@@ -86,12 +77,13 @@ def choose_parameters(
     seconds = time.monotonic() - started
     if outcome is None:
         return Tuning(start, {"tuned": False, "reason": "too few events to carve a validation"})
-    chosen, trials, validation = outcome
-    tuned = {"rank": chosen.rank, "reg_param": chosen.reg_param, "alpha": chosen.alpha}
+    chosen, trials, ease_trials, validation = outcome
+    tuned = training_record(chosen, cfg.feedback)["params"]
     best = validation["best_ndcg"]
     log.info(
-        "tune: chose rank %d regParam %g alpha %g (validation ndcg@%d %s, popularity %.4f, "
-        "%d users; %d trials in %.1f s)",
+        "tune: chose %s, ALS rank %d regParam %g alpha %g (validation ndcg@%d %s, popularity "
+        "%.4f, %d users; %d trials in %.1f s)",
+        describe_family(chosen),
         chosen.rank,
         chosen.reg_param,
         chosen.alpha,
@@ -99,7 +91,7 @@ def choose_parameters(
         "-" if best is None else f"{best:.4f}",
         validation["popularity_ndcg"],
         validation["users"],
-        len(trials),
+        len(trials) + len(ease_trials),
         seconds,
     )
     record = {
@@ -109,13 +101,21 @@ def choose_parameters(
         "seconds": round(seconds, 3),
         "validation": validation,
         "trials": [trial.as_dict() for trial in trials],
+        "ease_trials": ease_trials,
     }
     return Tuning(chosen, record)
 
 
+def describe_family(setting: BatchConfig) -> str:
+    if setting.family == "ease":
+        how = "binarised" if setting.ease_binary else "weighted"
+        return f"EASE l2 {setting.ease_l2:g} ({how} feedback)"
+    return "ALS"
+
+
 def _search(
     events: DataFrame, cfg: Config, start: BatchConfig
-) -> tuple[BatchConfig, list[Trial], dict[str, Any]] | None:
+) -> tuple[BatchConfig, list[Trial], list[dict[str, Any]], dict[str, Any]] | None:
     batch = cfg.batch
     # Never the promotion holdout: only the events before it.
     pool, share = events, DEFAULT_VALIDATION_SHARE
@@ -140,15 +140,26 @@ def _search(
         )
         return ndcg
 
-    settings = candidates(batch, start, batch.seed)
-    chosen, trials = successive_halving(settings, score, batch.max_iter)
-    last_round = max((t.round for t in trials), default=0)
-    best = max((t.ndcg for t in trials if t.round == last_round), default=None)
+    als, als_ndcg = start, None
+    trials: list[Trial] = []
+    if "als" in batch.tune_families:
+        als, trials = successive_halving(
+            candidates(batch, start, batch.seed), score, batch.max_iter
+        )
+        last_round = max((t.round for t in trials), default=0)
+        als_ndcg = max((t.ndcg for t in trials if t.round == last_round), default=None)
+    ease_trials = search_ease(split, batch, k) if "ease" in batch.tune_families else []
+    if ease_trials and "als" in batch.tune_families and als_ndcg is None:
+        als_ndcg = score(als)  # one ALS candidate: no halving round scored it
+    chosen = choose_family(als, als_ndcg, ease_trials)
     validation = {
         "split_ms": cut,
         "share": share,
         "users": len(split.relevant),
-        "best_ndcg": best,
+        "best_ndcg": max([als_ndcg or 0.0] + [t["ndcg"] for t in ease_trials])
+        if (als_ndcg is not None or ease_trials)
+        else None,
+        "als_ndcg": als_ndcg,
         "popularity_ndcg": score_popularity(split, k).ranking.ndcg,
     }
-    return chosen, trials, validation
+    return chosen, trials, ease_trials, validation

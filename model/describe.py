@@ -42,11 +42,18 @@ def _ndcg(metrics: dict[str, Any] | None) -> str:
     return "-" if not metrics else f"{float(metrics['ndcg']):.4f}"
 
 
+def _family(params: dict[str, Any]) -> str:
+    if params.get("family") == "ease":
+        return f"ease {float(params.get('ease_l2', 0)):g}"
+    return "als"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """One line per version: live or not, setting and how it was chosen, holdout NDCG of the
     version, popularity and the model it was compared with, and the gate's word."""
     head = (
-        f"{'version':<26} {'live':<4} {'events':>8} {'rank':>4} {'reg':>6} {'alpha':>6} "
+        f"{'version':<26} {'live':<4} {'events':>8} {'family':<10} {'rank':>4} {'reg':>6} "
+        f"{'alpha':>6} "
         f"{'chosen':<7} {'ndcg':>7} {'pop':>7} {'current':>7}  decision"
     )
     lines = [head, "-" * len(head)]
@@ -56,7 +63,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         decision = (row["promotion"] or {}).get("reason", "-")
         lines.append(
             f"{row['version']:<26} {'yes' if row['current'] else '':<4} "
-            f"{row['events'] or 0:>8} {params.get('rank', '-'):>4} "
+            f"{row['events'] or 0:>8} {_family(params):<10} {params.get('rank', '-'):>4} "
             f"{params.get('reg_param', '-'):>6} {params.get('alpha', '-'):>6} {chosen:<7} "
             f"{_ndcg(holdout.get('als')):>7} {_ndcg(holdout.get('popularity')):>7} "
             f"{_ndcg(holdout.get('current')):>7}  {decision}"

@@ -6,6 +6,8 @@
             item_ids.json            item index -> item id (the ALS integer id is the index)
             item_factors.npy         float32 (items x rank), rows in index order
             gram.npy                 float64 YᵀY, so a fold-in does not recompute it
+            item_matrix.npy          EASE versions only: float32 Bᵀ (items x items), what
+                                     ranks their lists (model/ease.py)
             als/                     the Spark ALSModel (for evaluation and re-scoring)
             id_maps/users/, items/   Parquet (id, index): ALS's integer ids, append-only
                                      across versions, so an id keeps its index
@@ -24,7 +26,7 @@ import io
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from streamrec.model.segments import SegmentAssigner
 from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 CURRENT = "current"
+ITEM_MATRIX = "item_matrix.npy"
 SEGMENT_ASSIGNER = "segments/assigner.npz"
 
 
@@ -46,8 +49,9 @@ def new_version_name(now_s: float | None = None) -> str:
 
 @dataclass(frozen=True)
 class ItemModel:
-    """What scoring and fold-in need: item factors, their Gram matrix and the id map; and the
-    segment assigner when the version has segments."""
+    """What scoring and fold-in need: item factors, their Gram matrix and the id map; the
+    segment assigner when the version has segments; and for an EASE version its item-item
+    matrix, which then ranks the lists (ALS's factors still place users in segments)."""
 
     version: str
     item_ids: list[str]
@@ -55,6 +59,7 @@ class ItemModel:
     gram: np.ndarray
     meta: dict[str, Any]
     segments: SegmentAssigner | None = None
+    item_matrix: np.ndarray | None = None
 
     def index_of(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
@@ -65,23 +70,54 @@ def training_record(batch: BatchConfig, feedback: FeedbackConfig) -> dict[str, A
     the events -> ratings transform (what ``check_foldable`` reads back)."""
     return {
         "params": {
+            "family": batch.family,
             "rank": batch.rank,
             "reg_param": batch.reg_param,
             "alpha": batch.alpha,
             "max_iter": batch.max_iter,
             "implicit": batch.implicit,
+            **(
+                {"ease_l2": batch.ease_l2, "ease_binary": batch.ease_binary}
+                if batch.family == "ease"
+                else {}
+            ),
         },
         "feedback": asdict(feedback),
     }
 
 
+def trained_setting(batch: BatchConfig, meta: dict[str, Any] | None) -> BatchConfig:
+    """``batch`` with the setting a version's meta.json says it was trained with (the inverse
+    of ``training_record``); ``batch`` itself when the record is missing or unreadable."""
+    params = (meta or {}).get("params") or {}
+    try:
+        setting = replace(
+            batch,
+            family=str(params.get("family", "als")),
+            rank=int(params["rank"]),
+            reg_param=float(params["reg_param"]),
+            alpha=float(params["alpha"]),
+            max_iter=int(params.get("max_iter", batch.max_iter)),
+        )
+        if setting.family == "ease":
+            setting = replace(
+                setting,
+                ease_l2=float(params["ease_l2"]),
+                ease_binary=bool(params["ease_binary"]),
+            )
+        return setting
+    except (KeyError, TypeError, ValueError):
+        return batch
+
+
 @dataclass(frozen=True)
 class FoldInParams:
     """What folding a user into a version takes besides its factors: the regularisation and
-    confidence scale it was trained with."""
+    confidence scale ALS was trained with, and whether an EASE version binarises feedback."""
 
     reg_param: float
     alpha: float
+    ease_binary: bool = False
 
 
 def fold_in_params(model: ItemModel) -> FoldInParams:
@@ -94,7 +130,9 @@ def fold_in_params(model: ItemModel) -> FoldInParams:
             "implicit ALS's confidence weighting"
         )
     try:
-        return FoldInParams(float(params["reg_param"]), float(params["alpha"]))
+        return FoldInParams(
+            float(params["reg_param"]), float(params["alpha"]), bool(params.get("ease_binary"))
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelStoreError(
             f"model {model.version}: meta.json lacks a usable params.{exc.args[0]} to fold "
@@ -139,6 +177,7 @@ def write_item_model(
     item_ids: list[str],
     item_factors: np.ndarray,
     meta: dict[str, Any],
+    item_matrix: np.ndarray | None = None,
 ) -> str:
     folder = version_dir(store, version)
     fs = storage.filesystem(folder)
@@ -146,6 +185,9 @@ def write_item_model(
     _save_array(fs, storage.join(folder, "item_factors.npy"), factors)
     f64 = factors.astype(np.float64)
     _save_array(fs, storage.join(folder, "gram.npy"), f64.T @ f64)
+    if item_matrix is not None:
+        matrix = np.asarray(item_matrix, dtype=np.float32)
+        _save_array(fs, storage.join(folder, ITEM_MATRIX), matrix)
     fs.write_bytes(storage.join(folder, "item_ids.json"),
                    json.dumps(item_ids, ensure_ascii=False).encode())  # fmt: skip
     # meta.json last: its presence marks the version complete (see versions()).
@@ -198,13 +240,16 @@ def load_item_model(store: str | Path, version: str | None = None) -> ItemModel:
     folder = version_dir(store, version)
     fs = storage.filesystem(folder)
     try:
+        meta = json.loads(fs.read_bytes(storage.join(folder, "meta.json")))
+        ease = (meta.get("params") or {}).get("family") == "ease"
         return ItemModel(
             version=version,
             item_ids=json.loads(fs.read_bytes(storage.join(folder, "item_ids.json"))),
             item_factors=_load_array(fs, storage.join(folder, "item_factors.npy")),
             gram=_load_array(fs, storage.join(folder, "gram.npy")),
-            meta=json.loads(fs.read_bytes(storage.join(folder, "meta.json"))),
+            meta=meta,
             segments=_load_assigner(store, version),
+            item_matrix=_load_array(fs, storage.join(folder, ITEM_MATRIX)) if ease else None,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise ModelStoreError(

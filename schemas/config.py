@@ -122,6 +122,21 @@ class BatchConfig:
     tune_ranks: tuple[int, ...] = (16, 32, 64)
     tune_reg_params: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
     tune_alphas: tuple[float, ...] = (1.0, 5.0, 10.0, 40.0)
+    # The model family that ranks users' lists: "als" (the factors above) or "ease" (an
+    # item-item matrix, EASE: Steck 2019, with L2 penalty `ease_l2`, over binarised feedback
+    # when `ease_binary`). Segments always use ALS's factors. Tuning chooses among
+    # `tune_families` on its validation split; EASE is a candidate only for catalogues of at
+    # most `ease_max_items` items (its matrix is items x items).
+    family: str = "als"
+    ease_l2: float = 500.0
+    ease_binary: bool = True
+    ease_max_items: int = 10_000
+    tune_families: tuple[str, ...] = ("als", "ease")
+    tune_ease_l2s: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+
+
+# The model families that rank lists (BatchConfig.family).
+FAMILIES = ("als", "ease")
 
 
 # The ways an event's value can scale its weight (FeedbackConfig.value_scale).
@@ -374,6 +389,14 @@ def _check_values(cfg: Config) -> None:
         (min(cfg.batch.tune_ranks) >= 1, "batch.tune_ranks must all be >= 1"),
         (min(cfg.batch.tune_reg_params) > 0, "batch.tune_reg_params must all be > 0"),
         (min(cfg.batch.tune_alphas) > 0, "batch.tune_alphas must all be > 0"),
+        (cfg.batch.family in FAMILIES, f"batch.family must be one of {FAMILIES}"),
+        (cfg.batch.ease_l2 > 0, "batch.ease_l2 must be > 0"),
+        (cfg.batch.ease_max_items >= 1, "batch.ease_max_items must be >= 1"),
+        (
+            bool(cfg.batch.tune_families) and set(cfg.batch.tune_families) <= set(FAMILIES),
+            f"batch.tune_families must be a non-empty list of {FAMILIES}",
+        ),
+        (min(cfg.batch.tune_ease_l2s) > 0, "batch.tune_ease_l2s must all be > 0"),
         (
             cfg.feedback.value_scale in VALUE_SCALES,
             f"feedback.value_scale must be one of {', '.join(VALUE_SCALES)}",

@@ -36,8 +36,7 @@ from pyspark import Accumulator, Broadcast, TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from streamrec.model.foldin import fold_in_many
-from streamrec.model.scoring import top_n
+from streamrec.model.lists import als_vectors, rank_histories
 from streamrec.model.segments import summary_features
 from streamrec.model.store import ItemModel, fold_in_params
 from streamrec.model.user_state import (
@@ -112,9 +111,9 @@ def finish_users(
     cfg: Config,
     reference_ms: int,
 ) -> list[UserUpdate]:
-    """Merged states' lists (fold-in, score, seen items left out) and segments. The fold-in is
-    one small solve per user; scoring and segment assignment run on all users at once (one
-    matrix product instead of one per user)."""
+    """Merged states' lists (model/lists.py: ALS fold-in or EASE, seen items left out) and
+    segments. The fold-in is one small solve per user; scoring and segment assignment run on
+    all users at once (one matrix product instead of one per user)."""
     fences = [int(state.last_ms or 0) for state in merged]
     if model is None:
         return [
@@ -122,25 +121,29 @@ def finish_users(
             for state, fence in zip(merged, fences, strict=True)
         ]
     histories = [state.interactions(index) for state in merged]
-    seen = [items for items, _ in histories]
     params = fold_in_params(model)  # the version's own, never this job's batch section
-    vectors = fold_in_many(
-        model.item_factors, model.gram, histories, params.reg_param, params.alpha
+    assigner = model.segments
+    segmented = assigner is not None and assigner.spec is not None
+    # ALS vectors: what an ALS version ranks with, and what segments are assigned from.
+    vectors = (
+        als_vectors(model, params, histories)
+        if segmented or model.item_matrix is None
+        else [None] * len(merged)
     )
-    personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
+    ranked = rank_histories(model, params, histories, cfg.streaming.top_n, vectors)
     payloads = [b""] * len(merged)
-    if personal:
-        matrix = np.stack([vector for _, vector in personal]).astype(np.float32)
-        ranked = top_n(matrix, model.item_factors, [seen[row].tolist() for row, _ in personal],
-                       cfg.streaming.top_n)  # fmt: skip
+    if any(best is not None for best in ranked):
         generated_ms = int(time.time() * 1000)
         encoder = _list_encoder(model)
-        for (row, _), (best, scores) in zip(personal, ranked, strict=True):
-            payloads[row] = encoder.encode(best.tolist(), scores.tolist(), generated_ms,
-                                           fences[row])  # fmt: skip
+        for row, best in enumerate(ranked):
+            if best is not None:
+                items, scores = best
+                payloads[row] = encoder.encode(
+                    items.tolist(), scores.tolist(), generated_ms, fences[row]
+                )
     segments = [("", "")] * len(merged)
-    assigner = model.segments
-    if assigner is not None and assigner.spec is not None and merged:
+    if segmented and merged:
+        assert assigner is not None and assigner.spec is not None
         spec = assigner.spec
         features = np.stack([summary_features(state.behaviour, vector, reference_ms, spec)
                              for state, vector in zip(merged, vectors, strict=True)])  # fmt: skip

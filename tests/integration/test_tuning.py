@@ -66,6 +66,7 @@ def test_the_search_finds_the_good_region_and_retunes_every_n_runs(
             tune_ranks=(1, 16),
             tune_reg_params=(0.05, 0.1),
             tune_alphas=(1.0, 10.0),
+            tune_families=("als",),  # the ALS search alone (tests/integration/test_ease_family.py)
         ),
     )
     first = run_batch(cfg, spark=spark)
