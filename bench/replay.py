@@ -10,12 +10,15 @@ checked for the event's item (HR@k, and NDCG@k with the item's rank), then the e
   popularity for users it does not know; nothing changes until the next retrain.
 - ``fold_in``: the stream's own per-user step (model/user_state.py ``merge``, then
   streaming/fresh_lists.py ``finish_users``) over the user's whole history so far, against the
-  trained model's item factors; popularity until a user has an event on a known item.
+  trained model (ALS factors or EASE's matrix, whichever the setting names); popularity until
+  a user has an event on a known item.
 - ``retrain``: as ``batch_only``, with the model retrained on every event so far (the same
   setting) every ``retrain_every`` replayed events.
 - ``retrain_fold_in``: the stream's fold-in against the latest retrained model.
 - ``trending``: the most played items of the last ``trending_window`` events, the user's own
   items left out: a list that follows the stream without any model.
+- ``fold_in_trending``: ``retrain_fold_in``, with ``trending`` instead of the popular list for
+  a user the model cannot rank yet.
 
 Users are split into known (in the training half) and new. The figures are offline; the
 stream's code computes the fold-in lists.
@@ -40,7 +43,8 @@ from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.interactions import RATING
 from streamrec.batch.rating_files import DEFAULT_EVENT_TYPES, read_ratings
 from streamrec.batch.scoring import dense_item_factors
-from streamrec.batch.train import train_als
+from streamrec.batch.train import train_als, train_ease
+from streamrec.model.ease import history_vectors
 from streamrec.model.scoring import top_n
 from streamrec.model.store import ItemModel, training_record
 from streamrec.model.user_state import UserState, merge
@@ -51,7 +55,14 @@ from streamrec.streaming.fresh_lists import finish_users
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("batch_only", "retrain", "fold_in", "retrain_fold_in", "trending")
+STRATEGIES = (
+    "batch_only",
+    "retrain",
+    "fold_in",
+    "retrain_fold_in",
+    "trending",
+    "fold_in_trending",
+)
 
 
 @dataclass(frozen=True)
@@ -114,11 +125,34 @@ def _fit(
         user_of[r.id]: np.asarray(r.features, dtype=np.float32) for r in als.userFactors.collect()
     }
     f64 = factors.astype(np.float64)
+    # An EASE setting ranks with its item-item matrix, and a user's batch vector is their row.
+    matrix = train_ease(indexed, item_ids, batch) if batch.family == "ease" else None
     model = ItemModel(
-        "replay", item_ids, factors, f64.T @ f64, training_record(batch, cfg.feedback)
+        "replay",
+        item_ids,
+        factors,
+        f64.T @ f64,
+        training_record(batch, cfg.feedback),
+        item_matrix=matrix,
     )
+    if matrix is not None:
+        rows_of = indexed.select(E.USER_ID, ITEM_INDEX, RATING).toPandas()
+        rows_by_user = _history_rows(rows_of, len(item_ids), batch)
+        vectors = {user: row for user, row in rows_by_user.items() if row is not None}
     indexed.unpersist()
     return model, vectors
+
+
+def _history_rows(
+    rows: pd.DataFrame, n_items: int, batch: BatchConfig
+) -> dict[str, np.ndarray | None]:
+    users = [str(user) for user, _ in rows.groupby(E.USER_ID)]
+    histories = [
+        (group[ITEM_INDEX].to_numpy(dtype=np.int64), group[RATING].to_numpy(dtype=np.float64))
+        for _, group in rows.groupby(E.USER_ID)
+    ]
+    vectors = history_vectors(histories, n_items, batch.ease_binary)
+    return dict(zip(users, vectors, strict=True))
 
 
 @dataclass
@@ -139,7 +173,8 @@ class Published:
         seen = rows.groupby(E.USER_ID)[E.ITEM_ID].agg(set).to_dict()
         index, users = model.index_of(), sorted(vectors)
         exclude = [[index[i] for i in seen.get(u, ()) if i in index] for u in users]
-        ranked = top_n(np.stack([vectors[u] for u in users]), model.item_factors, exclude, k)
+        matrix = model.item_factors if model.item_matrix is None else model.item_matrix
+        ranked = top_n(np.stack([vectors[u] for u in users]), matrix, exclude, k)
         lists = {
             user: [model.item_ids[i] for i in best]
             for user, (best, _) in zip(users, ranked, strict=True)
@@ -148,19 +183,27 @@ class Published:
         return cls(model, index, lists, seen, popular)
 
     def list_for(self, user: str, k: int) -> list[str]:
-        return self.lists.get(user) or _without(self.popular, self.seen.get(user, set()), k)
+        return self.lists.get(user) or without(self.popular, self.seen.get(user, set()), k)
 
-    def folded_in(self, state: UserState | None, cfg: Config, seen: set[str], k: int) -> list[str]:
-        """The stream's list for ``state`` against this model (popular until it has one)."""
+    def folded_in(
+        self,
+        state: UserState | None,
+        cfg: Config,
+        seen: set[str],
+        k: int,
+        fallback: list[str] | None = None,
+    ) -> list[str]:
+        """The stream's list for ``state`` against this model; until it has one, ``fallback``
+        (the popular list when None)."""
         folded: list[str] = []
         if state is not None:
             update = finish_users([state], self.model, self.index, cfg, int(state.last_ms or 0))[0]
             if update.payload:
                 folded = [i for i, _ in L.decode_list(update.payload).items]
-        return _without(folded or self.popular, seen, k)
+        return without(folded or (self.popular if fallback is None else fallback), seen, k)
 
 
-def _without(ranked: list[str], seen: set[str], k: int) -> list[str]:
+def without(ranked: list[str], seen: set[str], k: int) -> list[str]:
     return [item for item in ranked if item not in seen][:k]
 
 
@@ -219,10 +262,12 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
             state = states.get(user)
             tallies.add("batch_only", known, first.list_for(user, k), item)
             tallies.add("retrain", known, latest.list_for(user, k), item)
+            trending = [i for i, _ in Counter(recent).most_common(k + len(seen))]
             tallies.add("fold_in", known, first.folded_in(state, cfg, seen, k), item)
             tallies.add("retrain_fold_in", known, latest.folded_in(state, cfg, seen, k), item)
-            trending = [i for i, _ in Counter(recent).most_common(k + len(seen))]
-            tallies.add("trending", known, _without(trending, seen, k), item)
+            tallies.add("trending", known, without(trending, seen, k), item)
+            with_trending = latest.folded_in(state, cfg, seen, k, trending)
+            tallies.add("fold_in_trending", known, with_trending, item)
         one = as_events(replay.iloc[n : n + 1], half + n)
         merged = merge(states.get(user, UserState()), one, n + 1, cfg.feedback, max_items, max_ids)
         if merged is not None:

@@ -232,7 +232,13 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             message = f"streamrec: error: bench {args.which} needs --data FILE (u.data)"
             print(message, file=sys.stderr)
             return 2
-        if args.which == "replay":
+        if args.which == "replay" and args.live:
+            from streamrec.bench import replay, replay_live
+
+            replay_params = replay.ReplayParams()
+            result = replay_live.run_live_replay(cfg, args.data, replay_params, args.live)
+            print(replay_live.table(result))
+        elif args.which == "replay":
             from streamrec.bench import replay
 
             result = replay.run_replay(spark, cfg, args.data, replay.ReplayParams())
@@ -508,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--settle",
         type=float,
         help="freshness: unmeasured seconds at the first rate before measuring (40; JIT warm-up)",
+    )
+    bench.add_argument(
+        "--live",
+        type=int,
+        default=0,
+        metavar="N",
+        help="replay: send the first N replayed events through Kafka, the stream and Redis "
+        "(the local stack, namespace 'replay') beside the offline replay of the same events",
     )
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)

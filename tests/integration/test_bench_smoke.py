@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 
 from streamrec.batch.bayes import BayesParams
 from streamrec.bench.quality import QualityParams, run_quality, table, write
-from streamrec.bench.replay import ReplayParams, run_replay
+from streamrec.bench.replay import STRATEGIES, ReplayParams, run_replay
 from streamrec.bench.replay import table as replay_table
 from streamrec.bench.scoring import run_scoring
 from streamrec.bench.tuning import run_tuning_bench
@@ -170,9 +170,8 @@ def test_tuning_bench_runs_the_batch_job_untuned_then_tuned(
     client.close()
 
 
-def test_replay_bench_checks_each_relevant_event_against_every_strategy(
-    spark: SparkSession, isolated_cfg: Config, tmp_path: Path
-) -> None:
+def _replay_ratings(tmp_path: Path) -> tuple[Path, int]:
+    """A u.data-shaped file: 40 users in 4 taste groups rate in rounds, then 10 newcomers."""
     rng = random.Random(3)
     lines, t = [], 881_250_000
     for _ in range(10):
@@ -186,12 +185,19 @@ def test_replay_bench_checks_each_relevant_event_against_every_strategy(
             lines.append(f"{u}\t{(u % 4) * 15 + rng.randrange(15)}\t5\t{t}")
     data = tmp_path / "u.data"
     data.write_text("\n".join(lines) + "\n")
+    return data, len(lines)
+
+
+def test_replay_bench_checks_each_relevant_event_against_every_strategy(
+    spark: SparkSession, isolated_cfg: Config, tmp_path: Path
+) -> None:
+    data, n_lines = _replay_ratings(tmp_path)
     params = ReplayParams(k=5, trending_window=100, retrain_every=100)
     result = run_replay(spark, isolated_cfg, str(data), params)
-    assert result["trained_on"] == len(lines) // 2
-    assert result["replayed"] == len(lines) - len(lines) // 2
+    assert result["trained_on"] == n_lines // 2
+    assert result["replayed"] == n_lines - n_lines // 2
     groups = result["results"]
-    strategies = ("batch_only", "retrain", "fold_in", "retrain_fold_in", "trending")
+    strategies = STRATEGIES
     for strategy in strategies:
         total = groups["all"][strategy]["events"]
         assert total > 0 and total == (
@@ -203,3 +209,21 @@ def test_replay_bench_checks_each_relevant_event_against_every_strategy(
     assert len({groups["all"][s]["events"] for s in strategies}) == 1
     assert result["retrain_s"] > 0  # the replayed half of 220 events: retrained twice
     assert "fold_in" in replay_table(result)
+
+
+def test_live_replay_goes_through_kafka_the_stream_and_redis_and_agrees_offline(
+    stack_cfg: Config, tmp_path: Path
+) -> None:
+    from streamrec.bench.replay_live import run_live_replay
+    from streamrec.bench.replay_live import table as live_table
+
+    data, n_lines = _replay_ratings(tmp_path)
+    # EASE ranks a user the same from the same history wherever it runs: lists must be equal.
+    cfg = with_overrides(stack_cfg, batch=dict(family="ease", ease_l2=10.0, holdout_share=0.0))
+    result = run_live_replay(cfg, str(data), ReplayParams(k=5), slice_events=120)
+    assert result["trained_on"] == n_lines // 2 and result["replayed"] == 120
+    assert result["params"]["family"] == "ease"
+    assert result["live"]["events"] == result["offline"]["events"] == result["lists_compared"] > 0
+    assert result["lists_identical"] == result["lists_compared"]
+    assert result["live"]["hr"] == result["offline"]["hr"]
+    assert "identical top-5 lists" in live_table(result)
