@@ -19,7 +19,7 @@ from streamrec import storage
 from streamrec.batch.holdout import holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
-from streamrec.batch.publish import popular_items, user_lists
+from streamrec.batch.publish import NEWEST_MS, popular_items, user_lists
 from streamrec.batch.scoring import FEATURES, RATINGS, SEEN, rank_histories, rank_users
 from streamrec.batch.segment_report import write_report
 from streamrec.batch.segmentation import FEATURES as SEG_FEATURES
@@ -297,7 +297,8 @@ def publish(
             ranked = rank_users(user_vectors, model.item_ids, model.item_factors, cfg.batch.top_n)
         if segments is not None:
             ranked = ranked.join(segments.assignments, E.USER_ID, "left")
-        rows = user_lists(ranked, cfg, stamp)
+        newest = data.events.groupBy(E.USER_ID).agg(F.max(E.EVENT_TIME).alias(NEWEST_MS))
+        rows = user_lists(ranked.join(newest, E.USER_ID, "left"), cfg, stamp)
         written, kept = write_list_rows(rows, cfg)
         if segments is not None:
             _publish_segment_lists(client, cfg, data, segments, stamp)

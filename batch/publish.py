@@ -18,14 +18,24 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 
 SEGMENT = "segment"
+NEWEST_MS = "newest_ms"
 PROBABILITIES = "probabilities"
 
 
 def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
     """PUBLISH_ROWS from ``rank_users`` output, which may carry each user's ``segment`` (int,
-    null when unassigned) and membership ``probabilities`` (array of doubles)."""
+    null when unassigned), membership ``probabilities`` (array of doubles) and ``newest_ms``,
+    the user's newest trained event: their list's fence and watermark (the stamp's data cut
+    for a user without one). Fences are per user: one user's clock cannot fence the others'."""
     prefix, version = cfg.redis.key_prefix, stamp.model_version
     has_segment, has_probabilities = SEGMENT in ranked.columns, PROBABILITIES in ranked.columns
+    has_newest = NEWEST_MS in ranked.columns
+
+    def fences(pdf: pd.DataFrame) -> np.ndarray:
+        if not has_newest:
+            return np.full(len(pdf), stamp.watermark_ms, dtype=np.int64)
+        newest = pdf[NEWEST_MS].fillna(stamp.watermark_ms)
+        return newest.to_numpy(dtype=np.int64)
 
     def segment_fields(pdf: pd.DataFrame) -> tuple[list[str], list[str]]:
         n = len(pdf)
@@ -38,19 +48,20 @@ def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
 
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
+            fence = fences(pdf)
             payloads = [
                 L.encode_list(L.RecList(
                     items=tuple(zip(items, (float(s) for s in scores), strict=True)),
                     source=stamp.source, model_version=stamp.model_version,
-                    generated_ms=stamp.generated_ms, watermark_ms=stamp.watermark_ms,
+                    generated_ms=stamp.generated_ms, watermark_ms=int(watermark),
                 ))
-                for items, scores in zip(pdf[ITEMS], pdf[SCORES], strict=True)
+                for items, scores, watermark in zip(pdf[ITEMS], pdf[SCORES], fence, strict=True)
             ]  # fmt: skip
             segments, probabilities = segment_fields(pdf)
             yield pd.DataFrame({
                 "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
                 "payload": payloads,
-                "fence": np.full(len(pdf), stamp.watermark_ms, dtype=np.int64),
+                "fence": fence,
                 "segment": segments,
                 "segment_p": probabilities,
             })  # fmt: skip

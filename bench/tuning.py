@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from streamrec.batch.job import BatchResult, run_batch
 from streamrec.batch.rating_files import DEFAULT_EVENT_TYPES, RATING, read_ratings
+from streamrec.model.describe import family_label
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config, with_overrides
@@ -123,13 +124,15 @@ def run_tuning_bench(
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"{'run':<8} {'seconds':>8} {'rank':>5} {'reg':>6} {'alpha':>6} {'NDCG@10':>8} {'pop':>7}"
+        f"{'run':<8} {'seconds':>8} {'family':<10} {'rank':>5} {'reg':>6} {'alpha':>6} "
+        f"{'NDCG@10':>8} {'pop':>7}"
     ]
     for name in ("untuned", "tuned"):
         r = result[name]
         p = r["params"]
         lines.append(
-            f"{name:<8} {r['seconds']:8.1f} {p['rank']:>5} {p['reg_param']:>6g} {p['alpha']:>6g} "
+            f"{name:<8} {r['seconds']:8.1f} {family_label(p):<10} {p['rank']:>5} "
+            f"{p['reg_param']:>6g} {p['alpha']:>6g} "
             f"{r['holdout_ndcg'] or 0:8.4f} {r['popularity_ndcg'] or 0:7.4f}"
         )
     lines.append(

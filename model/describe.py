@@ -42,7 +42,8 @@ def _ndcg(metrics: dict[str, Any] | None) -> str:
     return "-" if not metrics else f"{float(metrics['ndcg']):.4f}"
 
 
-def _family(params: dict[str, Any]) -> str:
+def family_label(params: dict[str, Any]) -> str:
+    """What ranks a version's lists: "als", or "ease <L2 penalty>"."""
     if params.get("family") == "ease":
         return f"ease {float(params.get('ease_l2', 0)):g}"
     return "als"
@@ -63,7 +64,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         decision = (row["promotion"] or {}).get("reason", "-")
         lines.append(
             f"{row['version']:<26} {'yes' if row['current'] else '':<4} "
-            f"{row['events'] or 0:>8} {_family(params):<10} {params.get('rank', '-'):>4} "
+            f"{row['events'] or 0:>8} {family_label(params):<10} {params.get('rank', '-'):>4} "
             f"{params.get('reg_param', '-'):>6} {params.get('alpha', '-'):>6} {chosen:<7} "
             f"{_ndcg(holdout.get('als')):>7} {_ndcg(holdout.get('popularity')):>7} "
             f"{_ndcg(holdout.get('current')):>7}  {decision}"

@@ -3,7 +3,8 @@
 weight(event) = type_weight[event_type] * strength(value) * decay(age)
 strength(value) = 1 if value is missing, else by ``value_scale``:
                   log1p(value) ("log"), value ("linear"), 1 if value > 0 else 0 ("binary")
-decay(age)      = 0.5 ** (age / half_life), age = reference time - event time (0 when off)
+decay(age)      = max(0.5 ** (age / half_life), MIN_DECAY), age = reference time - event time
+                  (never negative; 1 when decay is off)
 
 Every path from data to ALS's confidence goes through this: the batch job (Spark columns), the
 stream's per-user state (numpy), and ``streamrec evaluate``, whose files become events first.
@@ -24,6 +25,9 @@ from pyspark.sql import functions as F
 from streamrec.schemas.config import FeedbackConfig
 
 DAY_MS = 86_400_000
+# An event however old still counts, a little: the decay never underflows to zero (which would
+# turn a preference into no feedback at all), for any event time the contract accepts.
+MIN_DECAY = 1e-100
 
 
 def _scaled(values: np.ndarray, value_scale: str) -> np.ndarray:
@@ -40,15 +44,17 @@ def event_weights(
     event_types: pd.Series,
     values: pd.Series,
     event_times: pd.Series | None = None,
-    reference_ms: int | None = None,
+    reference_ms: int | np.ndarray | None = None,
 ) -> np.ndarray:
+    """Each event's weight; ``reference_ms`` is one time for all or one per event."""
     type_weight = event_types.map(cfg.weights).fillna(0.0).to_numpy(dtype=np.float64)
     v = values.astype("float64").to_numpy()
     strength = np.where(np.isnan(v), 1.0, _scaled(v, cfg.value_scale))
     weights = type_weight * strength
     if cfg.half_life_days > 0 and event_times is not None and reference_ms is not None:
         age_ms = np.maximum(reference_ms - event_times.to_numpy(dtype=np.float64), 0.0)
-        weights = weights * np.power(0.5, age_ms / (cfg.half_life_days * DAY_MS))
+        decay = np.power(0.5, age_ms / (cfg.half_life_days * DAY_MS))
+        weights = weights * np.maximum(decay, MIN_DECAY)
     return weights
 
 
@@ -71,5 +77,6 @@ def event_weight_column(
     if cfg.half_life_days > 0 and event_time is not None and reference_ms is not None:
         age_ms = F.greatest(F.lit(float(reference_ms)) - F.col(event_time).cast("double"),
                             F.lit(0.0))  # fmt: skip
-        weight = weight * F.pow(F.lit(0.5), age_ms / F.lit(cfg.half_life_days * DAY_MS))
+        decay = F.pow(F.lit(0.5), age_ms / F.lit(cfg.half_life_days * DAY_MS))
+        weight = weight * F.greatest(decay, F.lit(MIN_DECAY))
     return weight

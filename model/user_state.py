@@ -24,6 +24,8 @@ batch to its data cut).
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from streamrec.model.feedback import DAY_MS, event_weights
+from streamrec.model.feedback import DAY_MS, MIN_DECAY, event_weights
 from streamrec.model.segments import BehaviourSummary
 from streamrec.schemas import events as E
 from streamrec.schemas.config import FeedbackConfig
@@ -89,9 +91,9 @@ def merge(
     micro-batch); None when they were applied already."""
     if E.USER_ID not in events.columns:  # one user's events: the id does not matter here
         events = events.assign(**{E.USER_ID: ""})
-    reference, by_user = weighed_rows(events, feedback)
+    _, by_user = weighed_rows(events, feedback)
     rows = [row for user_rows in by_user.values() for row in user_rows]
-    return merge_rows(state, rows, reference, batch_id, feedback, max_items, max_ids, part)
+    return merge_rows(state, rows, batch_id, feedback, max_items, max_ids, part)
 
 
 Row = tuple[str, str, str, int, float]  # event id, item, type, time, weight at the reference
@@ -100,13 +102,17 @@ Row = tuple[str, str, str, int, float]  # event id, item, type, time, weight at 
 def weighed_rows(
     events: pd.DataFrame, feedback: FeedbackConfig
 ) -> tuple[int, dict[str, list[Row]]]:
-    """Every event's weight decayed to the newest event time (the reference, returned), in one
-    vectorised call, as plain rows grouped by user."""
+    """Every event's weight decayed to its user's newest event time in ``events``, in one
+    vectorised call, as plain rows grouped by user; and the newest event time of all. Each user
+    is decayed to their own newest time: one event dated far ahead in the same partition must
+    not decay everyone else's weights to nothing."""
     if events.empty:
         return 0, {}
     reference = int(events[E.EVENT_TIME].max())
-    weights = event_weights(feedback, events[E.EVENT_TYPE], events[E.VALUE],
-                            events[E.EVENT_TIME], reference)  # fmt: skip
+    user_newest = events.groupby(E.USER_ID)[E.EVENT_TIME].transform("max").to_numpy(np.int64)
+    weights = event_weights(
+        feedback, events[E.EVENT_TYPE], events[E.VALUE], events[E.EVENT_TIME], user_newest
+    )
     by_user: dict[str, list[Row]] = {}
     for user, *row in zip(events[E.USER_ID].astype(str), events[E.EVENT_ID].astype(str),
                           events[E.ITEM_ID].astype(str), events[E.EVENT_TYPE].astype(str),
@@ -119,15 +125,15 @@ def weighed_rows(
 def merge_rows(
     state: UserState,
     rows: list[Row],
-    reference_ms: int,
     batch_id: int,
     feedback: FeedbackConfig,
     max_items: int = 1000,
     max_ids: int = 256,
     part: int | None = None,
 ) -> UserState | None:
-    """``merge`` on plain rows (event id, item, type, time, weight decayed to
-    ``reference_ms``): the executors weigh a whole partition at once, then merge each user
+    """``merge`` on plain rows (event id, item, type, time, weight decayed to the newest time
+    among ``rows``, as ``weighed_rows`` gives them): the executors weigh a whole partition at
+    once, then merge each user
     without pandas (a few microseconds per event instead of a millisecond per user). ``part``
     is the Spark partition the rows came through (None: the whole micro-batch)."""
     if state.applied(batch_id, part):
@@ -143,16 +149,18 @@ def merge_rows(
         return UserState(batch, state.ref_ms, state.weights, state.events, state.types,
                          state.last_ms, state.ids, parts)  # fmt: skip
     newest = max(r[3] for r in fresh)
-    ref_ms = max(state.ref_ms, newest)
+    weighed_to = max(r[3] for r in rows)
+    ref_ms = max(state.ref_ms, newest, weighed_to)
     old_scale = new_scale = 1.0
     if feedback.half_life_days > 0:
         half_life_ms = feedback.half_life_days * DAY_MS
-        old_scale = 0.5 ** ((ref_ms - state.ref_ms) / half_life_ms) if state.ref_ms else 1.0
-        new_scale = 0.5 ** ((ref_ms - reference_ms) / half_life_ms)
-    weights = {item: w * old_scale for item, w in state.weights.items()}
+        # Both exponents are >= 0: nothing overflows, and the floor keeps old weights alive.
+        old_scale = max(0.5 ** ((ref_ms - state.ref_ms) / half_life_ms), MIN_DECAY)
+        new_scale = max(0.5 ** ((ref_ms - weighed_to) / half_life_ms), MIN_DECAY)
+    weights = {item: _kept(w * old_scale, w) for item, w in state.weights.items()}
     types = dict(state.types)
     for _, item, event_type, _, w in fresh:
-        weights[item] = weights.get(item, 0.0) + w * new_scale
+        weights[item] = weights.get(item, 0.0) + _kept(w * new_scale, w)
         types[event_type] = types.get(event_type, 0) + 1
     weights = {item: w for item, w in weights.items() if w != 0.0}  # as the batch job drops 0
     if len(weights) > max_items:
@@ -162,6 +170,17 @@ def merge_rows(
     ids = (*state.ids, *(r[0] for r in fresh))[-max_ids:] if max_ids else ()
     return UserState(batch, ref_ms, weights, state.events + len(fresh), types, last_ms, ids,
                      parts)  # fmt: skip
+
+
+# The smallest magnitude a non-zero weight decays to (a normal float: sums stay exact enough).
+MIN_WEIGHT = sys.float_info.min
+
+
+def _kept(decayed: float, weight: float) -> float:
+    """A decayed weight, never rounded away to zero while the weight itself is not zero."""
+    if decayed == 0.0 and weight != 0.0:
+        return math.copysign(MIN_WEIGHT, weight)
+    return decayed
 
 
 def encode_state(state: UserState) -> bytes:

@@ -94,6 +94,9 @@ class StreamingConfig:
     # to drop a producer's retried duplicates.
     state_max_items: int = 1000
     state_max_ids: int = 256
+    # An event dated more than this after the broker received it is a dead letter (its time
+    # would fence the user's lists until then). Late events are always accepted.
+    max_event_time_ahead_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.feedback.half_life_days >= 0, "feedback.half_life_days must be >= 0 (0: no decay)"),
         (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
         (cfg.segments.method in ("kmeans", "gmm"), "segments.method must be 'kmeans' or 'gmm'"),
+        (cfg.streaming.max_event_time_ahead_s > 0, "streaming.max_event_time_ahead_s must be > 0"),
         (cfg.batch.tune_every >= 0, "batch.tune_every must be >= 0 (0: never tune)"),
         (cfg.batch.tune_candidates >= 1, "batch.tune_candidates must be >= 1"),
         (min(cfg.batch.tune_ranks) >= 1, "batch.tune_ranks must all be >= 1"),

@@ -311,6 +311,22 @@ def parse_event(raw: object) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"unparsable record ({type(exc).__name__}: {str(exc)[:200]})"
 
 
+def ahead_of_record_reason(
+    event_time_ms: int, record_ms: int | None, max_ahead_ms: int
+) -> str | None:
+    """Why an event dated more than ``max_ahead_ms`` after its Kafka record's timestamp (the
+    broker's clock: the events topic appends with LogAppendTime) is refused, or None. Only the
+    future is bounded: late events and backfills of old data are normal, while one event dated
+    ahead would fence its user's lists until that date."""
+    if record_ms is None or record_ms <= 0 or event_time_ms <= record_ms + max_ahead_ms:
+        return None
+    return (
+        f"event_time {event_time_ms} is {event_time_ms - record_ms} ms after the Kafka record's "
+        f"timestamp {record_ms}: more than streaming.max_event_time_ahead_s allows "
+        f"({max_ahead_ms // 1000} s); the producer's clock or the event's time is wrong"
+    )
+
+
 # JSON's tokens that matter to the limits: strings (skipped whole, so brackets and digits inside
 # them do not count), brackets, and numbers with their fraction and exponent.
 _LIMIT_TOKENS = re.compile(

@@ -52,7 +52,7 @@ from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.parse import valid_event_frame
+from streamrec.streaming.parse import max_ahead_ms, record_millis, valid_event_frame
 
 # One row per active user: what happened to them in this micro-batch.
 OUTCOME = "outcome"
@@ -180,13 +180,15 @@ def fresh_list_rows(
     0.3 s here). Producers key events by user, so a user is normally in one partition; when
     not, the tasks holding their events race, ``STREAM_WRITE_LUA`` lets one win and the other
     redoes the user from the state the winner wrote."""
-    redis_cfg = cfg.redis
+    redis_cfg, ahead_ms = cfg.redis, max_ahead_ms(cfg)
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        values = [value for batch in batches for value in batch.column("value").to_pylist()]
+        arrow = list(batches)
+        values = [value for batch in arrow for value in batch.column("value").to_pylist()]
         if records is not None:
             records.add(len(values))
-        events = valid_event_frame(values)
+        stamps = [ms for batch in arrow for ms in record_millis(batch)]
+        events = valid_event_frame(values, stamps, ahead_ms)
         if events.empty:
             return
         model: ItemModel | None = bc.value if bc is not None else None
@@ -197,7 +199,7 @@ def fresh_list_rows(
         groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
-            done = update_users(client, groups, partition_ref, model, cfg, batch_id, part,
+            done = update_users(client, groups, model, cfg, batch_id, part,
                                 max(reference_ms, partition_ref))  # fmt: skip
         finally:
             client.close()
@@ -222,14 +224,13 @@ MAX_WRITE_ROUNDS = 20
 def update_users(
     client: redis.Redis,
     groups: list[tuple[str, list[Row]]],
-    reference_ms: int,
     model: ItemModel | None,
     cfg: Config,
     batch_id: int,
     part: int | None,
     features_ref_ms: int,
 ) -> list[tuple[str, list[int], int]]:
-    """Merge each user's ``groups`` rows (weighed to ``reference_ms``) into their state, build
+    """Merge each user's ``groups`` rows (as ``weighed_rows`` gives them) into their state, build
     list and segment, and write all three atomically (``STREAM_WRITE_LUA``); users whose state
     another writer changed since it was read are read and done again. Returns per user
     (outcome, event -> Redis lag per event in ms, list fence or 0)."""
@@ -241,7 +242,7 @@ def update_users(
     for _ in range(MAX_WRITE_ROUNDS):
         read = read_revisions(client, prefix, [groups[i][0] for i in pending])
         merged = [
-            merge_rows(state, groups[i][1], reference_ms, batch_id, cfg.feedback,
+            merge_rows(state, groups[i][1], batch_id, cfg.feedback,
                        cfg.streaming.state_max_items, cfg.streaming.state_max_ids, part)
             for i, (state, _) in zip(pending, read, strict=True)
         ]  # fmt: skip

@@ -60,7 +60,7 @@ from streamrec.streaming.metrics import (
     lag_percentiles,
     record,
 )
-from streamrec.streaming.parse import REASON, parse_records
+from streamrec.streaming.parse import REASON, max_ahead_ms, parse_records
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def process_archive_batch(
     started = time.monotonic()
     steps: dict[str, float] = {}
     observation = Observation(f"archive-{batch_id}")
-    parsed = parse_records(batch).observe(
+    parsed = parse_records(batch, max_ahead_ms(cfg)).observe(
         observation,
         F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
         F.count(F.col(REASON)).alias("invalid"),
@@ -299,8 +299,8 @@ def process_archive_batch(
     valid, invalid = int(observation.get["valid"]), int(observation.get["invalid"])
     if invalid:
         t = time.monotonic()
-        write_dead_letters(dead_letter_rows(parse_records(batch)), cfg.kafka.bootstrap_servers,
-                           cfg.kafka.dead_letter_topic)  # fmt: skip
+        rows = dead_letter_rows(parse_records(batch, max_ahead_ms(cfg)))
+        write_dead_letters(rows, cfg.kafka.bootstrap_servers, cfg.kafka.dead_letter_topic)
         steps["dead_letters"] = time.monotonic() - t
     duration = time.monotonic() - started
     return BatchMetrics(ARCHIVE, batch_id, valid, invalid, duration,

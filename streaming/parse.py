@@ -8,6 +8,7 @@ derived from the same JSON Schema.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from streamrec.schemas import events as E
+from streamrec.schemas.config import Config, StreamingConfig
 
 # Columns of a parsed record besides the event's own fields.
 REASON = "dead_letter_reason"
@@ -27,6 +29,8 @@ SOURCE_OFFSET = "source_offset"
 KAFKA_TIMESTAMP_MS = "kafka_timestamp_ms"
 RAW_KEY = "raw_key"
 RAW_VALUE = "raw_value"
+# How far an event may be dated after its record unless the config says otherwise.
+DEFAULT_MAX_AHEAD_MS = int(StreamingConfig().max_event_time_ahead_s * 1000)
 
 
 def parsed_schema() -> T.StructType:
@@ -55,11 +59,29 @@ _PASSED_THROUGH = {SOURCE_TOPIC: "topic", SOURCE_PARTITION: "partition", SOURCE_
 _KEPT_FOR_DEAD_LETTERS = {RAW_KEY: "key", RAW_VALUE: "value"}
 
 
-def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def parse_with_clock(
+    values: Iterable[bytes | None], record_ms: Iterable[int | None], max_ahead_ms: int
+) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """``parse_event`` of each value, and an event dated too far after its record's timestamp
+    made a dead letter too (``E.ahead_of_record_reason``)."""
+    out = []
+    for value, at in zip(values, record_ms, strict=True):
+        event, reason = E.parse_event(value)
+        if event is not None:
+            reason = E.ahead_of_record_reason(event[E.EVENT_TIME], at, max_ahead_ms)
+            if reason is not None:
+                event = None
+        out.append((event, reason))
+    return out
+
+
+def parse_batch(batch: pa.RecordBatch, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> pa.RecordBatch:
     """One Arrow batch of Kafka rows (key, value, topic, partition, offset, timestamp_ms) ->
     rows of ``parsed_schema()``. Only the values go through Python; the Kafka coordinates pass
     through as they came, and the raw bytes are kept only for dead letters."""
-    parsed = [E.parse_event(value) for value in batch.column("value").to_pylist()]
+    parsed = parse_with_clock(
+        batch.column("value").to_pylist(), batch.column("timestamp_ms").to_pylist(), max_ahead_ms
+    )
     events = [event or _NO_EVENT for event, _ in parsed]
     reasons = pa.array([reason for _, reason in parsed], pa.string())
     invalid = reasons.is_valid()
@@ -78,11 +100,16 @@ def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(ordered, schema=_ARROW_PARSED)
 
 
-def valid_event_frame(values: Iterable[bytes | None]) -> pd.DataFrame:
+def valid_event_frame(
+    values: Iterable[bytes | None],
+    record_ms: Iterable[int | None],
+    max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+) -> pd.DataFrame:
     """The valid events among Kafka record values, one column per contract field (event time as
     int64, a missing value as NaN). The invalid ones are left out: the lists query has no use
     for them, and the archive query sends them to the dead-letter topic."""
-    events = [event for event, _ in map(E.parse_event, values) if event is not None]
+    parsed = parse_with_clock(values, record_ms, max_ahead_ms)
+    events = [event for event, _ in parsed if event is not None]
     columns: dict[str, object] = {
         name: [event.get(name) for event in events] for name in E.event_contract().field_names
     }
@@ -91,12 +118,20 @@ def valid_event_frame(values: Iterable[bytes | None]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        yield parse_batch(batch)
+def max_ahead_ms(cfg: Config) -> int:
+    return int(cfg.streaming.max_event_time_ahead_s * 1000)
 
 
-def parse_records(kafka_rows: DataFrame) -> DataFrame:
+def record_millis(batch: pa.RecordBatch) -> list[int | None]:
+    """The Kafka record timestamps of a batch of a Kafka source's rows, in ms (None for rows
+    without one: nothing to check their event time against)."""
+    if "timestamp" not in batch.schema.names:
+        return [None] * batch.num_rows
+    micros = batch.column("timestamp").cast(pa.int64())
+    return [None if us is None else us // 1000 for us in micros.to_pylist()]
+
+
+def parse_records(kafka_rows: DataFrame, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> DataFrame:
     """A Kafka source DataFrame -> parsed rows (valid events have a null REASON)."""
     from pyspark.sql import functions as F
 
@@ -108,4 +143,9 @@ def parse_records(kafka_rows: DataFrame) -> DataFrame:
         "offset",
         F.unix_millis(F.col("timestamp")).alias("timestamp_ms"),
     )
-    return selected.mapInArrow(_parse_batches, schema=parsed_schema())
+
+    def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield parse_batch(batch, max_ahead_ms)
+
+    return selected.mapInArrow(parse_batches, schema=parsed_schema())

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 # Dead letters are keyed by their source topic/partition/offset: compaction keeps one copy of
 # each even if a replayed micro-batch writes it twice, and never deletes one by age.
 DEAD_LETTER_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+# Events carry the broker's clock as their record timestamp, whatever the producer's says: the
+# stream checks each event's own time against it (streaming.max_event_time_ahead_s).
+EVENTS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 def admin_client(kafka: KafkaConfig, timeout_ms: int = 10_000) -> KafkaAdminClient:
@@ -36,7 +39,11 @@ def admin_client(kafka: KafkaConfig, timeout_ms: int = 10_000) -> KafkaAdminClie
 def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = None) -> None:
     """Create the events and dead-letter topics (and ``extra`` ones) unless they exist."""
     wanted: dict[str, dict[str, Any]] = {
-        kafka.events_topic: {"num_partitions": kafka.partitions, "replication_factor": 1},
+        kafka.events_topic: {
+            "num_partitions": kafka.partitions,
+            "replication_factor": 1,
+            "configs": EVENTS_TOPIC_CONFIG,
+        },
         kafka.dead_letter_topic: {
             "num_partitions": kafka.partitions,
             "replication_factor": 1,

@@ -62,7 +62,10 @@ def test_parse_records_in_spark_matches_parse_event(spark: SparkSession) -> None
     from streamrec.streaming.parse import parse_records
 
     values = [E.encode_event(e) for e in VALID] + INVALID
-    rows = [(b"k", v, "t", 0, i, 1_700_000_000_000 + i) for i, v in enumerate(values)]
+    # Records appended at the contract's newest event time (2100-01-01): no event in VALID is
+    # ahead of its record (tests/unit/test_parse_batch.py checks that bound).
+    record_ms = 4_102_444_800_000
+    rows = [(b"k", v, "t", 0, i, record_ms + i) for i, v in enumerate(values)]
     kafka_like = (
         spark.createDataFrame(
             rows, "key binary, value binary, topic string, partition int, offset long, ts_ms long"

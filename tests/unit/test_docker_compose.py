@@ -225,17 +225,18 @@ def test_kafka_init_creates_the_config_topics(services: dict[str, Any]) -> None:
         assert spec["partitions"] == CFG.kafka.partitions
         assert spec["replication_factor"] == 1
         assert spec["bootstrap"] == "kafka:9092"
-    assert topics[CFG.kafka.events_topic]["configs"] == {}
+    assert topics[CFG.kafka.events_topic]["configs"] == {"message.timestamp.type": "LogAppendTime"}
     assert topics[CFG.kafka.dead_letter_topic]["configs"] == {"cleanup.policy": "compact"}
 
 
 # kafka-python, imported by kafka_topics, warns about its own use of importlib.resources.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_kafka_init_matches_what_the_jobs_would_create(services: dict[str, Any]) -> None:
-    from streamrec.kafka_topics import DEAD_LETTER_TOPIC_CONFIG
+    from streamrec.kafka_topics import DEAD_LETTER_TOPIC_CONFIG, EVENTS_TOPIC_CONFIG
 
     topics = _created_topics(services)
     assert topics[CFG.kafka.dead_letter_topic]["configs"] == DEAD_LETTER_TOPIC_CONFIG
+    assert topics[CFG.kafka.events_topic]["configs"] == EVENTS_TOPIC_CONFIG
 
 
 def test_kafka_init_is_a_one_shot_on_the_kafka_image(services: dict[str, Any]) -> None:

@@ -21,6 +21,9 @@ from streamrec.streaming.parse import (
     parsed_schema,
 )
 
+# The broker's append time: after every synthetic event (late events are always accepted).
+RECORD_MS = 4_000_000_000_000
+
 
 def _kafka_rows(
     records: list[tuple[bytes | None, bytes | None]], binary: pa.DataType
@@ -33,7 +36,7 @@ def _kafka_rows(
             "topic": pa.array(["events"] * n, pa.string()),
             "partition": pa.array([i % 3 for i in range(n)], pa.int32()),
             "offset": pa.array([1000 + i for i in range(n)], pa.int64()),
-            "timestamp_ms": pa.array([1_700_000_000_000 + i for i in range(n)], pa.int64()),
+            "timestamp_ms": pa.array([RECORD_MS + i for i in range(n)], pa.int64()),
         }
     )
 
@@ -72,7 +75,7 @@ def test_parse_batch_matches_parse_event_row_by_row(binary: pa.DataType) -> None
         assert row[REASON] == reason
         coordinates = (row[SOURCE_TOPIC], row[SOURCE_PARTITION], row[SOURCE_OFFSET])
         assert coordinates == ("events", i % 3, 1000 + i)
-        assert row[KAFKA_TIMESTAMP_MS] == 1_700_000_000_000 + i
+        assert row[KAFKA_TIMESTAMP_MS] == RECORD_MS + i
         if event is None:
             reasons += 1
             # Dead letters carry the record exactly as it came.
@@ -96,3 +99,35 @@ def test_parse_batch_types_numbers_as_the_spark_schema_does() -> None:
 def test_parse_batch_of_no_rows() -> None:
     out = parse_batch(_kafka_rows([], pa.binary()))
     assert out.num_rows == 0 and out.schema == to_arrow_schema(parsed_schema())
+
+
+def test_an_event_dated_ahead_of_its_record_is_a_dead_letter_and_a_late_one_is_not() -> None:
+    from streamrec.streaming.parse import parse_with_clock, valid_event_frame
+
+    world = SyntheticWorld(users=5, items=5, segments=1, seed=1)
+    ahead, late, near = (dict(e) for e in world.events(3))
+    hour = 3_600_000
+    ahead[E.EVENT_TIME] = RECORD_MS + hour + 1
+    late[E.EVENT_TIME] = RECORD_MS - 30 * 365 * 24 * hour  # a backfill, decades old
+    near[E.EVENT_TIME] = RECORD_MS + hour  # clocks a little apart: within the bound
+    values = [E.encode_event(e) for e in (ahead, late, near)]
+    parsed = parse_with_clock(values, [RECORD_MS] * 3, hour)
+    assert parsed[0][0] is None and "max_event_time_ahead_s" in str(parsed[0][1])
+    assert parsed[1][0] is not None and parsed[2][0] is not None
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "key": pa.array([None] * 3, pa.binary()),
+            "value": pa.array(values, pa.binary()),
+            "topic": pa.array(["events"] * 3, pa.string()),
+            "partition": pa.array([0] * 3, pa.int32()),
+            "offset": pa.array([0, 1, 2], pa.int64()),
+            "timestamp_ms": pa.array([RECORD_MS] * 3, pa.int64()),
+        }
+    )
+    reasons = [row[REASON] for row in parse_batch(batch, hour).to_pylist()]
+    assert reasons[0] == parsed[0][1] and reasons[1:] == [None, None]
+    # The lists query leaves out what the archive query dead-letters.
+    frame = valid_event_frame(values, [RECORD_MS] * 3, hour)
+    assert list(frame[E.EVENT_ID]) == [late[E.EVENT_ID], near[E.EVENT_ID]]
+    # No record time (an old message format): nothing to check against.
+    assert parse_with_clock(values[:1], [None], hour)[0][0] is not None

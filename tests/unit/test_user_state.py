@@ -191,3 +191,49 @@ def test_a_model_trained_on_another_feedback_transform_is_refused() -> None:
     legacy_meta = {"params": {"reg_param": 0.1, "alpha": 1.0}}
     legacy = ItemModel("v-old", ["a"], np.ones((1, 2), np.float32), np.eye(2), legacy_meta)
     assert check_foldable(legacy, linear) == FoldInParams(0.1, 1.0)
+
+
+YEAR_MS = 365 * DAY_MS
+
+
+def test_one_user_far_in_the_future_leaves_the_others_weights_alone() -> None:
+    from streamrec.model.user_state import merge_rows, weighed_rows
+
+    cfg = FeedbackConfig(half_life_days=1.0)
+    partition = pd.DataFrame(
+        {
+            E.USER_ID: ["now", "now", "future"],
+            E.EVENT_ID: ["a", "b", "c"],
+            E.ITEM_ID: ["x", "y", "x"],
+            E.EVENT_TYPE: ["play", "play", "play"],
+            E.EVENT_TIME: [T, T + DAY_MS, T + 74 * YEAR_MS],
+            E.VALUE: [30.0, 30.0, 30.0],
+        }
+    )
+    _, by_user = weighed_rows(partition, cfg)
+    mixed = merge_rows(UserState(), by_user["now"], 0, cfg)  # no OverflowError
+    alone = merge(UserState(), partition[partition[E.USER_ID] == "now"], 0, cfg)
+    assert mixed is not None and alone is not None
+    assert mixed.weights == pytest.approx(alone.weights)
+    assert mixed.weights["y"] == pytest.approx(2 * mixed.weights["x"])  # one half-life apart
+
+
+def test_decay_never_rounds_a_preference_away_to_zero() -> None:
+    cfg = FeedbackConfig(half_life_days=1.0)
+    old = _events([("a", "x", "play", T, 30.0)])
+    state = merge(UserState(), old, 0, cfg)
+    assert state is not None
+    # 100 years later, three times over: x is still a (tiny) positive preference.
+    for n in range(1, 4):
+        later = _events([(f"e{n}", f"item{n}", "play", T + n * 100 * YEAR_MS, 30.0)])
+        state = merge(state, later, n, cfg)
+        assert state is not None
+    assert 0 < state.weights["x"] < 1e-90 and set(state.weights) == {"x", "item1", "item2", "item3"}
+    skip = merge(UserState(), _events([("s", "z", "skip", T, None)]), 0, cfg)
+    assert skip is not None
+    skip = merge(skip, _events([("t", "w", "play", T + 300 * YEAR_MS, 1.0)]), 1, cfg)
+    assert skip is not None and skip.weights["z"] < 0  # a "no" stays a "no"
+    weights = event_weights(
+        cfg, pd.Series(["play"]), pd.Series([30.0]), pd.Series([T]), T + 200 * YEAR_MS
+    )
+    assert weights[0] > 0
