@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from py4j.protocol import Py4JJavaError
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.interactions import RATING
@@ -35,7 +37,31 @@ def train_als(ratings: DataFrame, cfg: BatchConfig, parallelism: int) -> ALSMode
         checkpointInterval=5,
         coldStartStrategy="drop",
     )
-    return als.fit(ratings)
+    try:
+        return als.fit(ratings)
+    except Py4JJavaError as exc:
+        if "SingularMatrixException" not in str(exc):
+            raise
+        raise InputError(too_small_message(ratings, cfg)) from None
+
+
+def too_small_message(ratings: DataFrame, cfg: BatchConfig) -> str:
+    """Why ALS found no solution: the data is too small for the rank. A user (or item) with no
+    positive feedback, only skips say, is solved without regularisation, which needs at least
+    ``rank`` items (users) to be determined."""
+    counts = ratings.agg(
+        F.countDistinct(USER_INDEX).alias("users"),
+        F.countDistinct(ITEM_INDEX).alias("items"),
+        F.countDistinct(F.when(F.col(RATING) > 0, F.col(USER_INDEX))).alias("positive_users"),
+        F.countDistinct(F.when(F.col(RATING) > 0, F.col(ITEM_INDEX))).alias("positive_items"),
+    ).collect()[0]
+    return (
+        f"too little data to train ALS at rank {cfg.rank}: {counts['users']} users and "
+        f"{counts['items']} items, of which {counts['positive_users']} users and "
+        f"{counts['positive_items']} items have positive feedback. Users or items with none "
+        f"(only skips, say) need at least rank ({cfg.rank}) of the other side. Collect more "
+        "events, or lower batch.rank (and batch.tune_ranks)."
+    )
 
 
 def train_ease(ratings: DataFrame, item_ids: Sequence[str], cfg: BatchConfig) -> np.ndarray:

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame
 from streamrec.batch.evaluate import score_als, score_popularity, search_ease
 from streamrec.batch.holdout import before, time_cut, time_split
 from streamrec.batch.search import Trial, candidates, choose_family, successive_halving
+from streamrec.errors import InputError
 from streamrec.model.store import trained_setting, training_record
 from streamrec.schemas.config import BatchConfig, Config
 
@@ -128,7 +129,17 @@ def _search(
     k, parallelism = batch.eval_k, cfg.spark.shuffle_partitions
 
     def score(setting: BatchConfig) -> float:
-        ndcg = score_als(split, setting, k, parallelism).ranking.ndcg
+        try:
+            ndcg = score_als(split, setting, k, parallelism).ranking.ndcg
+        except InputError as exc:  # this setting cannot be trained on the split: it loses
+            log.warning(
+                "tune: rank %d regParam %g alpha %g skipped: %s",
+                setting.rank,
+                setting.reg_param,
+                setting.alpha,
+                exc,
+            )
+            return float("-inf")
         log.info(
             "tune: rank %d regParam %g alpha %g, %d iterations: ndcg@%d %.4f",
             setting.rank,
