@@ -158,12 +158,15 @@ def score_folded_in(split: Split, model: ItemModel, params: FoldInParams, k: int
 class Decision:
     promote: bool
     reason: str
-    # Why a candidate is refused: BELOW_POPULARITY or BELOW_CURRENT; "" when promoted.
+    # Why a candidate is refused: BELOW_POPULARITY, BELOW_CURRENT or SUPERSEDED; "" when
+    # promoted.
     refusal: str = ""
 
 
 BELOW_POPULARITY = "below_popularity"
 BELOW_CURRENT = "below_current"
+# Promoted by the gate, but a newer version went live meanwhile (batch/job.py).
+SUPERSEDED = "superseded"
 
 
 def promotion_decision(holdout: dict[str, Any] | None, margin: float) -> Decision:

@@ -16,10 +16,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamrec import storage
-from streamrec.batch.holdout import holdout_metrics, promotion_decision
+from streamrec.batch.holdout import SUPERSEDED, Decision, holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
 from streamrec.batch.publish import NEWEST_MS, popular_items, user_lists
+from streamrec.batch.run_lock import exclusive_run
 from streamrec.batch.scoring import FEATURES, RATINGS, SEEN, rank_histories, rank_users
 from streamrec.batch.segment_report import write_report
 from streamrec.batch.segmentation import FEATURES as SEG_FEATURES
@@ -41,11 +42,15 @@ from streamrec.model.segments import feature_spec
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
     ListStamp,
+    Switch,
     connect,
+    decoded,
+    delete_version,
     switch_version,
+    versions_with_keys,
     write_list_rows,
     write_lists,
-)  # fmt: skip
+)
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -262,9 +267,10 @@ def publish(
     data: Prepared,
     model: ItemModel,
     segments: Segmentation | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int, Switch]:
     """Every user's list and segment (from the executors), the segment lists, the popular list,
-    then the version pointer."""
+    then the version pointer, forward only: a newer live version refuses the switch, and this
+    version's keys go again."""
     # Seen items as positions in the compact item model, which is what scoring indexes.
     positions = spark.createDataFrame(
         [(item, pos) for pos, item in enumerate(model.item_ids)], f"{E.ITEM_ID} string, pos int"
@@ -286,8 +292,6 @@ def publish(
     stamp = ListStamp(L.SOURCE_BATCH, model.version, int(time.time() * 1000), data.data_cut_ms)
     client = connect(cfg.redis)
     try:
-        previous = client.get(L.current_model_key(cfg.redis.key_prefix))
-        previous_version = previous.decode() if isinstance(previous, bytes) else previous
         if model.item_matrix is not None:
             params = store.fold_in_params(model)
             ranked = rank_histories(
@@ -303,13 +307,23 @@ def publish(
         if segments is not None:
             _publish_segment_lists(client, cfg, data, segments, stamp)
         _publish_popular(client, cfg, data, model, stamp)
-        # The switch: one SET; then the previous version's keys go.
-        switch_version(client, cfg.redis.key_prefix, model.version)
+        # The switch: one atomic step; then the previous version's keys go.
+        switch = switch_version(client, cfg.redis.key_prefix, model.version)
+        if not switch.switched:
+            delete_version(client, cfg.redis.key_prefix, model.version)
     finally:
         client.close()
-    log.info("batch: published %s (previous %s): %d lists, %d newer stream lists kept",
-             model.version, previous_version, written, kept)  # fmt: skip
-    return written, kept
+    if switch.switched:
+        log.info(
+            "batch: published %s (previous %s): %d lists, %d newer stream lists kept",
+            model.version,
+            switch.previous,
+            written,
+            kept,
+        )
+    else:
+        log.warning("batch: %s not published: the newer %s is live", model.version, switch.newer)
+    return written, kept, switch
 
 
 def _publish_popular(
@@ -355,9 +369,38 @@ def _current_model(cfg: Config, version: str | None) -> ItemModel | None:
 
 
 def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
-    """Train on the whole event store, save a new model version, publish its lists."""
-    connect(cfg.redis).close()  # fail fast, not after minutes of training
-    spark = spark or build_spark(cfg, "batch")
+    """Train on the whole event store, save a new model version, publish its lists; one run at
+    a time (batch/run_lock.py), after cleaning up what killed runs left."""
+    connect(cfg.redis, patient=False).close()  # fail fast, not after minutes of training
+    client = connect(cfg.redis)
+    try:
+        with exclusive_run(client, cfg.redis.key_prefix):
+            recover(client, cfg)
+            return _run_locked(cfg, spark or build_spark(cfg, "batch"))
+    finally:
+        client.close()
+
+
+def recover(client: redis.Redis, cfg: Config) -> None:
+    """Before a run (under the lock): the model store follows the version Redis serves, and
+    what killed runs left goes: keys of versions readers do not follow, folders of versions
+    never saved whole. Readers and the stream follow Redis's pointer, which moves first; a run
+    killed before the store's pointer moved too is finished here."""
+    prefix, model_store = cfg.redis.key_prefix, cfg.paths.model_store
+    live = decoded(client.get(L.current_model_key(prefix)))
+    if live and live != store.current_version(model_store) and live in store.versions(model_store):
+        store.promote(model_store, live)
+        log.warning("batch: the model store's current is now %s, the version Redis serves", live)
+    for version in sorted(versions_with_keys(client, prefix) - {live}):
+        removed = delete_version(client, prefix, version)
+        log.warning(
+            "batch: removed %d keys of %s, a version readers do not follow", removed, version
+        )
+    for folder in store.remove_incomplete(model_store):
+        log.warning("batch: removed %s, a version a killed run left half-written", folder)
+
+
+def _run_locked(cfg: Config, spark: SparkSession) -> BatchResult:
     timings: dict[str, float] = {}
 
     t = time.monotonic()
@@ -394,13 +437,21 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     write_promotion(cfg.paths.model_store, model.version, asdict(decision))
     written = kept = 0
     if decision.promote:
-        store.promote(cfg.paths.model_store, model.version)
         t = time.monotonic()
-        written, kept = publish(spark, run_cfg, als, data, model, segments)
+        # Lists first, then Redis's pointer (readers and the stream follow it), then the
+        # store's: a run killed in between leaves one version live, which recover() finishes.
+        written, kept, switch = publish(spark, run_cfg, als, data, model, segments)
         timings["publish"] = time.monotonic() - t
-        pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
-        if pruned:
-            log.info("batch: removed old model versions %s", ", ".join(pruned))
+        if switch.switched:
+            store.promote(cfg.paths.model_store, model.version)
+            pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
+            if pruned:
+                log.info("batch: removed old model versions %s", ", ".join(pruned))
+        else:
+            decision = Decision(
+                False, f"not published: the newer {switch.newer} is live", SUPERSEDED
+            )
+            write_promotion(cfg.paths.model_store, model.version, asdict(decision))
     else:
         live = None if current is None else current.version
         log.warning("batch: model %s %s; %s stays current", model.version, decision.reason, live)

@@ -286,6 +286,23 @@ def versions(store: str | Path) -> list[str]:
     )  # fmt: skip
 
 
+def remove_incomplete(store: str | Path) -> list[str]:
+    """Delete version folders without meta.json: what runs killed while saving left behind.
+    Only safe while no run is saving (the caller holds the batch lock)."""
+    root = storage.absolute(store)
+    fs = storage.filesystem(root)
+    if not fs.exists(root):
+        return []
+    doomed = [
+        name
+        for name in fs.list_names(root)
+        if name.startswith("v") and not fs.exists(storage.join(root, name, "meta.json"))
+    ]
+    for name in doomed:
+        fs.delete_tree(storage.join(root, name))
+    return doomed
+
+
 def prune(store: str | Path, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest versions, never the current one; returns the deleted."""
     current = current_version(store)

@@ -56,6 +56,12 @@ class RedisConfig:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # No command waits on Redis longer than this (lookups, /health, the jobs).
+    socket_timeout_s: float = 2.0
+    # The jobs (stream, batch) retry a command whose connection failed or timed out, with
+    # exponential backoff, for about this long: a Redis restart or a short freeze does not stop
+    # them. Lookups retry once; a job's start-up check does not wait.
+    retry_window_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -432,6 +438,8 @@ def _check_values(cfg: Config) -> None:
             "redis.tls_cert_file and redis.tls_key_file go together, with redis.tls: true",
         ),
         (not cfg.redis.tls_ca_file or cfg.redis.tls, "redis.tls_ca_file needs redis.tls: true"),
+        (cfg.redis.socket_timeout_s > 0, "redis.socket_timeout_s must be > 0"),
+        (cfg.redis.retry_window_s >= 0, "redis.retry_window_s must be >= 0"),
         (1 <= cfg.serve.port <= 65535, "serve.port must be a TCP port (1..65535)"),
         (cfg.serve.default_n >= 1, "serve.default_n must be >= 1"),
         (cfg.serve.max_n >= cfg.serve.default_n, "serve.max_n must be >= serve.default_n"),

@@ -104,6 +104,20 @@ def version_prefix(prefix: str, version: str) -> str:
     return f"{prefix}:m:{version}:"
 
 
+def all_versions_pattern(prefix: str) -> str:
+    """A SCAN pattern for the keys of every version."""
+    check_key_part("prefix", prefix)
+    return f"{prefix}:m:*"
+
+
+def version_of_key(prefix: str, key: str) -> str | None:
+    """The version a key of ``all_versions_pattern`` belongs to."""
+    head = f"{prefix}:m:"
+    if not key.startswith(head):
+        return None
+    return key[len(head) :].split(":", 1)[0] or None
+
+
 def check_key_part(name: str, value: str) -> None:
     """A prefix or a version with a brace would move the hash tag of every key built on it."""
     if "{" in value or "}" in value:
@@ -119,6 +133,12 @@ def version_keys_pattern(prefix: str, version: str) -> str:
 
 def user_state_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:st:u:{user_tag(user_id)}"
+
+
+def batch_lock_key(prefix: str) -> str:
+    """The lock one batch run holds at a time (batch/run_lock.py)."""
+    check_key_part("prefix", prefix)
+    return f"{prefix}:lock:batch"
 
 
 def current_model_key(prefix: str) -> str:
@@ -260,7 +280,9 @@ return 1
 # another writer got in between (the user's events came through two Kafka partitions, so two
 # tasks of one micro-batch work on them at once) nothing is written and -2 returned, and the
 # caller reads the state again and redoes the user. Replays are caught before the write: the
-# state records the micro-batches and partitions already applied (model/user_state.py).
+# state records the micro-batches and partitions already applied (model/user_state.py). The
+# state has no TTL (a user's history outlives their lists; PERSIST clears one set before); the
+# list gets the lists' TTL.
 # KEYS[1] = the user's list key (version V), KEYS[2] = their state key
 # ARGV = encoded list ("" for none), fence (the user's newest event time, ms), ttl seconds,
 #        revision read, encoded state, segment ("" for none), segment probabilities ("" none)
@@ -273,7 +295,7 @@ if rev ~= ARGV[4] then
 end
 local ttl = tonumber(ARGV[3])
 redis.call('HSET', KEYS[2], 'state', ARGV[5], 'rev', (tonumber(rev) or 0) + 1)
-redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('PERSIST', KEYS[2])
 local wrote = 0
 if ARGV[1] ~= '' then
   local stored = redis.call('HGET', KEYS[1], 'fence')
@@ -292,6 +314,30 @@ if wrote == 1 or ARGV[6] ~= '' then
   redis.call('EXPIRE', KEYS[1], ttl)
 end
 return wrote
+"""
+
+# The switch of readers (and the stream) to a version, forward only: version names sort by
+# creation time, so a run that finished late never replaces a newer live version.
+# KEYS[1] = the pointer P:model:current; ARGV[1] = the new version.
+# Returns {1, previous or ""} when switched, {0, the newer live version} when not.
+SWITCH_FORWARD_LUA = """
+local live = redis.call('GET', KEYS[1])
+if live and live > ARGV[1] then
+  return {0, live}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, live or ''}
+"""
+
+# A user's state rebuilt from the event store (streaming/state_rebuild.py), written only where
+# the stream has none: KEYS[1] = the state key, ARGV[1] = the encoded state. Returns 1 when
+# written, 0 when a state was there.
+STATE_IF_ABSENT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rev', 1)
+return 1
 """
 
 # The Lua readers below build keys from the prefix, the version and the user ids themselves

@@ -66,8 +66,8 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """The current model and its broadcast, renewed when the batch job promotes a new version
-    (checked before every micro-batch: one small file read)."""
+    """The live model and its broadcast, renewed when the batch job publishes a new version
+    (checked before every micro-batch: one Redis GET)."""
 
     def __init__(
         self,
@@ -86,8 +86,15 @@ class ModelHolder:
         # True from loading a new version until the lists query has rescored its recent users.
         self.switched = False
 
+    def live_version(self) -> str | None:
+        """The version readers follow: Redis's pointer, so the stream's lists land where apps
+        read them even when a batch run died between switching Redis and the model store. The
+        store's ``current`` only when Redis has no pointer (restarted empty)."""
+        pointer = decoded(self.client.get(L.current_model_key(self.prefix)))
+        return pointer or store.current_version(self.model_store)
+
     def current(self) -> tuple[ItemModel, Broadcast[ItemModel]] | None:
-        version = store.current_version(self.model_store)
+        version = self.live_version()
         if version is not None and (self.model is None or self.model.version != version):
             try:
                 model = store.load_item_model(self.model_store, version)
@@ -311,7 +318,7 @@ def check_services(cfg: Config) -> None:
     """Kafka answers and has the topics, Redis answers: or a ServiceUnavailable that says how
     to start them."""
     ensure_topics(cfg.kafka)
-    connect(cfg.redis).close()
+    connect(cfg.redis, patient=False).close()
 
 
 @dataclass

@@ -68,10 +68,11 @@ def _cmd_stream(cfg: Config, args: argparse.Namespace) -> int:
 # `streamrec batch run`'s exit codes for a version that is saved but not promoted.
 EXIT_BELOW_CURRENT = 3
 EXIT_BELOW_POPULARITY = 4
+EXIT_SUPERSEDED = 5
 
 
 def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
-    from streamrec.batch.holdout import BELOW_POPULARITY
+    from streamrec.batch.holdout import BELOW_POPULARITY, SUPERSEDED
     from streamrec.batch.job import run_batch
 
     if args.every:
@@ -91,7 +92,8 @@ def _cmd_batch(cfg: Config, args: argparse.Namespace) -> int:
     # Trained and saved, but not promoted: worth an alert, and the code says why.
     if result.promoted:
         return 0
-    return EXIT_BELOW_POPULARITY if result.refusal == BELOW_POPULARITY else EXIT_BELOW_CURRENT
+    exits = {BELOW_POPULARITY: EXIT_BELOW_POPULARITY, SUPERSEDED: EXIT_SUPERSEDED}
+    return exits.get(result.refusal, EXIT_BELOW_CURRENT)
 
 
 def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
@@ -104,6 +106,15 @@ def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     rows = describe_all(cfg.paths.model_store)
     print(json.dumps(rows, indent=2) if args.json else table(rows))
+    return 0
+
+
+def _cmd_state(cfg: Config, args: argparse.Namespace) -> int:
+    from streamrec.spark import build_spark
+    from streamrec.streaming.state_rebuild import rebuild_states
+
+    report = rebuild_states(build_spark(cfg, "state-rebuild"), cfg)
+    print(report.summary())
     return 0
 
 
@@ -557,6 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("version", nargs="?", help="one version in full (JSON), with trials")
     models.add_argument("--json", action="store_true", help="every version as JSON")
     models.set_defaults(func=_cmd_models)
+
+    state = sub.add_parser(
+        "state",
+        help="the stream's per-user states: `rebuild` writes, from the event store, the states "
+        "Redis no longer has (after a restart without persistence)",
+    )
+    state.add_argument("action", choices=["rebuild"])
+    state.set_defaults(func=_cmd_state)
 
     demo = sub.add_parser("demo", help="run the whole path on synthetic data on the local stack")
     demo.add_argument("--events", type=int, default=20000, help="synthetic events to train on")

@@ -133,9 +133,10 @@ class LookupClient:
         self._segment = client.register_script(L.READ_SEGMENT_LUA)
 
     @classmethod
-    def open(cls, cfg: RedisConfig, socket_timeout_s: float = 2.0) -> LookupClient:
-        """Connect (fails fast with ServiceUnavailable saying how to start Redis)."""
-        return cls(connect(cfg, socket_timeout_s=socket_timeout_s), cfg)
+    def open(cls, cfg: RedisConfig) -> LookupClient:
+        """Connect (fails fast with ServiceUnavailable saying how to start Redis); a lookup
+        waits at most ``redis.socket_timeout_s`` per try and retries once."""
+        return cls(connect(cfg, patient=False), cfg)
 
     def close(self) -> None:
         self.client.close()
@@ -156,6 +157,14 @@ class LookupClient:
         """The version readers follow now (None before the first publish)."""
         try:
             return decoded(self.client.get(self._pointer))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise unavailable(self.cfg, exc) from exc
+
+    def has_lists(self, version: str) -> bool:
+        """Whether ``version``'s lists are in Redis (its popular list, which every publish
+        writes, stands for them): False after Redis lost its data or the lists expired."""
+        try:
+            return bool(self.client.exists(L.popular_list_key(self.cfg.key_prefix, version)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise unavailable(self.cfg, exc) from exc
 

@@ -1,9 +1,11 @@
-"""Recommendation lists in Redis (layout: schemas/redis_layout.py): connect fast-failing, write
+"""Recommendation lists in Redis (layout: schemas/redis_layout.py): connect (bounded waits,
+retries with backoff), write
 many lists per pipeline through the layout's Lua scripts (stream writes and batch publishes),
 switch the current version, and read a version's lists atomically."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import redis
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import types as T
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from streamrec.errors import ServiceUnavailable
 from streamrec.schemas import redis_layout as L
@@ -23,11 +27,30 @@ def decoded(raw: bytes | str | None) -> str | None:
     return raw.decode("utf-8") if isinstance(raw, bytes) else raw
 
 
-def connect(cfg: RedisConfig, socket_timeout_s: float = 10.0) -> redis.Redis:
+# Backoff between retries: from 50 ms, doubling, at most this long (with jitter).
+RETRY_CAP_S = 4.0
+
+
+def retry_policy(window_s: float) -> Retry:
+    """Retries with exponential backoff of a command whose connection failed or timed out, for
+    about ``window_s`` seconds in all (at least one retry)."""
+    retries = 1 + int(window_s // RETRY_CAP_S) + 6  # six doublings reach the cap
+    return Retry(
+        ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=0.05),
+        retries if window_s > 0 else 1,
+        (redis.ConnectionError, redis.TimeoutError, socket.timeout),
+    )
+
+
+def connect(cfg: RedisConfig, patient: bool = True) -> redis.Redis:
     """A client that has answered PING, or ServiceUnavailable saying how to start Redis.
 
-    Password, ACL user and TLS come from the config (which reads them from the environment);
-    none of them is ever logged, and the error names only the host, port and user."""
+    Every command waits at most ``redis.socket_timeout_s``. A ``patient`` client (the jobs')
+    retries a failed command with backoff for about ``redis.retry_window_s``, so a Redis
+    restart or freeze does not stop a job; an impatient one (lookups, start-up checks) retries
+    once and then says so. Password, ACL user and TLS come from the config (which reads them
+    from the environment); none of them is ever logged, and the error names only the host,
+    port and user."""
     tls: dict[str, Any] = {}
     if cfg.tls:
         tls = dict(
@@ -42,10 +65,11 @@ def connect(cfg: RedisConfig, socket_timeout_s: float = 10.0) -> redis.Redis:
         db=cfg.db,
         username=cfg.username or None,
         password=cfg.password or None,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=5,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.socket_timeout_s,
+        retry=retry_policy(cfg.retry_window_s if patient else 0.0),
         **tls,
-    )  # fmt: skip
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -180,14 +204,34 @@ def read_lists(
     return version, decode(raw[1]), lists
 
 
-def switch_version(client: redis.Redis, prefix: str, new_version: str) -> str | None:
-    """Point readers at ``new_version`` (one SET), then unlink the previous version's keys.
-    Returns the previous version."""
-    old = client.getset(L.current_model_key(prefix), new_version)
-    previous = decoded(old)
+@dataclass(frozen=True)
+class Switch:
+    switched: bool
+    previous: str | None  # the version readers followed before (when switched)
+    newer: str | None = None  # the newer live version that refused the switch
+
+
+def switch_version(client: redis.Redis, prefix: str, new_version: str) -> Switch:
+    """Point readers at ``new_version`` (one atomic step, forward only), then unlink the
+    previous version's keys. A newer live version refuses the switch: nothing changes."""
+    pointer = L.current_model_key(prefix)
+    switched, other = client.eval(L.SWITCH_FORWARD_LUA, 1, pointer, new_version)
+    if not int(switched):
+        return Switch(False, None, decoded(other))
+    previous = decoded(other) or None
     if previous and previous != new_version:
         delete_version(client, prefix, previous)
-    return previous
+    return Switch(True, previous)
+
+
+def versions_with_keys(client: redis.Redis, prefix: str) -> set[str]:
+    """Every version that has keys in Redis (one SCAN over the versions' keys)."""
+    found: set[str] = set()
+    for key in client.scan_iter(match=L.all_versions_pattern(prefix), count=1000):
+        version = L.version_of_key(prefix, decoded(key) or "")
+        if version:
+            found.add(version)
+    return found
 
 
 def delete_version(client: redis.Redis, prefix: str, version: str) -> int:

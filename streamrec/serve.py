@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from streamrec.errors import ServiceUnavailable, StackError
 from streamrec.lookup import BadLookup, LookupClient, max_user_id_length
+from streamrec.model import store
 from streamrec.schemas.config import Config, ServeConfig, dump_config
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,9 @@ class Headers(Protocol):
 class App:
     """What each request gets, apart from the socket: routing, auth, lookups, metrics."""
 
-    def __init__(self, lookup: LookupClient, cfg: ServeConfig) -> None:
+    def __init__(self, lookup: LookupClient, cfg: ServeConfig, model_store: str = "") -> None:
         self.lookup, self.cfg, self.metrics = lookup, cfg, Metrics()
+        self.model_store = model_store  # "" when this server cannot read it
         self._key = cfg.api_key.encode("utf-8")
 
     def authorized(self, headers: Headers) -> bool:
@@ -215,21 +217,47 @@ class App:
             assert request.user_id is not None
             return _json(200, self.lookup.segment(request.user_id).to_json())
         if route == HEALTH:
-            try:
-                version = self.lookup.model_version()
-            except ServiceUnavailable as exc:
-                return _json(503, {"status": "unavailable", "redis": str(exc)})
-            return _json(
-                200,
-                {
-                    "status": "ok" if version else "no_model",
-                    "redis": "ok",
-                    "model_version": version,
-                },
-            )
+            status, body = health_of(self.lookup, self.model_store)
+            return _json(status, body)
         if route == METRICS:
             return 200, self.metrics.render().encode(), "text/plain; version=0.0.4"
         return _json(200, openapi(self.cfg))
+
+
+def health_of(lookup: LookupClient, model_store: str) -> tuple[int, dict[str, Any]]:
+    """/health: 200 "ok" when Redis answers and the live version's lists are there, 200
+    "no_model" before the first publish; 503 "unavailable" when Redis does not answer, and 503
+    "degraded" when the lists are gone (Redis restarted empty, the lists expired): lookups then
+    answer with empty lists until the next batch run publishes again."""
+    try:
+        version = lookup.model_version()
+        present = version is not None and lookup.has_lists(version)
+    except ServiceUnavailable as exc:
+        return 503, {"status": "unavailable", "redis": str(exc)}
+    if version is not None and present:
+        return 200, {"status": "ok", "redis": "ok", "model_version": version}
+    stored = _store_version(model_store)
+    if version is None and stored is None:
+        return 200, {"status": "no_model", "redis": "ok", "model_version": None}
+    missing = version or stored
+    return 503, {
+        "status": "degraded",
+        "redis": "ok",
+        "model_version": version,
+        "reason": f"the lists of model {missing} are not in Redis (restarted without "
+        "persistence, or expired): run `streamrec state rebuild` and `streamrec batch run`",
+    }
+
+
+def _store_version(model_store: str) -> str | None:
+    """The model store's current version, when this process can read the store (it may run
+    where the store is not mounted: then only Redis is asked)."""
+    if not model_store:
+        return None
+    try:
+        return store.current_version(model_store)
+    except Exception:  # any storage error: the store is not this server's to read
+        return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -269,7 +297,7 @@ def make_server(cfg: Config, host: str | None = None, port: int | None = None) -
     """A bound server with its Redis connection checked (port 0: any free port)."""
     lookup = LookupClient.open(cfg.redis)
     address = (host or cfg.serve.host, cfg.serve.port if port is None else port)
-    return _Server(address, App(lookup, cfg.serve))
+    return _Server(address, App(lookup, cfg.serve, cfg.paths.model_store))
 
 
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
@@ -442,7 +470,8 @@ def openapi(cfg: ServeConfig) -> dict[str, Any]:
     health = {
         "type": "object",
         "properties": {
-            "status": {"enum": ["ok", "no_model"]},
+            "status": {"enum": ["ok", "no_model", "degraded", "unavailable"]},
+            "reason": {"type": "string"},
             "redis": {"type": "string"},
             "model_version": nullable_str,
         },

@@ -4,9 +4,11 @@ the Prometheus text, the OpenAPI description. The server process: tests/integrat
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
+from streamrec.errors import ServiceUnavailable
 from streamrec.schemas.config import ServeConfig
 from streamrec.serve import (
     HEALTH,
@@ -148,3 +150,55 @@ def test_openapi_describes_every_route(key: str) -> None:
     assert ("components" in doc) == bool(key)
     assert ("401" in doc["paths"][RECOMMENDATIONS]["get"]["responses"]) == bool(key)
     assert "security" not in doc["paths"][HEALTH]["get"]
+
+
+class _FakeLookup:
+    """What /health asks of a lookup client: the pointer, and whether a version's lists exist."""
+
+    def __init__(self, version: str | None, lists: bool, down: bool = False) -> None:
+        self.version, self.lists, self.down = version, lists, down
+
+    def model_version(self) -> str | None:
+        if self.down:
+            raise ServiceUnavailable("Redis at 127.0.0.1:1 does not answer")
+        return self.version
+
+    def has_lists(self, version: str) -> bool:
+        return self.lists
+
+
+@pytest.mark.parametrize(
+    ("version", "lists", "down", "stored", "status", "word"),
+    [
+        ("v2", True, False, "v2", 200, "ok"),
+        (None, False, False, None, 200, "no_model"),
+        ("v2", False, False, None, 503, "degraded"),  # the lists expired or were lost
+        (None, False, False, "v2", 503, "degraded"),  # Redis restarted empty
+        (None, False, True, "v2", 503, "unavailable"),
+    ],
+)
+def test_health_tells_ok_no_model_degraded_and_unavailable_apart(
+    tmp_path: Path,
+    version: str | None,
+    lists: bool,
+    down: bool,
+    stored: str | None,
+    status: int,
+    word: str,
+) -> None:
+    from streamrec.serve import health_of
+
+    if stored:
+        (tmp_path / "current").write_text(stored)
+    fake = _FakeLookup(version, lists, down)
+    code, body = health_of(fake, str(tmp_path))  # type: ignore[arg-type]
+    assert (code, body["status"]) == (status, word)
+    if word == "degraded":
+        assert "streamrec batch run" in body["reason"]
+
+
+def test_retry_policy_spans_the_window_and_an_impatient_client_retries_once() -> None:
+    from streamrec.redis_lists import RETRY_CAP_S, retry_policy
+
+    assert retry_policy(0.0).get_retries() == 1
+    assert retry_policy(60.0).get_retries() * RETRY_CAP_S >= 60.0

@@ -1,0 +1,236 @@
+"""Redis faults on a real redis-server of the test's own: a frozen Redis bounds every lookup and
+/health by the socket timeout, a job's client rides out a restart, /health says "degraded"
+when the live lists are gone, and the stream's states come back from the event store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+from pyspark.sql import SparkSession
+
+from streamrec.errors import ServiceUnavailable
+from streamrec.lookup import LookupClient
+from streamrec.model.user_state import NO_BATCH, UserState, decode_state, encode_state, merge
+from streamrec.redis_lists import connect
+from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
+from streamrec.schemas.config import Config, with_overrides
+from streamrec.serve import health_of
+from streamrec.stack.process import port_open
+from streamrec.streaming.event_store import write_batch
+from streamrec.streaming.state_rebuild import rebuild_states
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server of this test only, which it may freeze, kill and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = _free_port(), folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+               "--appendonly", "no", "--dir", str(self.folder)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.signal(signal.SIGCONT)
+        server.kill()
+
+
+def _cfg(base: Config, server: OwnRedis, **redis_keys: object) -> Config:
+    return with_overrides(base, redis=dict(port=server.port, **redis_keys))
+
+
+def test_a_frozen_redis_bounds_lookups_and_health_by_the_timeout(
+    stack_cfg: Config, own_redis: OwnRedis
+) -> None:
+    cfg = _cfg(stack_cfg, own_redis, socket_timeout_s=0.5)
+    lookup = LookupClient.open(cfg.redis)
+    own_redis.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="does not answer"):
+            lookup.lookup("alice")
+        status, body = health_of(lookup, "")
+        waited = time.monotonic() - started
+    finally:
+        own_redis.signal(signal.SIGCONT)
+    assert status == 503 and body["status"] == "unavailable"
+    # Two tries of at most 0.5 s each, for the lookup and for /health: never the 26 s of old.
+    assert waited < 4.0, waited
+    assert lookup.model_version() is None  # answers again once Redis does
+    lookup.close()
+
+
+def test_a_jobs_client_rides_out_a_redis_restart(stack_cfg: Config, own_redis: OwnRedis) -> None:
+    cfg = _cfg(stack_cfg, own_redis, socket_timeout_s=0.5, retry_window_s=30.0)
+    client = connect(cfg.redis)
+    client.set("before", "1")
+    own_redis.kill()
+    restarter = threading.Timer(2.0, own_redis.start)
+    restarter.start()
+    started = time.monotonic()
+    client.set("during", "1")  # retried with backoff until Redis is back
+    restarter.join()
+    assert 1.5 < time.monotonic() - started < 30
+    assert client.get("during") == b"1" and client.get("before") is None  # restarted empty
+    impatient = connect(cfg.redis, patient=False)
+    own_redis.kill()
+    with pytest.raises(redis.ConnectionError):
+        impatient.get("during")
+    client.close()
+    impatient.close()
+
+
+def test_health_is_degraded_when_the_live_lists_are_gone(
+    isolated_cfg: Config, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    prefix = isolated_cfg.redis.key_prefix
+    lookup = LookupClient.open(isolated_cfg.redis)
+    assert health_of(lookup, str(tmp_path / "no-store")) == (
+        200,
+        {"status": "no_model", "redis": "ok", "model_version": None},
+    )
+    redis_client.set(L.current_model_key(prefix), "v1")
+    status, body = health_of(lookup, "")
+    assert status == 503 and body["status"] == "degraded" and "batch run" in body["reason"]
+    redis_client.hset(L.popular_list_key(prefix, "v1"), "fence", 0)
+    assert health_of(lookup, "")[0] == 200
+    # Redis lost everything, but the model store says a model is live: degraded, not "no_model".
+    redis_client.delete(L.current_model_key(prefix), L.popular_list_key(prefix, "v1"))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "current").write_text("v7")
+    status, body = health_of(lookup, str(models))
+    assert status == 503 and body["status"] == "degraded" and "v7" in body["reason"]
+    lookup.close()
+
+
+def test_state_rebuild_restores_lost_states_and_keeps_live_ones(
+    spark: SparkSession, isolated_cfg: Config, redis_client: redis.Redis
+) -> None:
+    cfg = isolated_cfg
+    t = 1_700_000_000_000
+    rows = [
+        (f"e{n}", f"u{n % 3}", f"i{n % 5}", "play" if n % 4 else "skip", t + n, 30.0)
+        for n in range(30)
+    ]
+    rows.append(("e0", "u0", "i0", "skip", t, 30.0))  # a duplicate id: counted once
+    write_batch(spark.createDataFrame(rows, E.spark_event_schema()), cfg.paths.event_store, 0)
+    prefix = cfg.redis.key_prefix
+    written_by_stream = merge(UserState(), _frame(rows[:1]), 5, cfg.feedback)
+    assert written_by_stream is not None
+    live = encode_state(written_by_stream)
+    redis_client.hset(L.user_state_key(prefix, "u0"), mapping={"state": live, "rev": 9})
+
+    report = rebuild_states(spark, cfg)
+    assert (report.users, report.written, report.present) == (3, 2, 1)
+    assert redis_client.hget(L.user_state_key(prefix, "u0"), "state") == live  # untouched
+    for user in ("u1", "u2"):
+        raw = redis_client.hget(L.user_state_key(prefix, user), "state")
+        state = decode_state(raw)
+        mine = [r for r in rows[:30] if r[1] == user]
+        expected = merge(UserState(), _frame(mine), 0, cfg.feedback)
+        assert expected is not None
+        assert state.events == len(mine) and state.batch == NO_BATCH
+        assert state.weights == pytest.approx(expected.weights)
+        assert redis_client.ttl(L.user_state_key(prefix, user)) == -1  # no TTL
+    # Run again: everything is present now.
+    assert rebuild_states(spark, cfg).written == 0
+
+
+def _frame(rows: list) -> pd.DataFrame:  # type: ignore[type-arg]
+    return pd.DataFrame(
+        rows, columns=[E.EVENT_ID, E.USER_ID, E.ITEM_ID, E.EVENT_TYPE, E.EVENT_TIME, E.VALUE]
+    )
+
+
+def test_the_stream_survives_a_redis_restart_and_states_come_back(
+    spark: SparkSession, isolated_cfg: Config, own_redis: OwnRedis
+) -> None:
+    from streamrec.producer.run import publish_events
+    from streamrec.streaming.fresh_lists import read_states
+    from streamrec.streaming.job import StreamReport, run_stream, start_stream
+
+    cfg = _cfg(isolated_cfg, own_redis, socket_timeout_s=1.0, retry_window_s=60.0)
+    t = 1_700_000_000_000
+
+    def events(first: int, users: list[str]) -> list[dict[str, object]]:
+        return [
+            {E.EVENT_ID: f"r{first + n}", E.USER_ID: user, E.ITEM_ID: f"i{n % 4}",
+             E.EVENT_TYPE: "play", E.EVENT_TIME: t + first + n, E.VALUE: 10.0}
+            for n, user in enumerate(users)
+        ]  # fmt: skip
+
+    def wait_for_states(users: list[str], timeout_s: float = 90) -> None:
+        client = connect(cfg.redis)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if all(s.events > 0 for s in read_states(client, cfg.redis.key_prefix, users)):
+                    return
+                assert time.monotonic() < deadline, f"no state for {users}"
+                assert all(q.isActive for q in queries.all), "the stream stopped"
+                time.sleep(0.2)
+        finally:
+            client.close()
+
+    before = [f"b{n}" for n in range(5)]
+    after = [f"a{n}" for n in range(5)]
+    queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
+    try:
+        publish_events(cfg, events(0, before))
+        wait_for_states(before)
+        own_redis.kill()
+        publish_events(cfg, events(100, after))  # arrive while Redis is down
+        time.sleep(3.0)
+        own_redis.start()  # empty: no persistence
+        wait_for_states(after)
+        assert all(q.isActive for q in queries.all)
+    finally:
+        queries.stop_gracefully()
+    client = connect(cfg.redis)
+    assert not any(s.events for s in read_states(client, cfg.redis.key_prefix, before))
+    run_stream(cfg, available_now=True, spark=spark)  # the archive query catches up
+    report = rebuild_states(spark, cfg)  # the event store has the lost users' events
+    assert (report.written, report.present) == (len(before), len(after))
+    assert all(s.events == 1 for s in read_states(client, cfg.redis.key_prefix, before))
+    client.close()
