@@ -372,11 +372,13 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
     """Train on the whole event store, save a new model version, publish its lists; one run at
     a time (batch/run_lock.py), after cleaning up what killed runs left."""
     connect(cfg.redis, patient=False).close()  # fail fast, not after minutes of training
+    # The session first: a store given as a Hadoop URI is reached through it.
+    spark = spark or build_spark(cfg, "batch")
     client = connect(cfg.redis)
     try:
         with exclusive_run(client, cfg.redis.key_prefix):
             recover(client, cfg)
-            return _run_locked(cfg, spark or build_spark(cfg, "batch"))
+            return _run_locked(cfg, spark)
     finally:
         client.close()
 

@@ -135,6 +135,12 @@ def user_state_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:st:u:{user_tag(user_id)}"
 
 
+def stream_run_key(prefix: str) -> str:
+    """The Spark query id of the stream run whose fences the per-user states hold."""
+    check_key_part("prefix", prefix)
+    return f"{prefix}:stream:run"
+
+
 def batch_lock_key(prefix: str) -> str:
     """The lock one batch run holds at a time (batch/run_lock.py)."""
     check_key_part("prefix", prefix)

@@ -2,8 +2,9 @@
 
 Each micro-batch writes the folder ``batch_id=<id>`` whole, replacing what was there: Spark
 replays a failed batch with the same offsets, so a replay rewrites the same events instead of
-appending them twice. Readers see ``batch_id`` as a partition column; Spark ignores the
-``_temporary`` folders a crash leaves behind.
+appending them twice. The stream's ids carry its checkpoint's run (streaming/runs.py), so a
+reset checkpoint writes new folders instead of overwriting old ones. Readers see ``batch_id`` as
+a partition column; Spark ignores the ``_temporary`` folders a crash leaves behind.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streamrec import storage
-from streamrec.errors import ModelStoreError
+from streamrec.errors import ModelStoreError, StreamrecError
 from streamrec.kafka_topics import ensure_topics
 from streamrec.model import store
 from streamrec.model.store import ItemModel
@@ -61,6 +61,7 @@ from streamrec.streaming.metrics import (
     record,
 )
 from streamrec.streaming.parse import REASON, max_ahead_ms, parse_records
+from streamrec.streaming.runs import fence_id, is_new_checkpoint, run_epoch, spark_query_id
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,10 @@ def process_lists_batch(
     cfg: Config,
     models: ModelHolder,
     progress: ListsProgress,
+    fence: int | None = None,
 ) -> BatchMetrics:
-    """The lists query's micro-batch: ONE Spark job of one stage (per Kafka partition: parse,
+    """The lists query's micro-batch (fenced in the states as ``fence``, streaming/runs.py;
+    ``batch_id`` when None): ONE Spark job of one stage (per Kafka partition: parse,
     then per user: state, fold-in, list, segment, Redis write). Counts come from the job's own
     rows and an accumulator of the records read, so no extra pass.
     Right after a model switch, the recently active users are rescored under it first."""
@@ -255,8 +258,10 @@ def process_lists_batch(
     # to the dead-letter topic). Counted by the tasks into an accumulator: an observation was
     # one more DataFrame step to analyse per micro-batch.
     records_before = progress.records.value
-    lists = fresh_list_rows(batch, current[1] if current else None, cfg, batch_id,
-                            progress.reference, progress.records)  # fmt: skip
+    fenced_as = batch_id if fence is None else fence
+    lists = fresh_list_rows(
+        batch, current[1] if current else None, cfg, fenced_as, progress.reference, progress.records
+    )
     job_started = time.monotonic()
     steps["plan"] = job_started - started - steps.get("rescore", 0.0)
     # As Arrow, straight from the tasks' batches: pickling one Row per user cost the driver's
@@ -285,10 +290,11 @@ def process_lists_batch(
 
 
 def process_archive_batch(
-    batch: DataFrame, batch_id: int, cfg: Config, rate: _Rate
+    batch: DataFrame, batch_id: int, cfg: Config, rate: _Rate, fence: int | None = None
 ) -> BatchMetrics:
     """The archive query's micro-batch: invalid records to the dead-letter topic, valid events to
-    the event store (the batch's folder replaced whole: exactly once under replays).
+    the event store (the batch's folder, named by ``fence``, replaced whole: exactly once under
+    replays, and never another run's folder).
 
     One pass in the usual case: the counts are observed while the valid events are written.
     Only a micro-batch with invalid records is parsed a second time, for its dead letters
@@ -301,7 +307,7 @@ def process_archive_batch(
         F.count(F.when(F.col(REASON).isNull(), 1)).alias("valid"),
         F.count(F.col(REASON)).alias("invalid"),
     )
-    write_batch(valid_events(parsed), cfg.paths.event_store, batch_id)
+    write_batch(valid_events(parsed), cfg.paths.event_store, batch_id if fence is None else fence)
     steps["store"] = time.monotonic() - started
     valid, invalid = int(observation.get["valid"]), int(observation.get["invalid"])
     if invalid:
@@ -356,25 +362,57 @@ class StreamQueries:
             stop_gracefully(query)
 
 
+def check_run(client: redis.Redis, cfg: Config, new_run: bool) -> None:
+    """Refuse to start on a new checkpoint while Redis holds the states of an earlier run,
+    unless told: the new run would read the topic from ``streaming.starting_offsets`` again
+    and count in the states what they already hold."""
+    earlier = decoded(client.get(L.stream_run_key(cfg.redis.key_prefix)))
+    if not earlier or not is_new_checkpoint(cfg, LISTS) or new_run:
+        return
+    raise StreamrecError(
+        f"the stream's checkpoint {storage.absolute(cfg.paths.stream_checkpoint)} is new, but "
+        f"Redis holds the per-user states of an earlier run ({earlier}): was the checkpoint "
+        "deleted or moved? Put it back to continue where that run stopped. To start a new run "
+        "anyway, pass --new-run: its events are fenced apart from the earlier run's and the "
+        "event store keeps both, but with streaming.starting_offsets: earliest the states count "
+        "the topic's events again; use latest, and `streamrec state rebuild` for users whose "
+        "states are gone."
+    )
+
+
 def start_stream(
     spark: SparkSession,
     cfg: Config,
     available_now: bool,
     report: StreamReport,
+    new_run: bool = False,
 ) -> StreamQueries:
     check_services(cfg)
     client = connect(cfg.redis)
     prefix, keep = cfg.redis.key_prefix, cfg.streaming.metrics_kept
+    check_run(client, cfg, new_run)
     models = ModelHolder(spark, cfg.paths.model_store, client, prefix, cfg.feedback)
     progress, archive_rate = ListsProgress(spark.sparkContext.accumulator(0)), _Rate()
+    epochs: dict[str, int] = {}
+
+    def fence(query: str, batch_id: int) -> int:
+        if query not in epochs:  # the checkpoint's run: known once Spark has started the query
+            epochs[query] = run_epoch(cfg, query)
+            if query == LISTS:
+                client.set(L.stream_run_key(prefix), spark_query_id(cfg, LISTS) or "")
+        return fence_id(epochs[query], batch_id)
 
     def on_lists(batch: DataFrame, batch_id: int) -> None:
-        metrics = process_lists_batch(batch, batch_id, cfg, models, progress)
+        metrics = process_lists_batch(
+            batch, batch_id, cfg, models, progress, fence(LISTS, batch_id)
+        )
         report.batches.append(metrics)
         record(client, prefix, keep, metrics)
 
     def on_archive(batch: DataFrame, batch_id: int) -> None:
-        metrics = process_archive_batch(batch, batch_id, cfg, archive_rate)
+        metrics = process_archive_batch(
+            batch, batch_id, cfg, archive_rate, fence(ARCHIVE, batch_id)
+        )
         report.archived.append(metrics)
         record(client, prefix, keep, metrics)
 
@@ -407,12 +445,13 @@ def run_stream(
     available_now: bool = False,
     timeout_s: float | None = None,
     spark: SparkSession | None = None,
+    new_run: bool = False,
 ) -> StreamReport:
     """Run the stream until it ends (available-now), the timeout passes, or Ctrl-C."""
     check_services(cfg)  # before the seconds a SparkSession takes to start
     spark = spark or build_spark(cfg, "stream")
     report = StreamReport()
-    queries = start_stream(spark, cfg, available_now, report)
+    queries = start_stream(spark, cfg, available_now, report, new_run)
     try:
         # A failed batch surfaces here as StreamingQueryException, with Spark's cause.
         queries.await_termination(timeout_s)

@@ -61,7 +61,7 @@ def _cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_stream(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.streaming.job import run_stream
 
-    run_stream(cfg, available_now=args.available_now, timeout_s=args.timeout)
+    run_stream(cfg, available_now=args.available_now, timeout_s=args.timeout, new_run=args.new_run)
     return 0
 
 
@@ -422,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="stop a continuous stream after this many seconds",
+    )
+    stream.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start on a new checkpoint although Redis holds an earlier run's states "
+        "(refused otherwise: see the error for what to do)",
     )
     stream.set_defaults(func=_cmd_stream)
 
