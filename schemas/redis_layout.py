@@ -335,14 +335,15 @@ redis.call('SET', KEYS[1], ARGV[1])
 return {1, live or ''}
 """
 
-# A user's state rebuilt from the event store (streaming/state_rebuild.py), written only where
-# the stream has none: KEYS[1] = the state key, ARGV[1] = the encoded state. Returns 1 when
-# written, 0 when a state was there.
-STATE_IF_ABSENT_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+# A user's state rebuilt from the event store (streaming/state_rebuild.py), written only if the
+# stream has not changed it since it was read: KEYS[1] = the state key, ARGV[1] = the encoded
+# state, ARGV[2] = the revision read ("" when there was none). Returns 1 when written.
+STATE_REBUILD_LUA = """
+local rev = redis.call('HGET', KEYS[1], 'rev') or ''
+if rev ~= ARGV[2] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rev', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rev', (tonumber(rev) or 0) + 1)
 return 1
 """
 

@@ -1,11 +1,12 @@
 """`streamrec state rebuild`: the stream's per-user states rebuilt from the event store, for
-users whose state Redis no longer has (Redis restarted empty, a key deleted).
+users whose state Redis no longer has whole (Redis restarted empty, a key deleted).
 
 Each user's stored events (each event id once) are merged into a fresh state exactly as the
-stream merges them (model/user_state.py), and written only where no state exists, so a state
-the stream wrote meanwhile is never replaced. A rebuilt state carries no micro-batch fence but
-does carry the user's newest event ids: if the stream replays a micro-batch whose events are
-already in it, they are dropped as duplicates.
+stream merges them (model/user_state.py). It is written where no state exists, and over a
+state that is behind the event store (``behind``), only if the stream has not changed that
+state since it was read (its revision), so a state the stream writes meanwhile is never lost.
+A rebuilt state carries no micro-batch fence but does carry the user's newest event ids: if the
+stream replays a micro-batch whose events are already in it, they are dropped as duplicates.
 """
 
 from __future__ import annotations
@@ -25,24 +26,42 @@ from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
+from streamrec.streaming.fresh_lists import read_revisions
 
 log = logging.getLogger(__name__)
 
-WRITTEN, PRESENT = "written", "present"
+# What the rebuild did for a user: wrote a missing state, replaced one behind the event store,
+# found the state changed by the stream meanwhile (kept), or found it complete (kept).
+MISSING, BEHIND, CHANGED, PRESENT = "missing", "behind", "changed", "present"
 OUTCOME = "outcome"
 
 
 @dataclass(frozen=True)
 class RebuildReport:
     users: int
-    written: int
-    present: int
+    missing: int  # states Redis had none of, written
+    behind: int  # states missing events the event store has, replaced
+    kept: int  # complete states, or ones the stream changed during the rebuild
+
+    @property
+    def written(self) -> int:
+        return self.missing + self.behind
 
     def summary(self) -> str:
         return (
-            f"{self.users} users in the event store: {self.written} states rebuilt, "
-            f"{self.present} kept (Redis had them)"
+            f"{self.users} users in the event store: {self.missing} missing states written, "
+            f"{self.behind} states behind the event store replaced, {self.kept} kept"
         )
+
+
+def behind(state: UserState, rebuilt: UserState, stored_ids: set[str]) -> bool:
+    """Whether ``state`` should give way to ``rebuilt``: it is missing, or it counts fewer events
+    and every event id it remembers is in the event store (so the rebuilt one has them all: a
+    state Redis lost and the stream began again after a restart, say). A state with events the
+    event store does not have yet is kept."""
+    if state.events == 0:
+        return True
+    return state.events < rebuilt.events and set(state.ids) <= stored_ids
 
 
 def rebuilt_state(events: pd.DataFrame, cfg: Config) -> UserState | None:
@@ -71,22 +90,30 @@ def rebuild_states(spark: SparkSession, cfg: Config) -> RebuildReport:
         events = pd.concat(list(frames), ignore_index=True)
         if events.empty:
             return
+        groups = [(str(user), rows) for user, rows in events.groupby(E.USER_ID, sort=True)]
         client = connect(redis_cfg)
         try:
-            script = client.register_script(L.STATE_IF_ABSENT_LUA)
-            users, outcomes = [], []
+            stored = read_revisions(client, prefix, [user for user, _ in groups])
+            script = client.register_script(L.STATE_REBUILD_LUA)
             pipe = client.pipeline(transaction=False)
-            for user, rows in events.groupby(E.USER_ID, sort=True):
-                state = rebuilt_state(rows, cfg)
-                if state is None:
+            users, wanted = [], []
+            for (user, rows), (state, rev) in zip(groups, stored, strict=True):
+                rebuilt = rebuilt_state(rows, cfg)
+                if rebuilt is None or not behind(state, rebuilt, set(rows[E.EVENT_ID])):
                     continue
-                key = L.user_state_key(prefix, str(user))
-                script(keys=[key], args=[encode_state(state)], client=pipe)
-                users.append(str(user))
-            outcomes = [WRITTEN if int(r) else PRESENT for r in pipe.execute()]
+                key = L.user_state_key(prefix, user)
+                script(keys=[key], args=[encode_state(rebuilt), rev], client=pipe)
+                users.append(user)
+                wanted.append(state.events == 0)
+            results = [int(r) for r in pipe.execute()]
         finally:
             client.close()
-        yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes})
+        outcomes = [
+            (MISSING if was_missing else BEHIND) if written else CHANGED
+            for written, was_missing in zip(results, wanted, strict=True)
+        ]
+        kept = [user for user, _ in groups if user not in set(users)]
+        yield pd.DataFrame({E.USER_ID: users + kept, OUTCOME: outcomes + [PRESENT] * len(kept)})
 
     partitions = max(1, cfg.spark.shuffle_partitions)
     outcomes = (
@@ -98,6 +125,11 @@ def rebuild_states(spark: SparkSession, cfg: Config) -> RebuildReport:
         .collect()
     )
     counts = {row[OUTCOME]: int(row["n"]) for row in outcomes}
-    report = RebuildReport(sum(counts.values()), counts.get(WRITTEN, 0), counts.get(PRESENT, 0))
+    report = RebuildReport(
+        sum(counts.values()),
+        counts.get(MISSING, 0),
+        counts.get(BEHIND, 0),
+        counts.get(PRESENT, 0) + counts.get(CHANGED, 0),
+    )
     log.info("state rebuild: %s", report.summary())
     return report

@@ -237,6 +237,15 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     if args.which == "costs":
         return _bench_costs(cfg, args)
+    if args.which == "faults":
+        from streamrec.bench import faults
+
+        result = faults.run_faults(cfg, faults.SHORT if args.short else faults.FaultParams())
+        print(faults.table(result))
+        if args.json:
+            write(result, args.json)
+            print(f"written: {args.json}")
+        return 0
     spark = build_spark(cfg, "bench")
     if args.which in ("replay", "tuning"):
         if not args.data:
@@ -504,7 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks, as ratios against same-run baselines")
     bench.add_argument(
         "which",
-        choices=["quality", "scoring", "freshness", "lookup", "costs", "tuning", "replay"],
+        choices=[
+            "quality",
+            "scoring",
+            "freshness",
+            "lookup",
+            "costs",
+            "tuning",
+            "replay",
+            "faults",
+        ],
     )
     bench.add_argument(
         "--data",
@@ -539,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="replay: send the first N replayed events through Kafka, the stream and Redis "
         "(the local stack, namespace 'replay') beside the offline replay of the same events",
+    )
+    bench.add_argument(
+        "--short",
+        action="store_true",
+        help="faults: the short form (1,000 valid and 1,000 malformed records, 1,200 events "
+        "under load, Redis down 3 s and frozen 5 s)",
     )
     bench.add_argument("--json", help="write every figure to this JSON file")
     bench.set_defaults(func=_cmd_bench)

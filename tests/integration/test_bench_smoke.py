@@ -227,3 +227,28 @@ def test_live_replay_goes_through_kafka_the_stream_and_redis_and_agrees_offline(
     assert result["lists_identical"] == result["lists_compared"]
     assert result["live"]["hr"] == result["offline"]["hr"]
     assert "identical top-5 lists" in live_table(result)
+
+
+def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Config) -> None:
+    from streamrec.bench.faults import SHORT, run_faults
+    from streamrec.bench.faults import table as faults_table
+
+    result = run_faults(stack_cfg, SHORT)
+    outcomes = {o["fault"]: o for o in result["outcomes"]}
+    assert set(outcomes) == {"poison", "redis_restart", "redis_freeze"}
+    for name, o in outcomes.items():
+        assert (o["lost"], o["doubled"], o["halted"]) == (0, 0, False), (name, o)
+        assert o["state_doubled"] == 0, (name, o)
+    poison = outcomes["poison"]
+    assert poison["malformed"] == SHORT.malformed and poison["detail"]["kinds"] >= 30
+    assert (poison["dead_lettered"], poison["bad_lost"], poison["bad_doubled"]) == (
+        SHORT.malformed,
+        0,
+        0,
+    )
+    # Every user's state holds their whole history in the end: a freeze loses nothing, and
+    # what a restart without persistence lost comes back from the event store.
+    for name in ("redis_restart", "redis_freeze"):
+        assert outcomes[name]["detail"]["state_short"] == 0, outcomes[name]
+    assert outcomes["redis_restart"]["states_rebuilt"] > 0
+    assert "redis_restart" in faults_table(result)

@@ -4,10 +4,7 @@ when the live lists are gone, and the stream's states come back from the event s
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ import pytest
 import redis
 from pyspark.sql import SparkSession
 
+from streamrec.bench.faults import OwnRedis
 from streamrec.errors import ServiceUnavailable
 from streamrec.lookup import LookupClient
 from streamrec.model.user_state import NO_BATCH, UserState, decode_state, encode_state, merge
@@ -26,43 +24,10 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
 from streamrec.serve import health_of
-from streamrec.stack.process import port_open
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.state_rebuild import rebuild_states
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server of this test only, which it may freeze, kill and restart."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder = _free_port(), folder
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-               "--appendonly", "no", "--dir", str(self.folder)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not port_open("127.0.0.1", self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
 
 
 @pytest.fixture
@@ -70,9 +35,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server = OwnRedis(tmp_path)
     server.start()
     yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.signal(signal.SIGCONT)
-        server.kill()
+    server.kill()
 
 
 def _cfg(base: Config, server: OwnRedis, **redis_keys: object) -> Config:
@@ -150,30 +113,39 @@ def test_state_rebuild_restores_lost_states_and_keeps_live_ones(
     cfg = isolated_cfg
     t = 1_700_000_000_000
     rows = [
-        (f"e{n}", f"u{n % 3}", f"i{n % 5}", "play" if n % 4 else "skip", t + n, 30.0)
-        for n in range(30)
+        (f"e{n}", f"u{n % 4}", f"i{n % 5}", "play" if n % 4 else "skip", t + n, 30.0)
+        for n in range(40)
     ]
-    rows.append(("e0", "u0", "i0", "skip", t, 30.0))  # a duplicate id: counted once
+    rows.append(("e1", "u1", "i1", "play", t + 1, 30.0))  # a duplicate id: counted once
     write_batch(spark.createDataFrame(rows, E.spark_event_schema()), cfg.paths.event_store, 0)
     prefix = cfg.redis.key_prefix
-    written_by_stream = merge(UserState(), _frame(rows[:1]), 5, cfg.feedback)
-    assert written_by_stream is not None
-    live = encode_state(written_by_stream)
-    redis_client.hset(L.user_state_key(prefix, "u0"), mapping={"state": live, "rev": 9})
+
+    def stream_state(user: str, events: list, rev: int) -> bytes:  # type: ignore[type-arg]
+        state = merge(UserState(), _frame(events), 5, cfg.feedback)
+        assert state is not None
+        encoded = encode_state(state)
+        redis_client.hset(L.user_state_key(prefix, user), mapping={"state": encoded, "rev": rev})
+        return encoded
+
+    # u0: begun again after a restart, with events the event store has: behind, replaced.
+    stream_state("u0", [rows[36]], 3)
+    # u3: has an event the event store has not taken yet: kept whole.
+    fresh = stream_state("u3", [rows[39], ("zz", "u3", "i2", "play", t + 99, 30.0)], 9)
 
     report = rebuild_states(spark, cfg)
-    assert (report.users, report.written, report.present) == (3, 2, 1)
-    assert redis_client.hget(L.user_state_key(prefix, "u0"), "state") == live  # untouched
-    for user in ("u1", "u2"):
+    assert (report.users, report.missing, report.behind, report.kept) == (4, 2, 1, 1)
+    assert redis_client.hget(L.user_state_key(prefix, "u3"), "state") == fresh
+    for user in ("u0", "u1", "u2"):
         raw = redis_client.hget(L.user_state_key(prefix, user), "state")
         state = decode_state(raw)
-        mine = [r for r in rows[:30] if r[1] == user]
+        mine = [r for r in rows[:40] if r[1] == user]
         expected = merge(UserState(), _frame(mine), 0, cfg.feedback)
         assert expected is not None
         assert state.events == len(mine) and state.batch == NO_BATCH
         assert state.weights == pytest.approx(expected.weights)
         assert redis_client.ttl(L.user_state_key(prefix, user)) == -1  # no TTL
-    # Run again: everything is present now.
+    assert redis_client.hget(L.user_state_key(prefix, "u0"), "rev") == b"4"
+    # Run again: everything is whole now.
     assert rebuild_states(spark, cfg).written == 0
 
 
@@ -231,6 +203,6 @@ def test_the_stream_survives_a_redis_restart_and_states_come_back(
     assert not any(s.events for s in read_states(client, cfg.redis.key_prefix, before))
     run_stream(cfg, available_now=True, spark=spark)  # the archive query catches up
     report = rebuild_states(spark, cfg)  # the event store has the lost users' events
-    assert (report.written, report.present) == (len(before), len(after))
+    assert (report.written, report.kept) == (len(before), len(after))
     assert all(s.events == 1 for s in read_states(client, cfg.redis.key_prefix, before))
     client.close()

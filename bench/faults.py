@@ -1,0 +1,316 @@
+"""`streamrec bench faults`: faults with real processes, each counted as lost, doubled, halted.
+
+On the local stack, in its own namespace, each fault runs on fresh topics:
+
+- ``poison``: valid events with malformed records of every kind of producer/invalid.py between
+  them (truncated JSON, invalid UTF-8, NaN, 400-digit integers, 2,000-deep nesting,
+  tombstones, records at Kafka's 1 MB limit, ...), through the stream: each valid event must
+  be stored once and each malformed record dead-lettered once.
+- ``redis_restart``: the stream running under a steady producer while its redis-server (one of
+  the bench's own) is killed and started again empty.
+- ``redis_freeze``: the same with the redis-server frozen (SIGSTOP) for a while.
+
+Counts: ``lost`` valid events missing from the event store, ``doubled`` extra copies there,
+``bad_lost`` / ``bad_doubled`` for the dead letters, ``halted`` when the stream stopped by
+itself, and ``state_doubled`` users whose stream state counts more events than they sent.
+After a restart without persistence, the states lost with Redis (whole, or the part from before
+the restart) are rebuilt from the event store (``streamrec state rebuild``), counted as
+``states_rebuilt``; ``state_short`` counts the users whose state still misses events after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from pyspark.sql import SparkSession
+
+from streamrec.demo import namespace_config, reset_namespace
+from streamrec.producer.invalid import KINDS, malformed
+from streamrec.producer.run import publish_events
+from streamrec.producer.synthetic import SyntheticWorld
+from streamrec.redis_lists import connect
+from streamrec.schemas import events as E
+from streamrec.schemas.config import Config, with_overrides
+from streamrec.spark import build_spark
+from streamrec.stack import manager
+from streamrec.stack.process import port_open
+from streamrec.streaming.fresh_lists import read_states
+from streamrec.streaming.job import StreamReport, run_stream, start_stream
+from streamrec.streaming.state_rebuild import rebuild_states
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaultParams:
+    valid: int = 10_000
+    malformed: int = 10_000
+    load_events: int = 6_000
+    rate: float = 400.0
+    down_s: float = 10.0
+    freeze_s: float = 30.0
+    faults: tuple[str, ...] = ("poison", "redis_restart", "redis_freeze")
+
+
+SHORT = FaultParams(
+    valid=1_000, malformed=1_000, load_events=1_200, rate=300.0, down_s=3.0, freeze_s=5.0
+)
+
+
+@dataclass
+class Outcome:
+    fault: str
+    sent: int
+    stored: int
+    lost: int
+    doubled: int
+    halted: bool
+    malformed: int = 0
+    dead_lettered: int = 0
+    bad_lost: int = 0
+    bad_doubled: int = 0
+    state_doubled: int = 0
+    states_rebuilt: int = 0
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class OwnRedis:
+    """A redis-server of the bench's own (no persistence), to kill, freeze and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench's redis-server did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+
+def _topic_keys(cfg: Config, topic: str) -> list[bytes | None]:
+    """The keys of every record in ``topic``, from the beginning to its current end."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=cfg.kafka.bootstrap_servers.split(","),
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        keys: list[bytes | None] = []
+        while any(consumer.position(p) < ends[p] for p in parts):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                keys.extend(record.key for record in batch)
+        return keys
+    finally:
+        consumer.close()
+
+
+def _stored(spark: SparkSession, cfg: Config, sent: set[str]) -> tuple[int, int, int]:
+    """(stored rows of sent events, lost, doubled) in the event store."""
+    rows = spark.read.parquet(cfg.paths.event_store).select(E.EVENT_ID).collect()
+    counts = Counter(r[E.EVENT_ID] for r in rows if r[E.EVENT_ID] in sent)
+    return sum(counts.values()), len(sent - set(counts)), sum(n - 1 for n in counts.values())
+
+
+def _poison(spark: SparkSession, cfg: Config, params: FaultParams) -> Outcome:
+    world = SyntheticWorld(users=300, items=200, segments=4, seed=11)
+    valid = list(world.events(params.valid))
+    records: list[Any] = []
+    bad = 0
+    for n, event in enumerate(valid):
+        records.append(event)
+        while bad < params.malformed * (n + 1) // len(valid):
+            records.append(malformed(KINDS[bad % len(KINDS)], event, bad))
+            bad += 1
+    publish_events(cfg, records)
+    halted = False
+    try:
+        run_stream(cfg, available_now=True, spark=spark)
+    except Exception:  # a crash of the stream is the fault being counted
+        log.exception("faults: the stream failed on poison records")
+        halted = True
+    stored, lost, doubled = _stored(spark, cfg, {e[E.EVENT_ID] for e in valid})
+    keys = _topic_keys(cfg, cfg.kafka.dead_letter_topic)
+    distinct = len(set(keys))
+    return Outcome(
+        "poison",
+        len(valid),
+        stored,
+        lost,
+        doubled,
+        halted,
+        bad,
+        len(keys),
+        bad - distinct,
+        len(keys) - distinct,
+        detail={"kinds": len(KINDS)},
+    )
+
+
+def _under_load(
+    spark: SparkSession, cfg: Config, params: FaultParams, name: str, fault: Callable[[], None]
+) -> Outcome:
+    """The stream running while a producer sends ``load_events`` at ``rate``; ``fault`` runs a
+    third of the way in."""
+    world = SyntheticWorld(users=200, items=150, segments=4, seed=13)
+    events = list(world.events(params.load_events))
+    queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
+    halted = False
+    try:
+        time.sleep(3.0)
+        third = len(events) // 3
+        publish_events(cfg, events[:third], rate=params.rate)
+        faulting = threading.Thread(target=fault)
+        faulting.start()
+        publish_events(cfg, events[third:], rate=params.rate)
+        faulting.join()
+        halted = not _caught_up(queries.lists, deadline_s=120)
+        halted = halted or not all(q.isActive for q in queries.all)
+    finally:
+        queries.stop_gracefully()
+    run_stream(cfg, available_now=True, spark=spark)  # the archive query catches up
+    rebuilt = rebuild_states(spark, cfg).written
+    users = sorted({e[E.USER_ID] for e in events})
+    client = connect(cfg.redis)
+    try:
+        states = read_states(client, cfg.redis.key_prefix, users)
+    finally:
+        client.close()
+    sent_by_user = Counter(e[E.USER_ID] for e in events)
+    pairs = list(zip(users, states, strict=True))
+    state_doubled = sum(1 for u, st in pairs if st.events > sent_by_user[u])
+    # Users whose state misses events: what Redis lost at a restart without persistence.
+    state_short = sum(1 for u, st in pairs if st.events < sent_by_user[u])
+    stored, lost, doubled = _stored(spark, cfg, {e[E.EVENT_ID] for e in events})
+    return Outcome(
+        name,
+        len(events),
+        stored,
+        lost,
+        doubled,
+        halted,
+        state_doubled=state_doubled,
+        states_rebuilt=rebuilt,
+        detail={"users": len(users), "state_short": state_short},
+    )
+
+
+def _caught_up(lists: Any, deadline_s: float) -> bool:
+    """Until the lists query has taken every record in the topic (no new input twice running);
+    False when it stopped or the deadline passed."""
+    deadline, idle = time.monotonic() + deadline_s, 0
+    while time.monotonic() < deadline:
+        if not lists.isActive:
+            return False
+        progress = lists.lastProgress or {}
+        idle = idle + 1 if progress and not progress.get("numInputRows") else 0
+        if idle >= 2 and not lists.status.get("isDataAvailable"):
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
+    base = namespace_config(cfg, "faults")
+    manager.up(base)
+    spark = build_spark(base, "faults")
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
+        for name in params.faults:
+            started = time.monotonic()
+            if name == "poison":
+                reset_namespace(base)
+                outcome = _poison(spark, base, params)
+            else:
+                server = OwnRedis(Path(tmp))
+                server.start()
+                cfg_own = with_overrides(base, redis=dict(port=server.port))
+                reset_namespace(cfg_own)
+                try:
+                    outcome = _under_load(
+                        spark, cfg_own, params, name, _fault(name, server, params)
+                    )
+                finally:
+                    server.kill()
+            outcome.seconds = round(time.monotonic() - started, 1)
+            log.info("faults: %s", outcome)
+            outcomes.append(outcome)
+    return {"params": asdict(params), "outcomes": [asdict(o) for o in outcomes]}
+
+
+def _fault(name: str, server: OwnRedis, params: FaultParams) -> Callable[[], None]:
+    def restart() -> None:
+        server.kill()
+        time.sleep(params.down_s)
+        server.start()
+
+    def freeze() -> None:
+        server.signal(signal.SIGSTOP)
+        time.sleep(params.freeze_s)
+        server.signal(signal.SIGCONT)
+
+    return {"redis_restart": restart, "redis_freeze": freeze}[name]
+
+
+def table(result: dict[str, Any]) -> str:
+    head = (
+        f"{'fault':<14} {'sent':>6} {'lost':>5} {'doubled':>7} {'halted':>6} {'bad':>6} "
+        f"{'bad lost':>8} {'bad dbl':>7} {'state dbl':>9} {'state short':>11} {'rebuilt':>7} "
+        f"{'s':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for o in result["outcomes"]:
+        lines.append(
+            f"{o['fault']:<14} {o['sent']:>6} {o['lost']:>5} {o['doubled']:>7} "
+            f"{'yes' if o['halted'] else 'no':>6} {o['malformed']:>6} {o['bad_lost']:>8} "
+            f"{o['bad_doubled']:>7} {o['state_doubled']:>9} "
+            f"{o['detail'].get('state_short', 0):>11} {o['states_rebuilt']:>7} "
+            f"{o['seconds']:>6}"
+        )
+    return "\n".join(lines)
