@@ -9,6 +9,10 @@ On the local stack, in its own namespace, each fault runs on fresh topics:
 - ``redis_restart``: the stream running under a steady producer while its redis-server (one of
   the bench's own) is killed and started again empty.
 - ``redis_freeze``: the same with the redis-server frozen (SIGSTOP) for a while.
+- ``broker_stop``: the Kafka broker stopped for a while under the running stream, then started
+  again; the producer holds its records while the broker is down.
+- ``stream_kill``: the stream as its own process, SIGKILLed at random points under load and
+  started again at once each time.
 
 Counts: ``lost`` valid events missing from the event store, ``doubled`` extra copies there,
 ``bad_lost`` / ``bad_doubled`` for the dead letters, ``halted`` when the stream stopped by
@@ -22,9 +26,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,9 +49,9 @@ from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config, dump_config, with_overrides
 from streamrec.spark import build_spark
-from streamrec.stack import manager
+from streamrec.stack import kafka_broker, manager
 from streamrec.stack.process import port_open
 from streamrec.streaming.fresh_lists import read_states
 from streamrec.streaming.job import StreamReport, run_stream, start_stream
@@ -62,11 +68,31 @@ class FaultParams:
     rate: float = 400.0
     down_s: float = 10.0
     freeze_s: float = 30.0
-    faults: tuple[str, ...] = ("poison", "redis_restart", "redis_freeze")
+    broker_down_s: float = 30.0
+    # The stream SIGKILLed at this many random points under a slower steady load.
+    stream_kills: int = 3
+    kill_load_events: int = 4_000
+    kill_rate: float = 50.0
+    seed: int = 7
+    faults: tuple[str, ...] = (
+        "poison",
+        "redis_restart",
+        "redis_freeze",
+        "broker_stop",
+        "stream_kill",
+    )
 
 
 SHORT = FaultParams(
-    valid=1_000, malformed=1_000, load_events=1_200, rate=300.0, down_s=3.0, freeze_s=5.0
+    valid=1_000,
+    malformed=1_000,
+    load_events=1_200,
+    rate=300.0,
+    down_s=3.0,
+    freeze_s=5.0,
+    broker_down_s=5.0,
+    kill_load_events=1_800,
+    kill_rate=40.0,
 )
 
 
@@ -208,13 +234,25 @@ def _under_load(
         publish_events(cfg, events[:third], rate=params.rate)
         faulting = threading.Thread(target=fault)
         faulting.start()
+        if name == "broker_stop":
+            # The producer cannot deliver to a stopped broker for longer than its own delivery
+            # timeout (30 s, producer/publisher.py): it waits for the broker, the stream does not.
+            faulting.join()
         publish_events(cfg, events[third:], rate=params.rate)
         faulting.join()
         halted = not _caught_up(queries.lists, deadline_s=120)
         halted = halted or not all(q.isActive for q in queries.all)
     finally:
         queries.stop_gracefully()
-    run_stream(cfg, available_now=True, spark=spark)  # the archive query catches up
+    return _count_load(spark, cfg, events, name, halted)
+
+
+def _count_load(
+    spark: SparkSession, cfg: Config, events: list[dict[str, Any]], name: str, halted: bool
+) -> Outcome:
+    """The counts once the stream is stopped: the archive query catches up, lost states are
+    rebuilt, then the event store and every user's state are compared with what was sent."""
+    run_stream(cfg, available_now=True, spark=spark)
     rebuilt = rebuild_states(spark, cfg).written
     users = sorted({e[E.USER_ID] for e in events})
     client = connect(cfg.redis)
@@ -239,6 +277,66 @@ def _under_load(
         states_rebuilt=rebuilt,
         detail={"users": len(users), "state_short": state_short},
     )
+
+
+def _stream_kills(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Path) -> Outcome:
+    """The stream as its own process (``streamrec stream``), SIGKILLed at ``stream_kills``
+    random points while a producer sends ``kill_load_events`` at ``kill_rate``, and started
+    again at once each time, as a supervisor would."""
+    world = SyntheticWorld(users=200, items=150, segments=4, seed=17)
+    events = list(world.events(params.kill_load_events))
+    config = tmp / "faults.yaml"
+    text, env = dump_config(cfg)
+    config.write_text(text, "utf-8")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamrec.cli", "--config", str(config), "stream"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    duration = len(events) / params.kill_rate
+    rng = random.Random(params.seed)
+    kill_at = sorted(rng.uniform(0.15, 0.85) * duration for _ in range(params.stream_kills))
+    stream = start()
+    producer = threading.Thread(
+        target=publish_events, args=(cfg, events), kwargs={"rate": params.kill_rate}
+    )
+    started = time.monotonic()
+    producer.start()
+    for at in kill_at:
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        os.killpg(stream.pid, signal.SIGKILL)
+        stream.wait()
+        stream = start()
+    producer.join()
+    halted = not _states_complete(cfg, events, deadline_s=240) or stream.poll() is not None
+    if stream.poll() is None:
+        os.killpg(stream.pid, signal.SIGTERM)
+        stream.wait(timeout=60)
+    outcome = _count_load(spark, cfg, events, "stream_kill", halted)
+    outcome.detail["killed_at_s"] = [round(at, 1) for at in kill_at]
+    return outcome
+
+
+def _states_complete(cfg: Config, events: list[dict[str, Any]], deadline_s: float) -> bool:
+    """Until every user's state has taken all their events (the stream caught up)."""
+    sent = Counter(e[E.USER_ID] for e in events)
+    users = sorted(sent)
+    deadline = time.monotonic() + deadline_s
+    client = connect(cfg.redis)
+    try:
+        while time.monotonic() < deadline:
+            states = read_states(client, cfg.redis.key_prefix, users)
+            if all(st.events >= sent[u] for u, st in zip(users, states, strict=True)):
+                return True
+            time.sleep(1.0)
+        return False
+    finally:
+        client.close()
 
 
 def _caught_up(lists: Any, deadline_s: float) -> bool:
@@ -273,9 +371,11 @@ def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
                 cfg_own = with_overrides(base, redis=dict(port=server.port))
                 reset_namespace(cfg_own)
                 try:
-                    outcome = _under_load(
-                        spark, cfg_own, params, name, _fault(name, server, params)
-                    )
+                    if name == "stream_kill":
+                        outcome = _stream_kills(spark, cfg_own, params, Path(tmp))
+                    else:
+                        fault = _fault(name, cfg_own, server, params)
+                        outcome = _under_load(spark, cfg_own, params, name, fault)
                 finally:
                     server.kill()
             outcome.seconds = round(time.monotonic() - started, 1)
@@ -284,7 +384,7 @@ def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
     return {"params": asdict(params), "outcomes": [asdict(o) for o in outcomes]}
 
 
-def _fault(name: str, server: OwnRedis, params: FaultParams) -> Callable[[], None]:
+def _fault(name: str, cfg: Config, server: OwnRedis, params: FaultParams) -> Callable[[], None]:
     def restart() -> None:
         server.kill()
         time.sleep(params.down_s)
@@ -295,7 +395,13 @@ def _fault(name: str, server: OwnRedis, params: FaultParams) -> Callable[[], Non
         time.sleep(params.freeze_s)
         server.signal(signal.SIGCONT)
 
-    return {"redis_restart": restart, "redis_freeze": freeze}[name]
+    def broker_stop() -> None:
+        kafka_broker.process(cfg).stop()
+        time.sleep(params.broker_down_s)
+        kafka_broker.start(cfg)
+
+    faults = {"redis_restart": restart, "redis_freeze": freeze, "broker_stop": broker_stop}
+    return faults[name]
 
 
 def table(result: dict[str, Any]) -> str:

@@ -235,7 +235,13 @@ def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Conf
 
     result = run_faults(stack_cfg, SHORT)
     outcomes = {o["fault"]: o for o in result["outcomes"]}
-    assert set(outcomes) == {"poison", "redis_restart", "redis_freeze"}
+    assert set(outcomes) == {
+        "poison",
+        "redis_restart",
+        "redis_freeze",
+        "broker_stop",
+        "stream_kill",
+    }
     for name, o in outcomes.items():
         assert (o["lost"], o["doubled"], o["halted"]) == (0, 0, False), (name, o)
         assert o["state_doubled"] == 0, (name, o)
@@ -248,7 +254,8 @@ def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Conf
     )
     # Every user's state holds their whole history in the end: a freeze loses nothing, and
     # what a restart without persistence lost comes back from the event store.
-    for name in ("redis_restart", "redis_freeze"):
+    for name in ("redis_restart", "redis_freeze", "broker_stop", "stream_kill"):
         assert outcomes[name]["detail"]["state_short"] == 0, outcomes[name]
+    assert len(outcomes["stream_kill"]["detail"]["killed_at_s"]) == SHORT.stream_kills
     assert outcomes["redis_restart"]["states_rebuilt"] > 0
     assert "redis_restart" in faults_table(result)
