@@ -254,18 +254,18 @@ def score_ease(split: Split, cfg: BatchConfig, k: int) -> ModelScore:
     """EASE (model/ease.py) fitted on the split's training ratings on the driver, every user
     with relevant items ranked by their training row times the item-item matrix."""
     t = time.monotonic()
-    rows = _ease_rows(split)
-    matrix = fit_ease(gram_matrix(*rows, split.item_count, cfg.ease_binary), cfg.ease_l2)
+    data = EaseInputs.of(split)
+    matrix = fit_ease(gram_matrix(*data.rows, split.item_count, cfg.ease_binary), cfg.ease_l2)
     train_s = time.monotonic() - t
     t = time.monotonic()
-    ranking = ranking_from_ease(split, matrix, cfg, k, rows)
+    ranking = ranking_from_ease(split, data, matrix, cfg.ease_binary, k)
     return ModelScore("ease", ease_params(cfg), ranking, None, train_s, time.monotonic() - t)
 
 
 def search_ease(split: Split, cfg: BatchConfig, k: int) -> list[dict[str, Any]]:
     """Every EASE setting of the search space (``tune_ease_l2s``, binarised or not) scored on
-    the split: one Gram matrix per input, one inverse per penalty. Empty when the catalogue is
-    larger than ``ease_max_items``."""
+    the split: the training rows collected once, one Gram matrix per input, one inverse per
+    penalty. Empty when the catalogue is larger than ``ease_max_items``."""
     if split.item_count > cfg.ease_max_items:
         log.info(
             "tune: EASE skipped: %d items > batch.ease_max_items %d",
@@ -273,25 +273,49 @@ def search_ease(split: Split, cfg: BatchConfig, k: int) -> list[dict[str, Any]]:
             cfg.ease_max_items,
         )
         return []
-    rows = _ease_rows(split)
+    data = EaseInputs.of(split)
     trials = []
     for binary in (True, False):
-        gram = gram_matrix(*rows, split.item_count, binary)
+        gram = gram_matrix(*data.rows, split.item_count, binary)
         for l2 in cfg.tune_ease_l2s:
             setting = replace(cfg, family="ease", ease_l2=l2, ease_binary=binary)
-            ranking = ranking_from_ease(split, fit_ease(gram, l2), setting, k, rows)
+            ranking = ranking_from_ease(split, data, fit_ease(gram, l2), binary, k)
             log.info("tune: EASE l2 %g binary %s: ndcg@%d %.4f", l2, binary, k, ranking.ndcg)
             trials.append({**ease_params(setting), "ndcg": ranking.ndcg})
     return trials
 
 
-def _ease_rows(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = split.train.select(USER_INDEX, ITEM_INDEX, RATING).collect()
-    return (
-        np.array([r[USER_INDEX] for r in rows], dtype=np.int64),
-        np.array([r[ITEM_INDEX] for r in rows], dtype=np.int64),
-        np.array([r[RATING] for r in rows], dtype=np.float64),
-    )
+@dataclass(frozen=True)
+class EaseInputs:
+    """What fitting and scoring EASE on a split take from Spark, collected once: the training
+    rows (user index, item index, rating), the users with relevant items and their histories,
+    and the item ids in index order."""
+
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray]
+    users: list[str]
+    histories: list[tuple[np.ndarray, np.ndarray]]
+    item_ids: list[str]
+
+    @classmethod
+    def of(cls, split: Split) -> EaseInputs:
+        collected = split.train.select(USER_INDEX, ITEM_INDEX, RATING).collect()
+        users = np.array([r[USER_INDEX] for r in collected], dtype=np.int64)
+        items = np.array([r[ITEM_INDEX] for r in collected], dtype=np.int64)
+        ratings = np.array([r[RATING] for r in collected], dtype=np.float64)
+        index_of_user = {r[E.USER_ID]: r[USER_INDEX] for r in split.users.collect()}
+        order = np.argsort(users, kind="stable")
+        by_user = users[order]
+        starts = np.searchsorted(by_user, np.arange(by_user.max() + 2 if by_user.size else 1))
+        wanted = sorted(split.relevant)
+        histories = []
+        for user in wanted:
+            at = index_of_user.get(user)
+            if at is None or at + 1 >= len(starts):
+                histories.append((np.empty(0, dtype=np.int64), np.empty(0)))
+            else:
+                span = order[starts[at] : starts[at + 1]]
+                histories.append((items[span], ratings[span]))
+        return cls((users, items, ratings), wanted, histories, _item_ids(split))
 
 
 def ease_params(cfg: BatchConfig) -> dict[str, Any]:
@@ -299,38 +323,20 @@ def ease_params(cfg: BatchConfig) -> dict[str, Any]:
 
 
 def ranking_from_ease(
-    split: Split,
-    matrix: np.ndarray,
-    cfg: BatchConfig,
-    k: int,
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    split: Split, data: EaseInputs, matrix: np.ndarray, binary: bool, k: int
 ) -> RankingMetrics:
     """Top-k of ``matrix`` (EASE's Bᵀ over the split's item indexes) for the users with relevant
-    items, from their training rows (user index, item index, rating)."""
-    users, items, ratings = rows
-    index_of_user = {r[E.USER_ID]: r[USER_INDEX] for r in split.users.collect()}
-    order = np.argsort(users, kind="stable")
-    users, items, ratings = users[order], items[order], ratings[order]
-    starts = np.searchsorted(users, np.arange(users.max() + 2 if users.size else 1))
-    wanted = sorted(split.relevant)
-    histories = []
-    for user in wanted:
-        at = index_of_user.get(user)
-        if at is None or at + 1 >= len(starts):
-            histories.append((np.empty(0, dtype=np.int64), np.empty(0)))
-        else:
-            lo, hi = starts[at], starts[at + 1]
-            histories.append((items[lo:hi], ratings[lo:hi]))
-    vectors = history_vectors(histories, split.item_count, cfg.ease_binary)
-    item_ids = _item_ids(split)
-    lists: list[list[str]] = [[] for _ in wanted]
+    items, from their training histories."""
+    vectors = history_vectors(data.histories, split.item_count, binary)
+    lists: list[list[str]] = [[] for _ in data.users]
     personal = [(row, vector) for row, vector in enumerate(vectors) if vector is not None]
     if personal:
         stacked = np.stack([vector for _, vector in personal])
-        seen = [histories[row][0].tolist() for row, _ in personal]
+        seen = [data.histories[row][0].tolist() for row, _ in personal]
         for (row, _), (best, _) in zip(personal, top_n(stacked, matrix, seen, k), strict=True):
-            lists[row] = [item_ids[i] for i in best]
-    return ranking_metrics(lists, [split.relevant[u] for u in wanted], k, split.item_count)
+            lists[row] = [data.item_ids[i] for i in best]
+    relevant = [split.relevant[u] for u in data.users]
+    return ranking_metrics(lists, relevant, k, split.item_count)
 
 
 def score_model(split: Split, cfg: BatchConfig, k: int, parallelism: int) -> ModelScore:

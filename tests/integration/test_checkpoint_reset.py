@@ -30,10 +30,16 @@ USERS = [f"u{n}" for n in range(5)]
 
 def _events(first: int, count: int) -> list[dict[str, object]]:
     return [
-        {E.EVENT_ID: f"k{first + n}", E.USER_ID: USERS[n % 5], E.ITEM_ID: f"i{n % 7}",
-         E.EVENT_TYPE: "play", E.EVENT_TIME: T + first + n, E.VALUE: 10.0}
+        {
+            E.EVENT_ID: f"k{first + n}",
+            E.USER_ID: USERS[n % 5],
+            E.ITEM_ID: f"i{n % 7}",
+            E.EVENT_TYPE: "play",
+            E.EVENT_TIME: T + first + n,
+            E.VALUE: 10.0,
+        }
         for n in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def _stored_ids(spark: SparkSession, cfg: Config) -> list[str]:

@@ -94,8 +94,10 @@ def test_an_ease_version_ranks_batch_and_stream_lists_alike(
 
     # The stream's per-user step under the same version: a user's list from their state.
     names = E.event_contract().field_names
-    fresh = [("s0", "newcomer", "g3i1", "play", T0 + 10**7, 5.0),
-             ("s1", "newcomer", "g3i2", "play", T0 + 10**7 + 1, 5.0)]  # fmt: skip
+    fresh = [
+        ("s0", "newcomer", "g3i1", "play", T0 + 10**7, 5.0),
+        ("s1", "newcomer", "g3i2", "play", T0 + 10**7 + 1, 5.0),
+    ]
     values = [(E.encode_event({k: v for k, v in zip(names, row, strict=True)}),) for row in fresh]
     frame = spark.createDataFrame(values, "value binary")
     bc = spark.sparkContext.broadcast(model)

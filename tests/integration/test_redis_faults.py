@@ -167,10 +167,16 @@ def test_the_stream_survives_a_redis_restart_and_states_come_back(
 
     def events(first: int, users: list[str]) -> list[dict[str, object]]:
         return [
-            {E.EVENT_ID: f"r{first + n}", E.USER_ID: user, E.ITEM_ID: f"i{n % 4}",
-             E.EVENT_TYPE: "play", E.EVENT_TIME: t + first + n, E.VALUE: 10.0}
+            {
+                E.EVENT_ID: f"r{first + n}",
+                E.USER_ID: user,
+                E.ITEM_ID: f"i{n % 4}",
+                E.EVENT_TYPE: "play",
+                E.EVENT_TIME: t + first + n,
+                E.VALUE: 10.0,
+            }
             for n, user in enumerate(users)
-        ]  # fmt: skip
+        ]
 
     def wait_for_states(users: list[str], timeout_s: float = 90) -> None:
         client = connect(cfg.redis)
