@@ -10,8 +10,11 @@ of numbers and each gets the numbers that suit it.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pyspark.sql import SparkSession
 
 from streamrec.batch.evaluate import (
@@ -21,23 +24,64 @@ from streamrec.batch.evaluate import (
     training_input,
     validation_split,
 )
-from streamrec.batch.metrics import RankingMetrics
-from streamrec.batch.rating_files import read_ratings
+from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
+from streamrec.batch.metrics import RankingMetrics, ranking_metrics
+from streamrec.batch.rating_files import RATING, read_ratings
 from streamrec.batch.search import candidates, successive_halving
-from streamrec.bench.quality import QualityParams, implicit_library
+from streamrec.schemas import events as E
 from streamrec.schemas.config import BatchConfig, FeedbackConfig
 
 log = logging.getLogger(__name__)
 
 
-def _params(setting: BatchConfig, k: int) -> QualityParams:
-    return QualityParams(
-        rank=setting.rank,
-        reg_param=setting.reg_param,
-        alpha=setting.alpha,
-        max_iter=setting.max_iter,
-        k=k,
-    )
+@dataclass(frozen=True)
+class LibrarySetting:
+    """One setting of the `implicit` library's ALS, in streamrec's names."""
+
+    rank: int
+    reg_param: float
+    alpha: float
+    max_iter: int
+    k: int = 10
+
+
+def _params(setting: BatchConfig, k: int) -> LibrarySetting:
+    return LibrarySetting(setting.rank, setting.reg_param, setting.alpha, setting.max_iter, k)
+
+
+def implicit_library(split: Any, params: LibrarySetting, seed: int) -> dict[str, Any]:
+    """Fit and score `implicit`'s ALS on exactly the training matrix streamrec uses."""
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    rows = split.train.select(USER_INDEX, ITEM_INDEX, RATING).collect()
+    n_users = split.users.count()
+    matrix = sp.csr_matrix(
+        ([float(r[RATING]) for r in rows],
+         ([r[USER_INDEX] for r in rows], [r[ITEM_INDEX] for r in rows])),
+        shape=(n_users, split.item_count), dtype=np.float32,
+    )  # fmt: skip
+    with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
+        model = AlternatingLeastSquares(
+            factors=params.rank, regularization=params.reg_param, alpha=params.alpha,
+            iterations=params.max_iter, random_state=seed, calculate_training_loss=False,
+        )  # fmt: skip
+        t = time.monotonic()
+        model.fit(matrix, show_progress=False)
+        fit_s = time.monotonic() - t
+        users = np.arange(n_users)
+        t = time.monotonic()
+        ids, _ = model.recommend(users, matrix[users], N=params.k, filter_already_liked_items=True)
+        topk_s = time.monotonic() - t
+    item_of = {r[ITEM_INDEX]: r[E.ITEM_ID] for r in split.items.collect()}
+    user_of = {r[USER_INDEX]: r[E.USER_ID] for r in split.users.collect()}
+    lists = {user_of[u]: [item_of[int(i)] for i in ids[u] if i >= 0] for u in range(n_users)}
+    evaluated = sorted(split.relevant)
+    ranking = ranking_metrics([lists.get(u, []) for u in evaluated],
+                              [split.relevant[u] for u in evaluated], params.k,
+                              split.item_count)  # fmt: skip
+    return {"ranking": ranking.as_dict(), "fit_s": fit_s, "topk_all_users_s": topk_s}
 
 
 def implicit_peer(

@@ -278,10 +278,7 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
             f"{result['implicit_topk_s']:.1f}s, ratio {result['ratio_vs_implicit']:.2f}x"
         )
     else:
-        if not args.data:
-            print("streamrec: error: bench quality needs --data DIR", file=sys.stderr)
-            return 2
-        result = run_quality(spark, args.data, QualityParams())
+        result = run_quality(spark, cfg, args.data, QualityParams(), steam_dir=args.steam)
         print(table(result))
     if args.json:
         write(result, args.json)
@@ -526,8 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--data",
-        help="quality: folder with MovieLens 100K (ua.base, ua.test); tuning, replay: a "
-        "ratings file with times (u.data)",
+        help="quality: folder with MovieLens 100K (ua.base, ua.test, u.data); tuning, replay: "
+        "a ratings file with times (u.data)",
+    )
+    bench.add_argument(
+        "--steam",
+        metavar="DIR",
+        help="quality: folder with the Steam play hours (plays.tsv), split 80/20 per user",
     )
     bench.add_argument("--users", type=int, default=100_000, help="scoring: users")
     bench.add_argument("--items", type=int, default=20_000, help="scoring: items")
