@@ -13,6 +13,11 @@ On the local stack, in its own namespace, each fault runs on fresh topics:
   again; the producer holds its records while the broker is down.
 - ``stream_kill``: the stream as its own process, SIGKILLed at random points under load and
   started again at once each time.
+- ``batch_switch``: the batch job run twice as its own process (``streamrec batch run``) under
+  the running stream and a steady producer. Around the second run's switch a reader polls
+  Redis: the users whose list under the old version was fresher than the new version's batch
+  list must see a list at least as fresh under the new version; ``visible_s`` is how long after
+  the switch each of them did (``late`` counts those over a second or never).
 
 Counts: ``lost`` valid events missing from the event store, ``doubled`` extra copies there,
 ``bad_lost`` / ``bad_doubled`` for the dead letters, ``halted`` when the stream stopped by
@@ -43,13 +48,16 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
+from streamrec.batch.job import run_batch
 from streamrec.demo import namespace_config, reset_namespace
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
-from streamrec.redis_lists import connect
+from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
+from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.redis_layout import decode_list
 from streamrec.spark import build_spark
 from streamrec.stack import kafka_broker, manager
 from streamrec.stack.process import port_open
@@ -73,6 +81,8 @@ class FaultParams:
     stream_kills: int = 3
     kill_load_events: int = 4_000
     kill_rate: float = 50.0
+    # The batch job run twice under a steady producer, the second switch timed.
+    switch_rate: float = 100.0
     seed: int = 7
     faults: tuple[str, ...] = (
         "poison",
@@ -80,6 +90,7 @@ class FaultParams:
         "redis_freeze",
         "broker_stop",
         "stream_kill",
+        "batch_switch",
     )
 
 
@@ -93,6 +104,7 @@ SHORT = FaultParams(
     broker_down_s=5.0,
     kill_load_events=1_800,
     kill_rate=40.0,
+    switch_rate=60.0,
 )
 
 
@@ -322,6 +334,130 @@ def _stream_kills(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Pa
     return outcome
 
 
+class SwitchWatch:
+    """A reader around a version switch: it copies the live version's user lists every poll
+    until the pointer moves, then times when each user whose last list under the old version
+    was fresher than their list under the new one sees one at least as fresh."""
+
+    def __init__(self, cfg: Config, users: list[str], poll_s: float = 0.02) -> None:
+        self.cfg, self.users, self.poll_s = cfg, users, poll_s
+        self.before: dict[str, int] = {}  # user -> the old version's list fence at the switch
+        self.visible_s: dict[str, float] = {}
+        self.waiting: list[str] = []
+        self.switched_to: str | None = None
+
+    def _fences(self, client: Any, version: str) -> dict[str, int]:
+        """Each user's list fence as a reader decodes it (watermark_ms), one round trip."""
+        prefix = self.cfg.redis.key_prefix
+        pipe = client.pipeline(transaction=False)
+        for user in self.users:
+            pipe.hget(L.user_list_key(prefix, version, user), "list")
+        raw = pipe.execute()
+        return {
+            u: decode_list(r, limit=0).watermark_ms
+            for u, r in zip(self.users, raw, strict=True)
+            if r is not None
+        }
+
+    def run(self, old: str, deadline_s: float, stop: threading.Event) -> None:
+        prefix = self.cfg.redis.key_prefix
+        client = connect(self.cfg.redis)
+        try:
+            while not stop.is_set():
+                live = decoded(client.get(L.current_model_key(prefix)))
+                if live is not None and live != old:
+                    switched, self.switched_to = time.monotonic(), live
+                    break
+                self.before = self._fences(client, old) or self.before
+                time.sleep(self.poll_s)
+            else:
+                return
+            after = self._fences(client, self.switched_to)
+            self.waiting = [u for u, t in self.before.items() if after.get(u, -1) < t]
+            pending = set(self.waiting)
+            while pending and time.monotonic() - switched < deadline_s:
+                now = self._fences(client, self.switched_to)
+                for u in list(pending):
+                    if now.get(u, -1) >= self.before[u]:
+                        self.visible_s[u] = time.monotonic() - switched
+                        pending.discard(u)
+                time.sleep(self.poll_s)
+        finally:
+            client.close()
+
+
+def _batch_switch(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Path) -> Outcome:
+    """A first version trained on the first events, then the stream running under a steady
+    producer while a second batch run (its own process, ``streamrec batch run``) trains and
+    switches; a reader (``SwitchWatch``) times the switch."""
+    world = SyntheticWorld(users=200, items=150, segments=4, seed=19)
+    pool = world.events(1_000_000)
+    sent: list[dict[str, Any]] = []
+    stop_sending = threading.Event()
+
+    def until_stopped() -> Any:
+        for event in pool:
+            if stop_sending.is_set():
+                return
+            sent.append(event)
+            yield event
+
+    # The switch is what is timed: the runs train at the configured setting, untuned.
+    untuned = with_overrides(cfg, batch=dict(tune_every=0, holdout_share=0.0))
+    config = tmp / "switch.yaml"
+    text, env = dump_config(untuned)
+    config.write_text(text, "utf-8")
+    first_events = [next(pool) for _ in range(1_000)]
+    sent += first_events
+    publish_events(cfg, first_events)
+    run_stream(cfg, available_now=True, spark=spark)
+    first = run_batch(untuned, spark=spark).version
+
+    queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
+    producer = threading.Thread(
+        target=publish_events, args=(cfg, until_stopped()), kwargs={"rate": params.switch_rate}
+    )
+    watch = SwitchWatch(cfg, world.user_ids)
+    stop_watching = threading.Event()
+    halted, code = False, 0
+    try:
+        producer.start()
+        # The stream loads the first version and writes fresh lists under it; the archive
+        # query stores the new events for the second run.
+        time.sleep(cfg.streaming.archive_trigger_seconds + 5.0)
+        watcher = threading.Thread(target=watch.run, args=(first, 30.0, stop_watching))
+        watcher.start()
+        cmd = [sys.executable, "-m", "streamrec.cli", "--config", str(config), "batch", "run"]
+        run = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+        code = run.returncode
+        if code:
+            log.error("faults: the batch run exited %d: %s", code, run.stderr[-3000:])
+        watcher.join(timeout=60.0)
+        stop_watching.set()
+        watcher.join()
+        stop_sending.set()
+        producer.join()
+        halted = not _caught_up(queries.lists, deadline_s=120)
+        halted = halted or not all(q.isActive for q in queries.all) or code != 0
+    finally:
+        stop_watching.set()
+        stop_sending.set()
+        queries.stop_gracefully()
+    outcome = _count_load(spark, cfg, sent, "batch_switch", halted)
+    times = sorted(watch.visible_s.values())
+    outcome.detail.update(
+        batch_exit_code=code,
+        switched_from=first,
+        switched_to=watch.switched_to,
+        fresher_before_switch=len(watch.waiting),
+        visible_p50_s=round(times[len(times) // 2], 3) if times else None,
+        visible_max_s=round(times[-1], 3) if times else None,
+        late=sum(1 for u in watch.waiting if watch.visible_s.get(u, 99.0) > 1.0),
+        never_visible=sum(1 for u in watch.waiting if u not in watch.visible_s),
+    )
+    return outcome
+
+
 def _states_complete(cfg: Config, events: list[dict[str, Any]], deadline_s: float) -> bool:
     """Until every user's state has taken all their events (the stream caught up)."""
     sent = Counter(e[E.USER_ID] for e in events)
@@ -373,6 +509,8 @@ def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
                 try:
                     if name == "stream_kill":
                         outcome = _stream_kills(spark, cfg_own, params, Path(tmp))
+                    elif name == "batch_switch":
+                        outcome = _batch_switch(spark, cfg_own, params, Path(tmp))
                     else:
                         fault = _fault(name, cfg_own, server, params)
                         outcome = _under_load(spark, cfg_own, params, name, fault)
@@ -419,4 +557,11 @@ def table(result: dict[str, Any]) -> str:
             f"{o['detail'].get('state_short', 0):>11} {o['states_rebuilt']:>7} "
             f"{o['seconds']:>6}"
         )
+        if o["fault"] == "batch_switch":
+            d = o["detail"]
+            lines.append(
+                f"  switch to {d['switched_to']}: {d['fresher_before_switch']} users' lists "
+                f"were fresher under the old version; visible under the new one after "
+                f"p50 {d['visible_p50_s']} s, max {d['visible_max_s']} s; {d['late']} late (> 1 s)"
+            )
     return "\n".join(lines)

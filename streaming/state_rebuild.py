@@ -7,26 +7,32 @@ state that is behind the event store (``behind``), only if the stream has not ch
 state since it was read (its revision), so a state the stream writes meanwhile is never lost.
 A rebuilt state carries no micro-batch fence but does carry the user's newest event ids: if the
 stream replays a micro-batch whose events are already in it, they are dropped as duplicates.
+
+Then every user whose state was written gets their list rebuilt from it under the live version
+(the stream's own rescoring, streaming/fresh_lists.py), so a list the stream folded from the
+events after a restart alone gives way to one folded from the user's whole history.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamrec import storage
-from streamrec.errors import InputError
+from streamrec.errors import InputError, ModelStoreError
+from streamrec.model import store
 from streamrec.model.user_state import NO_BATCH, UserState, encode_state, merge
-from streamrec.redis_lists import connect
+from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.streaming.fresh_lists import read_revisions
+from streamrec.streaming.fresh_lists import OUTCOME as LIST_OUTCOME
+from streamrec.streaming.fresh_lists import WRITTEN, read_revisions, rescored_list_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class RebuildReport:
     missing: int  # states Redis had none of, written
     behind: int  # states missing events the event store has, replaced
     kept: int  # complete states, or ones the stream changed during the rebuild
+    lists: int = 0  # rebuilt users' lists written under the live version
+    version: str | None = None  # the live version they were written under (None: no model)
 
     @property
     def written(self) -> int:
@@ -50,7 +58,12 @@ class RebuildReport:
     def summary(self) -> str:
         return (
             f"{self.users} users in the event store: {self.missing} missing states written, "
-            f"{self.behind} states behind the event store replaced, {self.kept} kept"
+            f"{self.behind} states behind the event store replaced, {self.kept} kept; "
+            + (
+                f"{self.lists} of their lists rebuilt under {self.version}"
+                if self.version
+                else "no live model, so no lists rebuilt"
+            )
         )
 
 
@@ -116,20 +129,58 @@ def rebuild_states(spark: SparkSession, cfg: Config) -> RebuildReport:
         yield pd.DataFrame({E.USER_ID: users + kept, OUTCOME: outcomes + [PRESENT] * len(kept)})
 
     partitions = max(1, cfg.spark.shuffle_partitions)
-    outcomes = (
+    per_user = (
         events.select(*columns)
         .repartition(partitions, E.USER_ID)
         .mapInPandas(per_partition, schema=f"{E.USER_ID} string, {OUTCOME} string")
-        .groupBy(OUTCOME)
-        .agg(F.count(F.lit(1)).alias("n"))
-        .collect()
+        .cache()
     )
-    counts = {row[OUTCOME]: int(row["n"]) for row in outcomes}
+    try:
+        counts = {
+            row[OUTCOME]: int(row["n"])
+            for row in per_user.groupBy(OUTCOME).agg(F.count(F.lit(1)).alias("n")).collect()
+        }
+        rebuilt_users = per_user.where(F.col(OUTCOME).isin(MISSING, BEHIND)).select(E.USER_ID)
+        lists, version = 0, None
+        if counts.get(MISSING, 0) + counts.get(BEHIND, 0):
+            newest = events.agg(F.max(E.EVENT_TIME)).collect()[0][0] or 0
+            lists, version = rescore_lists(spark, cfg, rebuilt_users, int(newest))
+    finally:
+        per_user.unpersist()
     report = RebuildReport(
         sum(counts.values()),
         counts.get(MISSING, 0),
         counts.get(BEHIND, 0),
         counts.get(PRESENT, 0) + counts.get(CHANGED, 0),
+        lists,
+        version,
     )
     log.info("state rebuild: %s", report.summary())
     return report
+
+
+def rescore_lists(
+    spark: SparkSession, cfg: Config, users: DataFrame, reference_ms: int
+) -> tuple[int, str | None]:
+    """``users``' lists rebuilt from their states under the live version (Redis's pointer, else
+    the model store's); (lists written, that version), or (0, None) with no usable model."""
+    client = connect(cfg.redis)
+    try:
+        version = decoded(client.get(L.current_model_key(cfg.redis.key_prefix)))
+    finally:
+        client.close()
+    version = version or store.current_version(cfg.paths.model_store)
+    if version is None:
+        return 0, None
+    try:
+        model = store.load_item_model(cfg.paths.model_store, version)
+        store.check_foldable(model, asdict(cfg.feedback))
+    except ModelStoreError as exc:
+        log.warning("state rebuild: lists not rebuilt: %s", exc)
+        return 0, None
+    bc = spark.sparkContext.broadcast(model)
+    try:
+        rows = rescored_list_rows(users, bc, cfg, reference_ms).collect()
+    finally:
+        bc.unpersist()
+    return sum(1 for r in rows if r[LIST_OUTCOME] == WRITTEN), version

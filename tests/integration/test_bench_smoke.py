@@ -28,41 +28,108 @@ def test_scoring_bench_scores_every_user(spark: SparkSession) -> None:
     assert result["ratio_vs_implicit"] > 0 and result["streamrec_users_per_s"] > 0
 
 
-def test_quality_bench_on_a_small_movielens_shaped_split(
-    spark: SparkSession, tmp_path: Path
-) -> None:
+def _planted_ratings(tmp_path: Path) -> tuple[Path, Path]:
+    """A MovieLens-shaped folder (ua.base, ua.test, u.data) and a Steam-shaped one (plays.tsv
+    with a header): three taste groups of 20 items each, so every model has something to find."""
     rng = random.Random(1)
-    base, test = [], []
+    base, test, plays = [], [], ["user\titem\thours"]
     for u in range(1, 61):
         group = u % 3
         items = [group * 20 + i for i in range(1, 21)]
         rng.shuffle(items)
-        base += [f"{u}\t{i}\t{rng.choice([4, 5])}\t881250949" for i in items[:12]]
-        test += [f"{u}\t{i}\t{rng.choice([3, 4, 5])}\t881250999" for i in items[12:16]]
-    (tmp_path / "ua.base").write_text("\n".join(base) + "\n")
-    (tmp_path / "ua.test").write_text("\n".join(test) + "\n")
-    params = QualityParams(rank=4, max_iter=5, explicit_rank=4, explicit_iter=5, seeds=(1, 2),
-                           bayes=BayesParams(rank=4, sweeps=12, burn_in=4, keep=4))  # fmt: skip
-    result = run_quality(spark, str(tmp_path), params)
-    imp = result["implicit"]
-    assert set(imp) == {"streamrec_als", "implicit_library_als", "popularity"}
-    assert imp["streamrec_als"]["users"] == imp["implicit_library_als"]["users"] > 0
-    assert len(imp["streamrec_als"]["per_seed"]) == 2
-    assert imp["streamrec_als"]["precision"] == pytest.approx(
-        sum(run["precision"] for run in imp["streamrec_als"]["per_seed"]) / 2
+        base += [
+            f"{u}\t{i}\t{rng.choice([4, 5])}\t{881250949 + n}" for n, i in enumerate(items[:12])
+        ]
+        test += [f"{u}\t{i}\t{rng.choice([3, 4, 5])}\t881260999" for i in items[12:16]]
+        plays += [f"{u}\tgame {i}\t{rng.lognormvariate(1.5, 1.5):.1f}" for i in items[:14]]
+    ml, steam = tmp_path / "ml", tmp_path / "steam"
+    ml.mkdir()
+    steam.mkdir()
+    (ml / "ua.base").write_text("\n".join(base) + "\n")
+    (ml / "ua.test").write_text("\n".join(test) + "\n")
+    (ml / "u.data").write_text("\n".join(base + test) + "\n")
+    (steam / "plays.tsv").write_text("\n".join(plays) + "\n")
+    return ml, steam
+
+
+def test_quality_bench_compares_tuned_peers_on_every_dataset_shape(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    ml, steam = _planted_ratings(tmp_path)
+    cfg = with_overrides(
+        Config(),
+        batch=dict(
+            rank=4,
+            max_iter=4,
+            tune_candidates=2,
+            tune_ranks=(4,),
+            tune_ease_l2s=(20.0, 200.0),
+        ),
     )
-    assert isinstance(result["implicit_verdict"]["at_least_equal"], bool)
+    params = QualityParams(
+        rank=4,
+        max_iter=5,
+        explicit_rank=4,
+        explicit_iter=5,
+        seeds=(1, 2),
+        bayes=BayesParams(rank=4, sweeps=12, burn_in=4, keep=4),
+        clicks_users=150,
+        clicks_items=60,
+        clicks_events=6000,
+    )
+    result = run_quality(
+        spark, cfg, str(ml), params, steam_dir=str(steam), work_dir=str(tmp_path / "work")
+    )
+    tuned = {row["dataset"]: row for row in result["tuned"]}
+    assert list(tuned) == [
+        "ml-100k ua",
+        "ml-100k 75/25",
+        "steam hours 80/20",
+        "synthetic clicks 80/20",
+    ]
+    for row in tuned.values():
+        # streamrec and the peer were each chosen by a search, scored on the same test users
+        assert row["tuning"] and row["peer_tuning"]
+        assert row["streamrec"]["users"] == row["implicit_tuned"]["users"]
+        assert row["streamrec"]["users"] == row["popularity"]["users"] > 0
+        assert row["implicit_tuned"]["params"]["rank"] == 4
+        assert isinstance(row["above_popularity"], bool)
+    assert tuned["ml-100k 75/25"]["target"] == 0.42
+    assert isinstance(tuned["ml-100k ua"]["met"], bool)
+    assert tuned["synthetic clicks 80/20"]["met"] is None
+    # the 75/25 split holds every u.data row once, a quarter of each user's in test
+    train = (tmp_path / "work" / "ml-100k-75-25" / "train.tsv").read_text().splitlines()
+    test = (tmp_path / "work" / "ml-100k-75-25" / "test.tsv").read_text().splitlines()
+    assert len(train) == 60 * 12 and len(test) == 60 * 4
+    one = result["one_setting"]
+    assert one["streamrec_als"]["users"] == one["implicit_library_als"]["users"] > 0
+    assert len(one["streamrec_als"]["per_seed"]) == 2
+    assert one["streamrec_als"]["precision"] == pytest.approx(
+        sum(run["precision"] for run in one["streamrec_als"]["per_seed"]) / 2
+    )
     assert result["explicit"]["rmse"] is not None
     assert result["explicit_plain_als"]["rmse"] is not None
     bayes = result["explicit_bayes"]
     assert bayes["rmse"] is not None and bayes["params"]["sweeps"] == 12
     assert 0 < bayes["rmse"] < 2 and bayes["users"] > 0
     assert result["speed"]["fit_ratio_vs_implicit"] > 0
-    assert "implicit_library_als" in table(result)
+    printed = table(result)
+    assert "ml-100k 75/25" in printed and "synthetic clicks" in printed
     write(result, str(tmp_path / "quality.json"))
     saved = json.loads((tmp_path / "quality.json").read_text())
     assert saved["params"]["bayes"]["sweeps"] == 12
     assert saved["explicit_bayes"]["rmse"] == pytest.approx(bayes["rmse"])
+
+
+def test_quality_bench_needs_no_dataset(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = with_overrides(
+        Config(), batch=dict(rank=4, max_iter=4, tune_candidates=2, tune_ranks=(4,))
+    )
+    params = QualityParams(clicks_users=150, clicks_items=60, clicks_events=6000)
+    result = run_quality(spark, cfg, None, params)
+    assert [row["dataset"] for row in result["tuned"]] == ["synthetic clicks 80/20"]
+    assert "one_setting" not in result and "explicit" not in result
+    assert "synthetic clicks" in table(result)
 
 
 def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:
@@ -241,6 +308,7 @@ def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Conf
         "redis_freeze",
         "broker_stop",
         "stream_kill",
+        "batch_switch",
     }
     for name, o in outcomes.items():
         assert (o["lost"], o["doubled"], o["halted"]) == (0, 0, False), (name, o)
@@ -254,8 +322,15 @@ def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Conf
     )
     # Every user's state holds their whole history in the end: a freeze loses nothing, and
     # what a restart without persistence lost comes back from the event store.
-    for name in ("redis_restart", "redis_freeze", "broker_stop", "stream_kill"):
+    for name in ("redis_restart", "redis_freeze", "broker_stop", "stream_kill", "batch_switch"):
         assert outcomes[name]["detail"]["state_short"] == 0, outcomes[name]
     assert len(outcomes["stream_kill"]["detail"]["killed_at_s"]) == SHORT.stream_kills
     assert outcomes["redis_restart"]["states_rebuilt"] > 0
+    # The second batch run published, and every user whose list was fresher under the old version
+    # than the new version's batch list saw a list as fresh under the new one (how soon is
+    # the bench's figure, not a timed assert).
+    switch = outcomes["batch_switch"]["detail"]
+    assert switch["batch_exit_code"] == 0
+    assert switch["switched_to"] and switch["switched_to"] != switch["switched_from"]
+    assert switch["fresher_before_switch"] > 0 and switch["never_visible"] == 0
     assert "redis_restart" in faults_table(result)

@@ -134,6 +134,7 @@ def test_state_rebuild_restores_lost_states_and_keeps_live_ones(
 
     report = rebuild_states(spark, cfg)
     assert (report.users, report.missing, report.behind, report.kept) == (4, 2, 1, 1)
+    assert (report.lists, report.version) == (0, None)  # no model yet: states only
     assert redis_client.hget(L.user_state_key(prefix, "u3"), "state") == fresh
     for user in ("u0", "u1", "u2"):
         raw = redis_client.hget(L.user_state_key(prefix, user), "state")
@@ -147,6 +148,42 @@ def test_state_rebuild_restores_lost_states_and_keeps_live_ones(
     assert redis_client.hget(L.user_state_key(prefix, "u0"), "rev") == b"4"
     # Run again: everything is whole now.
     assert rebuild_states(spark, cfg).written == 0
+
+
+def test_state_rebuild_rewrites_rebuilt_users_lists_from_their_whole_history(
+    spark: SparkSession, isolated_cfg: Config, redis_client: redis.Redis
+) -> None:
+    from streamrec.batch.job import run_batch
+
+    cfg = with_overrides(isolated_cfg, batch=dict(holdout_share=0.0, rank=4, tune_every=0))
+    t = 1_700_000_000_000
+    rows = [
+        (f"e{u}-{i}", f"u{u}", f"i{i}", "play", t + u * 100 + i, 30.0)
+        for u in range(30)
+        for i in range(24)
+        if (u * 7 + i) % 3 == 0
+    ]
+    write_batch(spark.createDataFrame(rows, E.spark_event_schema()), cfg.paths.event_store, 0)
+    live = run_batch(cfg, spark=spark).version
+    prefix = cfg.redis.key_prefix
+    # As after a restart without persistence: u1's state holds only their newest event, and
+    # the list the stream folded from it, which still offers items u1 saw before.
+    mine = [r for r in rows if r[1] == "u1"]
+    partial = merge(UserState(), _frame(mine[-1:]), 5, cfg.feedback)
+    assert partial is not None
+    redis_client.hset(L.user_state_key(prefix, "u1"), mapping={"state": encode_state(partial)})
+
+    report = rebuild_states(spark, cfg)
+    # The batch job writes no states: every user's is rebuilt, and so is every user's list.
+    assert (report.users, report.written, report.version) == (30, 30, live)
+    assert report.lists == 30
+    for user in ("u1", "u7"):
+        history = {r[2] for r in rows if r[1] == user}
+        raw = redis_client.hget(L.user_list_key(prefix, live, user), "list")
+        rec = L.decode_list(raw)
+        assert rec.source == "stream" and rec.model_version == live
+        assert rec.watermark_ms == max(r[4] for r in rows if r[1] == user)
+        assert rec.items and not history & {item for item, _ in rec.items}
 
 
 def _frame(rows: list) -> pd.DataFrame:  # type: ignore[type-arg]
