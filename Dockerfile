@@ -35,7 +35,7 @@ COPY stack stack
 COPY bench bench
 RUN python -m pip wheel --no-cache-dir --no-deps -w /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir /wheels/streamrec-*.whl
+ && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/streamrec-*.whl)[jobs]"
 WORKDIR /opt/streamrec
 RUN /opt/venv/bin/python -c "from streamrec.stack.maven import spark_connector_jars; spark_connector_jars('.cache')" \
  && rm -rf .cache/m2

@@ -19,7 +19,13 @@ from streamrec import storage
 from streamrec.batch.holdout import SUPERSEDED, Decision, holdout_metrics, promotion_decision
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
 from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
-from streamrec.batch.publish import NEWEST_MS, popular_items, user_lists
+from streamrec.batch.publish import (
+    NEWEST_MS,
+    ListStamp,
+    popular_items,
+    user_lists,
+    write_list_rows,
+)
 from streamrec.batch.run_lock import exclusive_run
 from streamrec.batch.scoring import FEATURES, RATINGS, SEEN, rank_histories, rank_users
 from streamrec.batch.segment_report import write_report
@@ -41,14 +47,12 @@ from streamrec.model.describe import write_promotion
 from streamrec.model.segments import feature_spec
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
-    ListStamp,
     Switch,
     connect,
     decoded,
     delete_version,
     switch_version,
     versions_with_keys,
-    write_list_rows,
     write_lists,
 )
 from streamrec.schemas import events as E

@@ -4,15 +4,17 @@ on the executors, one Redis pipeline per partition."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from streamrec.batch.interactions import RATING
 from streamrec.batch.scoring import ITEMS, SCORES
-from streamrec.redis_lists import PUBLISH_ROWS, ListStamp
+from streamrec.redis_lists import connect, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -20,6 +22,49 @@ from streamrec.schemas.config import Config
 SEGMENT = "segment"
 NEWEST_MS = "newest_ms"
 PROBABILITIES = "probabilities"
+
+# A batch publish's rows: the user's key in the new version, their list, and their segment (""
+# when segmentation is off) and its probabilities ("" unless GMM).
+PUBLISH_ROWS = T.StructType(
+    [
+        T.StructField("key", T.StringType(), False),
+        T.StructField("payload", T.BinaryType(), False),
+        T.StructField("fence", T.LongType(), False),
+        T.StructField("segment", T.StringType(), False),
+        T.StructField("segment_p", T.StringType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ListStamp:
+    """What every list of one publish carries besides its items."""
+
+    source: str
+    model_version: str
+    generated_ms: int
+    watermark_ms: int
+
+
+def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
+    """Write a publish's PUBLISH_ROWS (through the publish script) from the executors, one
+    pipeline per partition; returns the (written, kept because newer) totals."""
+    redis_cfg, ttl = cfg.redis, cfg.lists.ttl_seconds
+    sc = rows.sparkSession.sparkContext
+    written_acc, kept_acc = sc.accumulator(0), sc.accumulator(0)
+
+    def write_partition(it: Iterator[Row]) -> None:
+        client = connect(redis_cfg)
+        try:
+            w, k = write_publish(client, ((r.key, r.payload, r.fence, r.segment, r.segment_p)
+                                          for r in it), ttl)  # fmt: skip
+        finally:
+            client.close()
+        written_acc.add(w)
+        kept_acc.add(k)
+
+    rows.foreachPartition(write_partition)
+    return written_acc.value, kept_acc.value
 
 
 def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:

@@ -12,7 +12,7 @@ Measured, each as a cost per unit so that it can be multiplied out (docs/scaling
 - **scoring**: one user's top-N against the large catalogue (model/scoring.top_n, what the batch
   publish runs on the executors), BLAS on one thread.
 - **publish**: encoding and writing one user's list from Spark (batch/publish.user_lists +
-  redis_lists.write_list_rows), and the same rows through one pipelined connection.
+  batch/publish.write_list_rows), and the same rows through one pipelined connection.
 - **memory**: Redis ``MEMORY USAGE`` of the user-list hashes and user states written above, the
   ``INFO used_memory`` growth as a cross-check (noisy on a shared Redis), and the item model in
   a Python process (factors, ids, id index; tracemalloc).
@@ -42,13 +42,13 @@ from pyspark.sql import types as T
 
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.interactions import RATING
-from streamrec.batch.publish import SEGMENT, user_lists
+from streamrec.batch.publish import SEGMENT, ListStamp, user_lists, write_list_rows
 from streamrec.batch.scoring import ITEMS, RANKED, SCORES
 from streamrec.batch.train import train_als
 from streamrec.model.scoring import top_n
 from streamrec.model.store import ItemModel, training_record
 from streamrec.model.user_state import UserState, encode_state
-from streamrec.redis_lists import ListStamp, connect, write_list_rows, write_publish
+from streamrec.redis_lists import connect, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig, with_overrides

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -477,25 +478,92 @@ def _check_secrets_from_env(data: Any, source: str) -> None:
             )
 
 
-def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> Config:
+# Every key can be set from the environment as STREAMREC_<SECTION>__<KEY> (a list as comma-
+# separated values); these well-known names (the example config's and docker-compose's) too.
+ENV_OVERRIDE_PREFIX = "STREAMREC_"
+ENV_ALIASES = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "REDIS_HOST": ("redis", "host"),
+    "REDIS_PORT": ("redis", "port"),
+    "REDIS_USERNAME": ("redis", "username"),
+    "REDIS_PASSWORD": ("redis", "password"),
+    "STREAMREC_API_KEY": ("serve", "api_key"),
+}
+
+
+def env_override_name(section: str, key: str) -> str:
+    return f"{ENV_OVERRIDE_PREFIX}{section.upper()}__{key.upper()}"
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The keys the environment sets: aliases first, then STREAMREC_<SECTION>__<KEY>, which
+    win. Empty variables set nothing. A variable that names no key, or a value the key cannot
+    take, is an error naming the variable."""
+    hints = get_type_hints(Config)
+    found: dict[str, dict[str, Any]] = {}
+    named = [(var, *ENV_ALIASES[var]) for var in ENV_ALIASES if env.get(var)]
+    for var in sorted(env):
+        if var.startswith(ENV_OVERRIDE_PREFIX) and "__" in var and env[var]:
+            section, _, key = var[len(ENV_OVERRIDE_PREFIX) :].lower().partition("__")
+            named.append((var, section, key))
+    for var, section, key in named:
+        where = f"environment variable {var}"
+        if section not in hints or not dataclasses.is_dataclass(hints[section]):
+            raise ConfigError(f"{where}: no config section {section!r}")
+        fields = get_type_hints(hints[section])
+        if key not in fields:
+            known = ", ".join(env_override_name(section, k) for k in sorted(fields))
+            raise ConfigError(f"{where}: no key {section}.{key} (known here: {known})")
+        hint = fields[key]
+        if get_origin(hint) is dict:
+            raise ConfigError(f"{where}: {section}.{key} is a mapping: set it in a config file")
+        if get_origin(hint) is tuple:
+            value: Any = [EnvText(part) for part in env[var].split(",")]
+        else:
+            value = EnvText(env[var])
+        _coerce(value, hint, f"{section}.{key}", where)  # the error names the variable
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def _with_env(data: Any, env: Mapping[str, str], source: str) -> Any:
+    overrides = env_overrides(env)
+    if not overrides:
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {data!r}")
+    merged = dict(data)
+    for section, values in overrides.items():
+        inner = merged.get(section)
+        merged[section] = {**(inner if isinstance(inner, dict) else {}), **values}
+    return merged
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
-    data = _expand_tree(data, env, source)
+    data = _expand_tree(data, dict(env), source)
     _check_secrets_from_env(data, source)
+    data = _with_env(data, env, source)
     cfg = _build(Config, data, "", source)
     cfg = dataclasses.replace(cfg, source=source)
     _check_values(cfg)
     return cfg
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Load the config from ``path``, else from $STREAMREC_CONFIG, else the built-in defaults."""
-    path = path or os.environ.get(ENV_CONFIG_PATH)
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the config from ``path``, else from $STREAMREC_CONFIG, else the built-in defaults;
+    then the environment's overrides (``env_overrides``) on top, with or without a file."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_CONFIG_PATH)
     if not path:
-        cfg = Config()
+        data = _with_env(None, env, "<defaults>")
+        cfg = _build(Config, data, "", "the environment") if data else Config()
         _check_values(cfg)
         return cfg
     file = Path(path)
@@ -505,7 +573,7 @@ def load_config(path: str | Path | None = None) -> Config:
         text = file.read_text("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return parse_config(text, str(file))
+    return parse_config(text, str(file), env)
 
 
 # Where a dumped config (dump_config) reads each secret from: never written in its text.

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pyspark.sql import types as T
+
+if TYPE_CHECKING:  # Spark only where a job asks for the schema: lookup clients run without it
+    from pyspark.sql import types as T
 
 # Column names of an event, shared by every job (also the JSON field names).
 EVENT_ID = "event_id"
@@ -396,15 +398,15 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-_SPARK_TYPES: dict[str, T.DataType] = {
-    "string": T.StringType(),
-    "integer": T.LongType(),
-    "number": T.DoubleType(),
-}
-
-
 def spark_event_schema(contract: EventContract | None = None) -> T.StructType:
     """The Spark schema of a valid event, derived field by field from the JSON Schema."""
+    from pyspark.sql import types as T
+
+    spark_types: dict[str, T.DataType] = {
+        "string": T.StringType(),
+        "integer": T.LongType(),
+        "number": T.DoubleType(),
+    }
     contract = contract or event_contract()
     fields = []
     for rule in contract.fields:
@@ -414,7 +416,7 @@ def spark_event_schema(contract: EventContract | None = None) -> T.StructType:
         fields.append(
             T.StructField(
                 rule.name,
-                _SPARK_TYPES[concrete[0]],
+                spark_types[concrete[0]],
                 nullable=rule.nullable or not rule.required,
             )
         )

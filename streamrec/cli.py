@@ -360,13 +360,40 @@ def _add_ratings_file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header", action="store_true", help="delimited files have a header")
 
 
+def _config_help() -> str:
+    """The epilog of --help: where settings come from, and every environment override."""
+    import textwrap
+    import typing
+
+    from streamrec.schemas.config import ENV_ALIASES, env_override_name
+
+    lines = [
+        f"Config: --config FILE, else ${ENV_CONFIG_PATH}, else the built-in defaults; then the",
+        "environment on top, with or without a file. Inside a file, ${VAR} and",
+        "${VAR:-default} read the environment (e.g. redis.password: ${REDIS_PASSWORD:-}).",
+        "",
+        "Environment overrides (empty ones set nothing; a list is comma-separated):",
+        "  " + ", ".join(f"{var} ({section}.{key})" for var, (section, key) in ENV_ALIASES.items()),
+        "  and every key as STREAMREC_<SECTION>__<KEY>, which wins over the names above:",
+    ]
+    defaults = Config()
+    for section in dataclasses.fields(defaults):
+        if section.name == "source":
+            continue
+        hints = typing.get_type_hints(type(getattr(defaults, section.name)))
+        # mappings (feedback.weights) are set in a file only
+        keys = [key for key, hint in hints.items() if typing.get_origin(hint) is not dict]
+        names = ", ".join(env_override_name(section.name, key) for key in keys)
+        lines += textwrap.wrap(names, 92, initial_indent="    ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
         description="Near-real-time recommender on Spark Structured Streaming, Kafka and Redis.",
-        epilog=f"Config: --config FILE, else ${ENV_CONFIG_PATH}, else built-in defaults. "
-        "Inside the file, ${VAR} and ${VAR:-default} read the environment "
-        "(e.g. redis.password: ${REDIS_PASSWORD:-}).",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help=f"YAML config file (default: ${ENV_CONFIG_PATH})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

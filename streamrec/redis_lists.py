@@ -6,19 +6,17 @@ switch the current version, and read a version's lists atomically."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from pyspark.sql import DataFrame, Row
-from pyspark.sql import types as T
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from streamrec.errors import ServiceUnavailable
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, RedisConfig
+from streamrec.schemas.config import RedisConfig
 from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
 
 
@@ -144,48 +142,6 @@ def _run_script(
     if pending:
         flush()
     return written, kept
-
-
-# A batch publish's rows: the user's key in the new version, their list, and their segment (""
-# when segmentation is off) and its probabilities ("" unless GMM).
-PUBLISH_ROWS = T.StructType([
-    T.StructField("key", T.StringType(), False),
-    T.StructField("payload", T.BinaryType(), False),
-    T.StructField("fence", T.LongType(), False),
-    T.StructField("segment", T.StringType(), False),
-    T.StructField("segment_p", T.StringType(), False),
-])  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ListStamp:
-    """What every list of one publish carries besides its items."""
-
-    source: str
-    model_version: str
-    generated_ms: int
-    watermark_ms: int
-
-
-def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
-    """Write a publish's PUBLISH_ROWS (through the publish script) from the executors, one
-    pipeline per partition; returns the (written, kept because newer) totals."""
-    redis_cfg, ttl = cfg.redis, cfg.lists.ttl_seconds
-    sc = rows.sparkSession.sparkContext
-    written_acc, kept_acc = sc.accumulator(0), sc.accumulator(0)
-
-    def write_partition(it: Iterator[Row]) -> None:
-        client = connect(redis_cfg)
-        try:
-            w, k = write_publish(client, ((r.key, r.payload, r.fence, r.segment, r.segment_p)
-                                          for r in it), ttl)  # fmt: skip
-        finally:
-            client.close()
-        written_acc.add(w)
-        kept_acc.add(k)
-
-    rows.foreachPartition(write_partition)
-    return written_acc.value, kept_acc.value
 
 
 def read_lists(

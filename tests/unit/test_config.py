@@ -465,3 +465,61 @@ def test_dump_config_round_trips_with_secrets_only_in_the_environment() -> None:
     assert "pw-0123" not in text and "key-secret" not in text
     assert env == {"REDIS_PASSWORD": "pw-0123 #x", "STREAMREC_API_KEY": "key-secret"}
     assert dataclasses.replace(parse_config(text, "dumped.yaml", env=env), source="") == cfg
+
+
+def test_the_environment_configures_without_a_file() -> None:
+    env = {
+        "REDIS_HOST": "redis.internal",
+        "STREAMREC_REDIS__PORT": "6380",
+        "STREAMREC_API_KEY": "key-secret",
+        "STREAMREC_BATCH__TUNE_RANKS": "8,16",
+        "STREAMREC_STREAMING__TRIGGER_SECONDS": "0.5",
+    }
+    cfg = load_config(None, env=env)
+    assert (cfg.redis.host, cfg.redis.port) == ("redis.internal", 6380)
+    assert cfg.serve.api_key == "key-secret"
+    assert cfg.batch.tune_ranks == (8, 16)
+    assert cfg.streaming.trigger_seconds == 0.5
+    assert "key-secret" not in repr(cfg)  # secrets never reach a log line through the config
+
+
+def test_the_environment_wins_over_the_file_and_the_prefixed_name_over_the_alias(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "streamrec.yaml"
+    file.write_text("redis:\n  host: from-file\n  port: 7000\nkafka:\n  partitions: 3\n")
+    env = {"REDIS_HOST": "alias", "STREAMREC_REDIS__HOST": "prefixed", "REDIS_PORT": ""}
+    cfg = load_config(str(file), env=env)
+    assert (cfg.redis.host, cfg.redis.port, cfg.kafka.partitions) == ("prefixed", 7000, 3)
+    assert load_config(None, env={}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAMREC_REDIS__PORTT": "1"}, "STREAMREC_REDIS__PORTT: no key redis.portt"),
+        ({"STREAMREC_NOPE__X": "1"}, "STREAMREC_NOPE__X: no config section 'nope'"),
+        ({"REDIS_PORT": "six"}, "REDIS_PORT: redis.port must be an integer"),
+        ({"STREAMREC_FEEDBACK__WEIGHTS": "play=1"}, "is a mapping: set it in a config file"),
+        ({"STREAMREC_REDIS__PORT": "70000"}, "redis.port must be a TCP port"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, env=env)
+
+
+def test_help_lists_every_environment_override() -> None:
+    from typing import get_origin, get_type_hints
+
+    from streamrec.cli import build_parser
+    from streamrec.schemas.config import ENV_ALIASES, env_override_name
+
+    text = " ".join(build_parser().format_help().split())
+    for section, section_type in get_type_hints(Config).items():
+        if section == "source":
+            continue
+        for key, hint in get_type_hints(section_type).items():
+            if get_origin(hint) is not dict:
+                assert env_override_name(section, key) in text
+    assert all(var in text for var in ENV_ALIASES)

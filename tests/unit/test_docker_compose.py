@@ -392,7 +392,8 @@ def test_dockerfile_builds_and_installs_the_wheel_with_the_connector_jars() -> N
     assert build[0][1] == "runtime AS build"
     runs = " ".join(a for i, a in build if i == "RUN")
     assert "pip wheel" in runs and "--no-deps" in runs
-    assert re.search(r"pip install \S* ?/wheels/streamrec-\*\.whl", runs), runs
+    # the wheel with its `jobs` extra: the image runs the jobs, not only the lookup client
+    assert re.search(r"pip install \S* ?\"\$\(ls /wheels/streamrec-\*\.whl\)\[jobs\]\"", runs), runs
     # The connector jars come from streamrec's own resolver (Maven, at build time), into the
     # cache the example config names, relative to the working directory of the services.
     assert "spark_connector_jars('.cache')" in runs
