@@ -45,6 +45,7 @@ from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
 from streamrec.model.describe import write_promotion
 from streamrec.model.segments import feature_spec
+from streamrec.model.similar import similar_items
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
     Switch,
@@ -311,6 +312,7 @@ def publish(
         if segments is not None:
             _publish_segment_lists(client, cfg, data, segments, stamp)
         _publish_popular(client, cfg, data, model, stamp)
+        _publish_similar(client, cfg, data, model, stamp)
         # The switch: one atomic step; then the previous version's keys go.
         switch = switch_version(client, cfg.redis.key_prefix, model.version)
         if not switch.switched:
@@ -342,6 +344,37 @@ def _publish_popular(
     )
     key = L.popular_list_key(cfg.redis.key_prefix, model.version)
     write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)], cfg.lists.ttl_seconds)
+
+
+def _publish_similar(
+    client: redis.Redis, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
+) -> None:
+    """Each item's most similar items (model/similar.py): ``GET /similar/{item_id}``. Skipped
+    above ``batch.similar_max_items`` items, where the all-pairs pass would dominate the run."""
+    items = len(model.item_ids)
+    if items > cfg.batch.similar_max_items:
+        log.info(
+            "batch: similar items skipped: %d items > batch.similar_max_items %d",
+            items,
+            cfg.batch.similar_max_items,
+        )
+        return
+    positions, scores = similar_items(model.item_factors, cfg.batch.top_n)
+    rows = []
+    for item, near, values in zip(model.item_ids, positions, scores, strict=True):
+        found = near >= 0
+        if not found.any():
+            continue
+        ranked = tuple(
+            (model.item_ids[i], float(v)) for i, v in zip(near[found], values[found], strict=True)
+        )
+        rec = L.RecList(
+            ranked, L.SOURCE_SIMILAR, stamp.model_version, stamp.generated_ms, data.data_cut_ms
+        )
+        key = L.similar_list_key(cfg.redis.key_prefix, stamp.model_version, item)
+        rows.append((key, L.encode_list(rec), data.data_cut_ms))
+    write_lists(client, rows, cfg.lists.ttl_seconds)
+    log.info("batch: %d items' similar items published", len(rows))
 
 
 def _publish_segment_lists(

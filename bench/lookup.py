@@ -8,7 +8,8 @@ On the local stack's Redis (started if it does not answer), in its own key prefi
 2. the Python client (streamrec.lookup) on one connection, for ``duration_s``: latency p50/p99
    and throughput, as a ratio to a plain redis-py GET loop of a list-sized value on the same
    Redis in the same run (the floor a Lua lookup cannot beat); plus lookup_many;
-3. a real `streamrec serve` process and an open-loop load generator in this process (requests
+3. a real `streamrec serve` process, then the threaded baseline server
+   (bench/threaded_server.py), each under an open-loop load generator in this process (requests
    sent on a fixed schedule over keep-alive connections; a request's latency counts from its
    scheduled time, so a server that falls behind is charged for the wait): p50/p99 at
    ``http_rate`` requests/s, then the rates of ``ramp_rates`` in turn up to the first one not
@@ -239,11 +240,13 @@ async def _load(
     }
 
 
-def _http(cfg: Config, users: list[str], params: LookupParams) -> dict[str, Any]:
+def _http(
+    cfg: Config, users: list[str], params: LookupParams, threaded: bool = False
+) -> dict[str, Any]:
     order = list(users)
     random.Random(11).shuffle(order)
     paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
-    with ServerProcess(cfg) as server:
+    with ServerProcess(cfg, threaded=threaded) as server:
         http_load(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
         at_rate = http_load(
             server.url, paths, params.http_rate, params.duration_s, params.http_connections
@@ -324,6 +327,7 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
     version, users, sample = _seed(cfg, params)
     python = _python_client(cfg, users, sample, params)
     http = _http(cfg, users, params)
+    threaded = _http(cfg, users, params, threaded=True)
     ceiling = _redis_benchmark(cfg, len(sample), params)
     if "get_c1" in ceiling:
         python["plain_get_vs_redis_benchmark_c1"] = (
@@ -336,6 +340,10 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
         "load_average_before": list(load_before),
         "python_client": python,
         "http": http,
+        "http_threaded": threaded,
+        "highest_rate_vs_threaded": http["highest_rate_held"] / threaded["highest_rate_held"]
+        if threaded["highest_rate_held"]
+        else None,
         "redis_benchmark": ceiling,
     }
 
@@ -349,16 +357,24 @@ def table(result: dict[str, Any]) -> str:
         f"lookup_many     {py['lookup_many']['users_per_s']:8.0f} users/s in batches of "
         f"{py['lookup_many']['batch']}",
     ]
-    rows = [("http", web["at_rate"]), *(("http ramp", step) for step in web["ramp"])]
+    old = result["http_threaded"]
+    rows = [
+        ("http", web["at_rate"]),
+        *(("http ramp", step) for step in web["ramp"]),
+        ("threaded", old["at_rate"]),
+        *(("threaded ramp", step) for step in old["ramp"]),
+    ]
     for name, r in rows:
         lines.append(
             f"{name:<15} {r['rate_asked']:6.0f}/s asked, {r['rate_achieved']:6.0f}/s "
             f"done  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
             f"errors {r['errors']}{'' if 'held' not in r else '  held ' + str(r['held'])}"
         )
+    ratio = result["highest_rate_vs_threaded"]
     lines.append(
         f"highest HTTP rate held with p99 < {result['params']['p99_limit_ms']:.0f} ms: "
-        f"{web['highest_rate_held']:.0f}/s"
+        f"{web['highest_rate_held']:.0f}/s; the threaded baseline {old['highest_rate_held']:.0f}/s"
+        + ("" if ratio is None else f" ({ratio:.2f}x)")
     )
     for clients in (1, 50):
         if f"get_c{clients}" in rb:

@@ -141,6 +141,9 @@ class BatchConfig:
     ease_l2: float = 500.0
     ease_binary: bool = True
     ease_max_items: int = 10_000
+    # Each item's top_n most similar items are published per version (GET /similar) up to
+    # this many items: an all-pairs pass, chunked, about items^2 x rank multiply-adds.
+    similar_max_items: int = 50_000
     tune_families: tuple[str, ...] = ("als", "ease")
     tune_ease_l2s: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
@@ -220,6 +223,14 @@ class ServeConfig:
     api_key: str = field(default="", repr=False)
     default_n: int = 10
     max_n: int = 100
+    # Worker processes (0: one per core), each with its own event loop and Redis connections.
+    workers: int = 0
+    # A keep-alive connection idle this long is closed.
+    idle_timeout_s: int = 5
+    # Connections plus requests in flight per worker; beyond it new requests get 503.
+    max_connections: int = 10_000
+    # The longest a request waits on Redis, retries included, before it answers 503.
+    redis_timeout_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -386,6 +397,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.batch.alpha > 0, "batch.alpha must be > 0"),
         (cfg.batch.max_iter >= 1, "batch.max_iter must be >= 1"),
         (cfg.batch.top_n >= 1, "batch.top_n must be >= 1"),
+        (cfg.batch.similar_max_items >= 0, "batch.similar_max_items must be >= 0"),
         (cfg.batch.keep_versions >= 1, "batch.keep_versions must be >= 1"),
         (0 <= cfg.batch.holdout_share < 1, "batch.holdout_share must be in [0, 1)"),
         (cfg.batch.eval_k >= 1, "batch.eval_k must be >= 1"),
@@ -444,6 +456,10 @@ def _check_values(cfg: Config) -> None:
         (1 <= cfg.serve.port <= 65535, "serve.port must be a TCP port (1..65535)"),
         (cfg.serve.default_n >= 1, "serve.default_n must be >= 1"),
         (cfg.serve.max_n >= cfg.serve.default_n, "serve.max_n must be >= serve.default_n"),
+        (cfg.serve.workers >= 0, "serve.workers must be >= 0 (0: one per core)"),
+        (cfg.serve.idle_timeout_s >= 1, "serve.idle_timeout_s must be >= 1"),
+        (cfg.serve.max_connections >= 1, "serve.max_connections must be >= 1"),
+        (cfg.serve.redis_timeout_s > 0, "serve.redis_timeout_s must be > 0"),
     ]
     from streamrec.schemas.events import event_contract
 

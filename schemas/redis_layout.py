@@ -66,6 +66,7 @@ SOURCE_BATCH = "batch"
 SOURCE_STREAM = "stream"
 SOURCE_POPULAR = "popular"
 SOURCE_SEGMENT = "segment"
+SOURCE_SIMILAR = "similar"
 
 
 def user_tag(user_id: str) -> str:
@@ -75,6 +76,16 @@ def user_tag(user_id: str) -> str:
 
 def user_list_key(prefix: str, version: str, user_id: str) -> str:
     return f"{version_prefix(prefix, version)}u:{user_tag(user_id)}"
+
+
+def item_tag(item_id: str) -> str:
+    """The Redis Cluster hash tag of one item's keys: ``{i:<item_id>}``."""
+    return "{i:" + item_id + "}"
+
+
+def similar_list_key(prefix: str, version: str, item_id: str) -> str:
+    """An item's most similar items under ``version`` (a hash: ``list``, ``fence``)."""
+    return f"{version_prefix(prefix, version)}i:{item_tag(item_id)}"
 
 
 def segment_list_key(prefix: str, version: str, segment: int) -> str:
@@ -407,6 +418,25 @@ if need_popular then
   out[2] = redis.call('HGET', base .. 'popular', 'list')
 end
 return out
+"""
+)
+
+# One item's similar items under the current version, atomically with the version.
+# KEYS[1] = P:model:current; ARGV[1] = P, ARGV[2] = item id.
+# Returns {false} without a current version, else {version, the list or false}.
+READ_SIMILAR_LUA = (
+    _VERSION_HEAD_LUA
+    + """
+return {version, redis.call('HGET', base .. 'i:{i:' .. ARGV[2] .. '}', 'list')}
+"""
+)
+
+# The popular list of the current version, atomically with the version.
+# KEYS[1] = P:model:current; ARGV[1] = P. Returns {false}, or {version, the list or false}.
+READ_POPULAR_LUA = (
+    _VERSION_HEAD_LUA
+    + """
+return {version, redis.call('HGET', base .. 'popular', 'list')}
 """
 )
 

@@ -18,6 +18,7 @@ restart. Each micro-batch's metrics are logged and kept in Redis (streaming/metr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -27,13 +28,14 @@ from dataclasses import asdict, dataclass, field
 import pyarrow.compute as pc
 import redis
 from pyspark import Accumulator, Broadcast
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streamrec import storage
 from streamrec.errors import ModelStoreError, StreamrecError
-from streamrec.kafka_topics import ensure_topics
+from streamrec.kafka_topics import ensure_topics, partition_bounds
 from streamrec.model import store
 from streamrec.model.store import ItemModel
 from streamrec.redis_lists import connect, decoded, delete_version
@@ -60,8 +62,20 @@ from streamrec.streaming.metrics import (
     lag_percentiles,
     record,
 )
-from streamrec.streaming.parse import REASON, max_ahead_ms, parse_records
-from streamrec.streaming.runs import fence_id, is_new_checkpoint, run_epoch, spark_query_id
+from streamrec.streaming.parse import (
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    max_ahead_ms,
+    parse_records,
+)
+from streamrec.streaming.runs import (
+    fence_id,
+    is_new_checkpoint,
+    resume_offsets,
+    run_epoch,
+    spark_query_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +167,17 @@ class StreamReport:
         return sum(b.invalid for b in self.archived)
 
 
-def kafka_source(spark: SparkSession, cfg: Config, min_partitions: int = 0) -> DataFrame:
+def kafka_source(
+    spark: SparkSession, cfg: Config, min_partitions: int = 0, starting: str | None = None
+) -> DataFrame:
     """The events topic; ``min_partitions`` > 0 splits each micro-batch's offset ranges into at
-    least that many Spark partitions (the source's ``minPartitions``)."""
+    least that many Spark partitions (the source's ``minPartitions``). ``starting`` is where a
+    new checkpoint begins (Spark's startingOffsets; default ``streaming.starting_offsets``)."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
         .option("subscribe", cfg.kafka.events_topic)
-        .option("startingOffsets", cfg.streaming.starting_offsets)
+        .option("startingOffsets", starting or cfg.streaming.starting_offsets)
         .option("maxOffsetsPerTrigger", str(cfg.streaming.max_offsets_per_trigger))
     )
     if min_partitions > 0:
@@ -362,6 +379,36 @@ class StreamQueries:
             stop_gracefully(query)
 
 
+def starting_after_event_store(spark: SparkSession, cfg: Config) -> str | None:
+    """Spark's startingOffsets JSON for a new checkpoint: after the newest offset the event
+    store holds in each partition (streaming/runs.py ``resume_offsets``); None when the store
+    holds nothing, so ``streaming.starting_offsets`` applies."""
+    root = storage.absolute(cfg.paths.event_store)
+    if not storage.filesystem(root).exists(root):
+        return None
+    try:
+        stored = spark.read.parquet(root)
+    except AnalysisException:  # a folder with no Parquet in it yet
+        return None
+    if SOURCE_PARTITION not in stored.columns:
+        return None
+    rows = stored.groupBy(SOURCE_PARTITION).agg(F.max(SOURCE_OFFSET).alias("newest")).collect()
+    if not rows:
+        return None
+    stored_next = {int(r[SOURCE_PARTITION]): int(r["newest"]) + 1 for r in rows}
+    offsets = resume_offsets(
+        stored_next,
+        partition_bounds(cfg.kafka, cfg.kafka.events_topic),
+        cfg.streaming.starting_offsets,
+    )
+    log.info(
+        "stream: a new checkpoint: starting after the event store's newest events %s",
+        {p: o for p, o in offsets.items()},
+    )
+    topic = cfg.kafka.events_topic
+    return json.dumps({topic: {str(p): o for p, o in offsets.items()}})
+
+
 def check_run(client: redis.Redis, cfg: Config, new_run: bool) -> None:
     """Refuse to start on a new checkpoint while Redis holds the states of an earlier run,
     unless told: the new run would read the topic from ``streaming.starting_offsets`` again
@@ -373,10 +420,9 @@ def check_run(client: redis.Redis, cfg: Config, new_run: bool) -> None:
         f"the stream's checkpoint {storage.absolute(cfg.paths.stream_checkpoint)} is new, but "
         f"Redis holds the per-user states of an earlier run ({earlier}): was the checkpoint "
         "deleted or moved? Put it back to continue where that run stopped. To start a new run "
-        "anyway, pass --new-run: its events are fenced apart from the earlier run's and the "
-        "event store keeps both, but with streaming.starting_offsets: earliest the states count "
-        "the topic's events again; use latest, and `streamrec state rebuild` for users whose "
-        "states are gone."
+        "anyway, pass --new-run: it starts after the newest events the event store holds, and "
+        "its micro-batches are fenced apart from the earlier run's; then run `streamrec state "
+        "rebuild` for users whose states missed events the earlier run stored."
     )
 
 
@@ -419,8 +465,9 @@ def start_stream(
     def query(
         name: str, on_batch: Callable[[DataFrame, int], None], every_s: float, partitions: int = 0
     ) -> StreamingQuery:
+        starting = starting_after_event_store(spark, cfg) if is_new_checkpoint(cfg, name) else None
         writer = (
-            kafka_source(spark, cfg, partitions)
+            kafka_source(spark, cfg, partitions, starting)
             .writeStream.foreachBatch(on_batch)
             .option("checkpointLocation",
                     storage.join(storage.absolute(cfg.paths.stream_checkpoint), name))

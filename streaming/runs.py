@@ -61,3 +61,26 @@ def run_epoch(cfg: Config, query: str) -> int:
 def fence_id(epoch_s: int, batch_id: int) -> int:
     """The id a micro-batch is fenced and stored under: later runs always have larger ones."""
     return epoch_s * BATCHES_PER_RUN + batch_id
+
+
+def resume_offsets(
+    stored_next: dict[int, int],
+    bounds: dict[int, tuple[int, int]],
+    default: str,
+) -> dict[int, int]:
+    """Where a new checkpoint's run starts in each partition of the events topic: right after
+    the newest offset the event store holds (``stored_next``: partition -> that offset + 1), so
+    a lost checkpoint neither skips the events sent while the stream was down nor stores any
+    twice. ``bounds`` are each partition's (beginning, end) offsets now; a partition the store
+    has never seen starts at ``default`` (Spark's -2 earliest, -1 latest), one whose stored
+    offset is past the end (the topic was recreated) too, and one whose next offset the topic no
+    longer retains at its beginning. Pure."""
+    fallback = -2 if default == "earliest" else -1
+    offsets = {}
+    for partition, (beginning, end) in sorted(bounds.items()):
+        resume = stored_next.get(partition)
+        if resume is None or resume > end:
+            offsets[partition] = fallback
+        else:
+            offsets[partition] = max(resume, beginning)
+    return offsets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamrec.errors import ServiceUnavailable
@@ -64,3 +64,26 @@ def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = 
             pass  # created concurrently by another process: fine
     finally:
         admin.close()
+
+
+def partition_bounds(kafka: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
+    """Each partition of ``topic`` and its (beginning, end) offsets now."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            client_id="streamrec-offsets",
+            enable_auto_commit=False,
+        )
+    except KafkaError as exc:
+        raise ServiceUnavailable(
+            f"Kafka at {kafka.bootstrap_servers} does not answer ({exc!r}). Start the local "
+            "stack with `streamrec stack up`, or fix kafka.bootstrap_servers in the config file."
+        ) from exc
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        beginning, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+        return {tp.partition: (int(beginning[tp]), int(end[tp])) for tp in parts}
+    finally:
+        consumer.close()

@@ -16,19 +16,25 @@ in other languages and on Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from streamrec.errors import StreamrecError
-from streamrec.redis_lists import connect, decoded, unavailable
+from streamrec.redis_lists import client_options, connect, decoded, unavailable
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import RedisConfig
+
+T = TypeVar("T")
 
 
 class BadLookup(StreamrecError, ValueError):
@@ -80,16 +86,66 @@ class SegmentInfo:
 
 
 @cache
-def max_user_id_length() -> int:
-    """The event contract's bound on a user id (schemas/event.schema.json)."""
-    rule = next(f for f in E.event_contract().fields if f.name == E.USER_ID)
+def _max_length(field: str) -> int:
+    """The event contract's bound on an id field (schemas/event.schema.json)."""
+    rule = next(f for f in E.event_contract().fields if f.name == field)
     return int(rule.max_length or 256)
 
 
+def max_user_id_length() -> int:
+    return _max_length(E.USER_ID)
+
+
+def max_item_id_length() -> int:
+    return _max_length(E.ITEM_ID)
+
+
+def _check_id(what: str, field: str, value: str) -> None:
+    limit = _max_length(field)
+    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+        raise BadLookup(f"{what} is a string of 1 to {limit} characters, got {value!r:.80}")
+
+
 def check_user_id(user_id: str) -> None:
-    limit = max_user_id_length()
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= limit:
-        raise BadLookup(f"a user id is a string of 1 to {limit} characters, got {user_id!r:.80}")
+    _check_id("a user id", E.USER_ID, user_id)
+
+
+def check_item_id(item_id: str) -> None:
+    _check_id("an item id", E.ITEM_ID, item_id)
+
+
+@dataclass(frozen=True)
+class ItemList:
+    """A list that is not a user's: an item's similar items, or the popular list. ``source`` is
+    None (and ``items`` empty) when the current version has no such list."""
+
+    items: tuple[tuple[str, float], ...]
+    source: str | None
+    model_version: str | None
+    generated_ms: int | None = None
+    watermark_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model_version": self.model_version,
+            "generated_ms": self.generated_ms,
+            "watermark_ms": self.watermark_ms,
+            "items": [{"item_id": item, "score": score} for item, score in self.items],
+        }
+
+
+def item_list(raw: list[Any], n: int, exclude: Collection[str]) -> ItemList:
+    """The answer from ``READ_SIMILAR_LUA`` or ``READ_POPULAR_LUA``'s reply. Pure."""
+    if n < 1:
+        raise BadLookup(f"n must be at least 1, got {n}")
+    if raw[0] is None:
+        return ItemList((), None, None)
+    version = decoded(raw[0])
+    if raw[1] is None:
+        return ItemList((), None, version)
+    rec = L.decode_list(raw[1], n, set(exclude))
+    return ItemList(rec.items, rec.source, rec.model_version, rec.generated_ms, rec.watermark_ms)
 
 
 Exclusions = Collection[str] | Mapping[str, Collection[str]]
@@ -131,6 +187,8 @@ class LookupClient:
         self._pointer = L.current_model_key(cfg.key_prefix)
         self._lookup = client.register_script(L.LOOKUP_LUA)
         self._segment = client.register_script(L.READ_SEGMENT_LUA)
+        self._similar = client.register_script(L.READ_SIMILAR_LUA)
+        self._popular = client.register_script(L.READ_POPULAR_LUA)
 
     @classmethod
     def open(cls, cfg: RedisConfig) -> LookupClient:
@@ -177,46 +235,141 @@ class LookupClient:
     ) -> dict[str, Recommendations]:
         """Several users in one round trip, all from the same version. ``exclude`` is one set
         of items for everyone, or a mapping from user id to that user's items."""
-        users = list(dict.fromkeys(user_ids))
-        if n < 1:
-            raise BadLookup(f"n must be at least 1, got {n}")
-        for user in users:
-            check_user_id(user)
+        users, args = lookup_args(self.cfg.key_prefix, user_ids, n, exclude)
         if not users:
             return {}
-        per_user = exclude if isinstance(exclude, Mapping) else None
-        every = bool(exclude) and (per_user is None or any(per_user.values()))
-        raw = self._call(self._lookup, [self.cfg.key_prefix, "1" if every else "0", *users])
-        if raw[0] is None:
-            return {u: Recommendations(u, (), None, None) for u in users}
-        version, popular = str(decoded(raw[0])), raw[1]
-        out = {}
-        for i, user in enumerate(users):
-            own, segment, segment_list = raw[2 + 3 * i : 5 + 3 * i]
-            blocked = per_user.get(user, ()) if per_user is not None else exclude
-            out[user] = pick(
-                user,
-                version,
-                (own, segment_list, popular),
-                None if segment is None else int(segment),
-                n,
-                blocked,
-            )
-        return out
+        return answers(self._call(self._lookup, args), users, n, exclude)
 
     def segment(self, user_id: str) -> SegmentInfo:
         """The user's segment (and probabilities) under the current version, one round trip."""
         check_user_id(user_id)
-        raw = self._call(self._segment, [self.cfg.key_prefix, user_id])
-        if raw[0] is None:
-            return SegmentInfo(user_id, None, None)
-        segment, probabilities = raw[1], decoded(raw[2])
-        return SegmentInfo(
-            user_id,
-            decoded(raw[0]),
+        return segment_info(user_id, self._call(self._segment, [self.cfg.key_prefix, user_id]))
+
+    def similar(self, item_id: str, n: int = 10, exclude: Collection[str] = ()) -> ItemList:
+        """The items most like ``item_id`` under the current version, one round trip."""
+        check_item_id(item_id)
+        return item_list(self._call(self._similar, [self.cfg.key_prefix, item_id]), n, exclude)
+
+    def popular(self, n: int = 10, exclude: Collection[str] = ()) -> ItemList:
+        """The current version's popular list, one round trip."""
+        return item_list(self._call(self._popular, [self.cfg.key_prefix]), n, exclude)
+
+
+def lookup_args(
+    prefix: str, user_ids: Iterable[str], n: int, exclude: Exclusions
+) -> tuple[list[str], list[str]]:
+    """The distinct users, checked, and ``LOOKUP_LUA``'s arguments for them."""
+    users = list(dict.fromkeys(user_ids))
+    if n < 1:
+        raise BadLookup(f"n must be at least 1, got {n}")
+    for user in users:
+        check_user_id(user)
+    per_user = exclude if isinstance(exclude, Mapping) else None
+    every = bool(exclude) and (per_user is None or any(per_user.values()))
+    return users, [prefix, "1" if every else "0", *users]
+
+
+def answers(
+    raw: list[Any], users: list[str], n: int, exclude: Exclusions
+) -> dict[str, Recommendations]:
+    """Each user's answer from ``LOOKUP_LUA``'s reply. Pure."""
+    if raw[0] is None:
+        return {u: Recommendations(u, (), None, None) for u in users}
+    per_user = exclude if isinstance(exclude, Mapping) else None
+    version, popular = str(decoded(raw[0])), raw[1]
+    out = {}
+    for i, user in enumerate(users):
+        own, segment, segment_list = raw[2 + 3 * i : 5 + 3 * i]
+        blocked = per_user.get(user, ()) if per_user is not None else exclude
+        out[user] = pick(
+            user,
+            version,
+            (own, segment_list, popular),
             None if segment is None else int(segment),
-            L.decode_segment_probabilities(probabilities) if probabilities else None,
+            n,
+            blocked,
         )
+    return out
+
+
+def segment_info(user_id: str, raw: list[Any]) -> SegmentInfo:
+    """The answer from ``READ_SEGMENT_LUA``'s reply. Pure."""
+    if raw[0] is None:
+        return SegmentInfo(user_id, None, None)
+    segment, probabilities = raw[1], decoded(raw[2])
+    return SegmentInfo(
+        user_id,
+        decoded(raw[0]),
+        None if segment is None else int(segment),
+        L.decode_segment_probabilities(probabilities) if probabilities else None,
+    )
+
+
+class AsyncLookupClient:
+    """The same lookups on redis-py's asyncio client, for the HTTP server (one per event
+    loop). Every call waits at most ``timeout_s`` in all, retries included, then raises
+    ServiceUnavailable."""
+
+    def __init__(self, client: aioredis.Redis, cfg: RedisConfig, timeout_s: float) -> None:
+        self.client, self.cfg, self.timeout_s = client, cfg, timeout_s
+        self._pointer = L.current_model_key(cfg.key_prefix)
+        self._lookup = client.register_script(L.LOOKUP_LUA)
+        self._segment = client.register_script(L.READ_SEGMENT_LUA)
+        self._similar = client.register_script(L.READ_SIMILAR_LUA)
+        self._popular = client.register_script(L.READ_POPULAR_LUA)
+
+    @classmethod
+    async def open(cls, cfg: RedisConfig, timeout_s: float, ping: bool = True) -> AsyncLookupClient:
+        """A client; with ``ping``, one that has answered (else ServiceUnavailable). Without,
+        it connects on first use, so a server starts while Redis is away and answers 503."""
+        client = aioredis.Redis(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
+        lookups = cls(client, cfg, timeout_s)
+        if ping:
+            await lookups._bounded(client.ping())
+        return lookups
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await call
+        except (redis.ConnectionError, redis.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and not isinstance(exc, redis.TimeoutError):
+                exc = redis.TimeoutError(f"no answer within {self.timeout_s:g} s")
+            raise unavailable(self.cfg, exc) from exc
+
+    async def model_version(self) -> str | None:
+        return decoded(await self._bounded(self.client.get(self._pointer)))
+
+    async def has_lists(self, version: str) -> bool:
+        key = L.popular_list_key(self.cfg.key_prefix, version)
+        return bool(await self._bounded(self.client.exists(key)))
+
+    async def lookup(
+        self, user_id: str, n: int = 10, exclude: Collection[str] = ()
+    ) -> Recommendations:
+        users, args = lookup_args(self.cfg.key_prefix, [user_id], n, exclude)
+        raw = await self._bounded(self._lookup(keys=[self._pointer], args=args))
+        return answers(list(raw), users, n, exclude)[user_id]
+
+    async def segment(self, user_id: str) -> SegmentInfo:
+        check_user_id(user_id)
+        args = [self.cfg.key_prefix, user_id]
+        raw = await self._bounded(self._segment(keys=[self._pointer], args=args))
+        return segment_info(user_id, list(raw))
+
+    async def similar(self, item_id: str, n: int = 10, exclude: Collection[str] = ()) -> ItemList:
+        check_item_id(item_id)
+        args = [self.cfg.key_prefix, item_id]
+        raw = await self._bounded(self._similar(keys=[self._pointer], args=args))
+        return item_list(list(raw), n, exclude)
+
+    async def popular(self, n: int = 10, exclude: Collection[str] = ()) -> ItemList:
+        args = [self.cfg.key_prefix]
+        raw = await self._bounded(self._popular(keys=[self._pointer], args=args))
+        return item_list(list(raw), n, exclude)
 
 
 def table(

@@ -40,6 +40,28 @@ def retry_policy(window_s: float) -> Retry:
     )
 
 
+def client_options(cfg: RedisConfig) -> dict[str, Any]:
+    """redis-py's connection options for ``cfg`` (the same for its sync and asyncio clients)."""
+    tls: dict[str, Any] = {}
+    if cfg.tls:
+        tls = dict(
+            ssl=True,
+            ssl_ca_certs=cfg.tls_ca_file or None,
+            ssl_certfile=cfg.tls_cert_file or None,
+            ssl_keyfile=cfg.tls_key_file or None,
+        )
+    return dict(
+        host=cfg.host,
+        port=cfg.port,
+        db=cfg.db,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.socket_timeout_s,
+        **tls,
+    )
+
+
 def connect(cfg: RedisConfig, patient: bool = True) -> redis.Redis:
     """A client that has answered PING, or ServiceUnavailable saying how to start Redis.
 
@@ -49,24 +71,8 @@ def connect(cfg: RedisConfig, patient: bool = True) -> redis.Redis:
     once and then says so. Password, ACL user and TLS come from the config (which reads them
     from the environment); none of them is ever logged, and the error names only the host,
     port and user."""
-    tls: dict[str, Any] = {}
-    if cfg.tls:
-        tls = dict(
-            ssl=True,
-            ssl_ca_certs=cfg.tls_ca_file or None,
-            ssl_certfile=cfg.tls_cert_file or None,
-            ssl_keyfile=cfg.tls_key_file or None,
-        )
     client = redis.Redis(
-        host=cfg.host,
-        port=cfg.port,
-        db=cfg.db,
-        username=cfg.username or None,
-        password=cfg.password or None,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.socket_timeout_s,
-        retry=retry_policy(cfg.retry_window_s if patient else 0.0),
-        **tls,
+        **client_options(cfg), retry=retry_policy(cfg.retry_window_s if patient else 0.0)
     )
     try:
         client.ping()

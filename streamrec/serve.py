@@ -1,51 +1,84 @@
-"""`streamrec serve`: the lookup over HTTP, on the standard library's ThreadingHTTPServer.
+"""`streamrec serve`: the lookup over HTTP, on FastAPI and uvicorn.
 
     GET /recommendations/{user_id}?n=10&exclude=ITEM&exclude=ITEM   streamrec.lookup, as JSON
     GET /segments/{user_id}          the user's segment (and probabilities) under the version
-    GET /health                      200 when Redis answers (with the model version), else 503
+    GET /similar/{item_id}?n=&exclude=   the items most like an item (published per version)
+    GET /popular?n=&exclude=         the popular list of the live version
+    GET /health                      200 when Redis answers and has the live lists, else 503
+    GET /livez, /readyz              liveness (the process answers) and readiness (/health ok)
     GET /metrics                     Prometheus text: requests, latency histogram, list sources
-    GET /openapi.json                the OpenAPI description of these routes
+    GET /openapi.json                the OpenAPI description generated from the routes below
 
-A user id is one URL-encoded path segment (``/`` is ``%2F``), decoded as UTF-8 and handed whole
-to the lookup, whose keys hold it inside the user's hash tag: no id reaches another key. With
-``serve.api_key`` set (from the environment only), every route but /health and /openapi.json
-needs it in ``X-API-Key`` or ``Authorization: Bearer``, compared in constant time.
+A user id is one URL-encoded path segment (``/`` is ``%2F``): the id is taken from the raw
+request path, split on ``/`` before percent-decoding, so an encoded ``/`` stays inside the id
+and no id reaches another key. With ``serve.api_key`` set (from the environment only), every
+route but the probes and the description needs it in ``X-API-Key`` or ``Authorization:
+Bearer``, compared in constant time. Every error is a JSON body ``{"error": ...}`` with its
+4xx/5xx status, and every response is counted in /metrics. uvicorn runs ``serve.workers``
+processes (one per core by default) on one socket; each has its own asyncio Redis client, and
+no request waits on Redis longer than ``serve.redis_timeout_s``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route signatures' annotations,
+# which refer to this config's limits, when the routes are declared.
 import gc
 import hmac
-import json
 import logging
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from streamrec.errors import ServiceUnavailable, StackError
-from streamrec.lookup import BadLookup, LookupClient, max_user_id_length
+from streamrec.lookup import (
+    AsyncLookupClient,
+    BadLookup,
+    LookupClient,
+    max_item_id_length,
+    max_user_id_length,
+)
 from streamrec.model import store
-from streamrec.schemas.config import Config, ServeConfig, dump_config
+from streamrec.schemas.config import (
+    ENV_CONFIG_PATH,
+    ENV_OVERRIDE_PREFIX,
+    Config,
+    ServeConfig,
+    dump_config,
+    load_config,
+)
 
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS, SEGMENTS = "/recommendations/{user_id}", "/segments/{user_id}"
+SIMILAR, POPULAR = "/similar/{item_id}", "/popular"
 HEALTH, METRICS, OPENAPI, OTHER = "/health", "/metrics", "/openapi.json", "other"
-_BY_HEAD = {"recommendations": RECOMMENDATIONS, "segments": SEGMENTS}
-_FIXED = {"/health": HEALTH, "/metrics": METRICS, "/openapi.json": OPENAPI}
-_OPEN_ROUTES = (HEALTH, OPENAPI)  # answered without the API key
+LIVEZ, READYZ = "/livez", "/readyz"
+_BY_HEAD = {"recommendations": RECOMMENDATIONS, "segments": SEGMENTS, "similar": SIMILAR}
+_FIXED = {HEALTH: HEALTH, METRICS: METRICS, OPENAPI: OPENAPI, POPULAR: POPULAR}
 _JSON = "application/json; charset=utf-8"
+# Set in a worker's environment when several workers share /metrics through files.
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class HttpError(Exception):
@@ -55,33 +88,37 @@ class HttpError(Exception):
 
 
 @dataclass(frozen=True)
-class Request:
+class Target:
     route: str
-    user_id: str | None
+    subject: str | None  # the user id or item id of the path, decoded; None on fixed routes
     params: dict[str, list[str]]
 
 
-def parse_target(target: str) -> Request:
-    """Route, user id and query of a request target. Pure. The path is split on ``/`` before
-    percent-decoding, so an encoded ``/`` stays inside the id."""
+def parse_target(target: str) -> Target:
+    """Route, id (user or item) and query of a request target. Pure. The path is split on
+    ``/`` before percent-decoding, so an encoded ``/`` stays inside the id."""
     parts = urlsplit(target)
     try:
         params = parse_qs(parts.query, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise HttpError(400, "the query string is not UTF-8") from None
     if parts.path in _FIXED:
-        return Request(_FIXED[parts.path], None, params)
+        return Target(_FIXED[parts.path], None, params)
     segments = parts.path.split("/")
     if len(segments) != 3 or segments[0] != "" or segments[1] not in _BY_HEAD:
         raise HttpError(404, f"no route {parts.path[:100]!r}; see /openapi.json")
+    route = _BY_HEAD[segments[1]]
+    if route == SIMILAR:
+        what, limit = "item id", max_item_id_length()
+    else:
+        what, limit = "user id", max_user_id_length()
     try:
-        user_id = unquote(segments[2], encoding="utf-8", errors="strict")
+        subject = unquote(segments[2], encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise HttpError(400, "the user id is not URL-encoded UTF-8") from None
-    limit = max_user_id_length()
-    if not 1 <= len(user_id) <= limit:
-        raise HttpError(400, f"a user id has 1 to {limit} characters")
-    return Request(_BY_HEAD[segments[1]], user_id, params)
+        raise HttpError(400, f"the {what} is not URL-encoded UTF-8") from None
+    if not 1 <= len(subject) <= limit:
+        raise HttpError(400, f"an {what} has 1 to {limit} characters")
+    return Target(route, subject, params)
 
 
 def parse_n(params: Mapping[str, list[str]], cfg: ServeConfig) -> int:
@@ -97,131 +134,442 @@ def parse_n(params: Mapping[str, list[str]], cfg: ServeConfig) -> int:
     return n
 
 
-class Metrics:
-    """Request counts, a latency histogram per route, and the source of every answered list,
-    rendered as Prometheus text. Thread-safe."""
-
-    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: Counter[tuple[str, int]] = Counter()
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
-        self._sources: Counter[str] = Counter()
-
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._requests[(route, status)] += 1
-            counts = self._buckets.setdefault(route, [0] * (len(self.BUCKETS) + 1))
-            counts[
-                next((i for i, b in enumerate(self.BUCKETS) if seconds <= b), len(self.BUCKETS))
-            ] += 1
-            self._sums[route] = self._sums.get(route, 0.0) + seconds
-
-    def count_source(self, source: str | None) -> None:
-        with self._lock:
-            self._sources[source or "none"] += 1
-
-    def render(self) -> str:
-        name = "streamrec_http_request_duration_seconds"
-        with self._lock:
-            lines = [
-                "# HELP streamrec_http_requests_total HTTP requests by route and status.",
-                "# TYPE streamrec_http_requests_total counter",
-            ]
-            lines += [
-                f'streamrec_http_requests_total{{route="{r}",code="{c}"}} {v}'
-                for (r, c), v in sorted(self._requests.items())
-            ]
-            lines += [
-                f"# HELP {name} Time from request to response written, by route.",
-                f"# TYPE {name} histogram",
-            ]
-            for route, counts in sorted(self._buckets.items()):
-                total = 0
-                for bound, count in zip([*map(str, self.BUCKETS), "+Inf"], counts, strict=True):
-                    total += count
-                    lines.append(f'{name}_bucket{{route="{route}",le="{bound}"}} {total}')
-                lines.append(f'{name}_sum{{route="{route}"}} {self._sums.get(route, 0.0):.6f}')
-                lines.append(f'{name}_count{{route="{route}"}} {total}')
-            lines += [
-                "# HELP streamrec_lookup_source_total Answered lookups by list source.",
-                "# TYPE streamrec_lookup_source_total counter",
-            ]
-            lines += [
-                f'streamrec_lookup_source_total{{source="{s}"}} {v}'
-                for s, v in sorted(self._sources.items())
-            ]
-        return "\n".join(lines) + "\n"
-
-
-def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
-    return status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), _JSON
-
-
 class Headers(Protocol):
-    """What the server needs of request headers (http.client's message, or a dict)."""
+    """What the key check needs of request headers."""
 
     def get(self, name: str, /) -> str | None: ...
 
 
-class App:
-    """What each request gets, apart from the socket: routing, auth, lookups, metrics."""
+def authorized(key: bytes, headers: Headers) -> bool:
+    """Whether ``headers`` carry ``key`` in X-API-Key or Authorization: Bearer (always, when
+    no key is set). Header values arrive decoded as latin-1: encoding back gives the bytes
+    sent, so a key with non-ASCII characters matches when the client sent it as UTF-8."""
+    if not key:
+        return True
+    given = headers.get("X-API-Key") or ""
+    bearer = headers.get("Authorization") or ""
+    if not given and bearer.startswith("Bearer "):
+        given = bearer[len("Bearer ") :]
+    return hmac.compare_digest(given.encode("latin-1", "replace"), key)
 
-    def __init__(self, lookup: LookupClient, cfg: ServeConfig, model_store: str = "") -> None:
-        self.lookup, self.cfg, self.metrics = lookup, cfg, Metrics()
-        self.model_store = model_store  # "" when this server cannot read it
-        self._key = cfg.api_key.encode("utf-8")
 
-    def authorized(self, headers: Headers) -> bool:
-        if not self._key:
-            return True
-        given = headers.get("X-API-Key") or ""
-        bearer = headers.get("Authorization") or ""
-        if not given and bearer.startswith("Bearer "):
-            given = bearer[len("Bearer ") :]
-        # Header values arrive decoded as latin-1: encoding back gives the bytes sent, so a
-        # key with non-ASCII characters matches when the client sent it as UTF-8.
-        return hmac.compare_digest(given.encode("latin-1", "replace"), self._key)
+def raw_target(scope: Scope) -> str:
+    """The request target as sent: the raw path (still percent-encoded) and the query."""
+    path = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query = scope.get("query_string") or b""
+    text = path.decode("latin-1")
+    return f"{text}?{query.decode('latin-1')}" if query else text
 
-    def handle(self, target: str, headers: Headers) -> tuple[str, tuple[int, bytes, str]]:
-        route = OTHER
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationsBody(BaseModel):
+    user_id: str
+    items: list[Item]
+    source: Literal["stream", "batch", "segment", "popular"] | None
+    model_version: str | None
+    generated_ms: int | None
+    watermark_ms: int | None
+    segment: int | None
+
+
+class SegmentBody(BaseModel):
+    user_id: str
+    model_version: str | None
+    segment: int | None
+    probabilities: list[float] | None
+
+
+class ItemListBody(BaseModel):
+    item_id: str | None = None
+    items: list[Item]
+    source: Literal["similar", "popular"] | None
+    model_version: str | None
+    generated_ms: int | None
+    watermark_ms: int | None
+
+
+class HealthBody(BaseModel):
+    status: Literal["ok", "no_model", "degraded", "unavailable"]
+    redis: str
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class Metrics:
+    """Request counts, a latency histogram per route and the source of every answered list,
+    in prometheus_client's registry (shared through files when several workers run)."""
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "streamrec_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "streamrec_http_request_duration_seconds",
+            "Time from request to response written, by route.",
+            ["route"],
+            buckets=self.BUCKETS,
+            registry=self.registry,
+        )
+        self.sources = Counter(
+            "streamrec_lookup_source",
+            "Answered lookups by list source.",
+            ["source"],
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def count_source(self, source: str | None) -> None:
+        self.sources.labels(source or "none").inc()
+
+    def render(self) -> bytes:
+        if os.environ.get(_METRICS_DIR):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every response by route template (``other`` when no route matched) and status,
+    and times it, errors included."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            request = parse_target(target)
-            route = request.route
-            if route not in _OPEN_ROUTES and not self.authorized(headers):
-                raise HttpError(401, "a valid API key is required (X-API-Key header)")
-            return route, self._answer(request)
-        except HttpError as exc:
-            return route, _json(exc.status, {"error": str(exc)})
-        except BadLookup as exc:
-            return route, _json(400, {"error": str(exc)})
-        except ServiceUnavailable as exc:
-            return route, _json(503, {"error": str(exc)})
+            await self.app(scope, receive, counted)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path_format", OTHER) if route is not None else OTHER
+            self.metrics.observe(name, status, time.perf_counter() - started)
 
-    def _answer(self, request: Request) -> tuple[int, bytes, str]:
-        route, params = request.route, request.params
-        allowed = {RECOMMENDATIONS: {"n", "exclude"}}.get(route, set())
-        unknown = sorted(set(params) - allowed)
+
+def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    body = orjson.dumps(payload)
+    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return _json(status, {"error": message}, headers)
+
+
+class AnythingConvertor(Convertor[str]):
+    """A path parameter that matches any characters, newlines and ``/`` included: the route
+    matches whatever follows its head, and the handler takes the id from the raw path
+    (``parse_target``), which is what decides between an id and another path."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", AnythingConvertor())
+
+
+def create_app(cfg: Config) -> FastAPI:
+    """The lookup service for ``cfg``: its routes, errors, probes and metrics. The Redis client
+    opens when the app starts (in each worker) and closes when it stops."""
+    serve_cfg, key = cfg.serve, cfg.serve.api_key.encode("utf-8")
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.lookup = await AsyncLookupClient.open(
+            cfg.redis, serve_cfg.redis_timeout_s, ping=False
+        )
+        # What is loaded now lives as long as the process: keep it out of the collector's
+        # full passes, which would otherwise stall requests for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await app.state.lookup.close()
+
+    app = FastAPI(
+        title="streamrec lookup",
+        version="1",
+        description="Recommendations from Redis: the user's list, else their segment's, else "
+        "the popular list; every answer from one model version.",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI would fetch its assets from a CDN
+        redoc_url=None,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    api_key_header = APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False)
+
+    async def require_key(request: Request, _: str | None = Depends(api_key_header)) -> None:
+        if not authorized(key, request.headers):
+            raise HttpError(401, "a valid API key is required (X-API-Key header)")
+
+    secured = [Depends(require_key)] if key else []
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "a bad user id, n or query parameter"},
+        503: {"model": ErrorBody, "description": "Redis does not answer"},
+    }
+    if key:
+        errors[401] = {"model": ErrorBody, "description": "no valid API key"}
+
+    # The list routes' query parameters, described in the OpenAPI document; their values are
+    # read from the raw query (parse_target, parse_n), as the errors say.
+    Count = Annotated[
+        int | None,
+        Query(ge=1, le=serve_cfg.max_n, description=f"default {serve_cfg.default_n}"),
+    ]
+    Excluded = Annotated[list[str] | None, Query(description="an item id to leave out (repeat)")]
+
+    def lookup(request: Request) -> AsyncLookupClient:
+        client: AsyncLookupClient = request.app.state.lookup
+        return client
+
+    def target_of(request: Request, allowed: set[str]) -> Target:
+        target = parse_target(raw_target(request.scope))
+        unknown = sorted(set(target.params) - allowed)
         if unknown:
             raise HttpError(400, f"unknown query parameter {unknown[0][:40]!r}")
-        if route == RECOMMENDATIONS:
-            assert request.user_id is not None
-            rec = self.lookup.lookup(
-                request.user_id, parse_n(params, self.cfg), params.get("exclude", ())
-            )
-            self.metrics.count_source(rec.source)
-            return _json(200, rec.to_json())
-        if route == SEGMENTS:
-            assert request.user_id is not None
-            return _json(200, self.lookup.segment(request.user_id).to_json())
-        if route == HEALTH:
-            status, body = health_of(self.lookup, self.model_store)
-            return _json(status, body)
-        if route == METRICS:
-            return 200, self.metrics.render().encode(), "text/plain; version=0.0.4"
-        return _json(200, openapi(self.cfg))
+        return target
+
+    @app.get(
+        "/recommendations/{user_id:anything}",
+        summary="a user's top n",
+        response_model=RecommendationsBody,
+        responses=errors,
+        dependencies=secured,
+    )
+    async def recommendations(
+        request: Request,
+        user_id: str,
+        n: Count = None,
+        exclude: Excluded = None,
+    ) -> Response:
+        """The user's list, else their segment's, else the popular list, from one version.
+        ``user_id`` is URL-encoded whole (``/`` as ``%2F``)."""
+        target = target_of(request, {"n", "exclude"})
+        assert target.subject is not None
+        rec = await lookup(request).lookup(
+            target.subject, parse_n(target.params, serve_cfg), target.params.get("exclude", ())
+        )
+        metrics.count_source(rec.source)
+        return _json(200, rec.to_json())
+
+    @app.get(
+        "/segments/{user_id:anything}",
+        summary="a user's segment",
+        response_model=SegmentBody,
+        responses=errors,
+        dependencies=secured,
+    )
+    async def segments(request: Request, user_id: str) -> Response:
+        target = target_of(request, set())
+        assert target.subject is not None
+        return _json(200, (await lookup(request).segment(target.subject)).to_json())
+
+    @app.get(
+        "/similar/{item_id:anything}",
+        summary="the items most like an item",
+        response_model=ItemListBody,
+        responses=errors,
+        dependencies=secured,
+    )
+    async def similar(
+        request: Request,
+        item_id: str,
+        n: Count = None,
+        exclude: Excluded = None,
+    ) -> Response:
+        """The live version's nearest items to ``item_id`` by the cosine of their factors
+        (published by the batch job); empty for an item the version does not know.
+        ``item_id`` is URL-encoded whole (``/`` as ``%2F``)."""
+        target = target_of(request, {"n", "exclude"})
+        assert target.subject is not None
+        answer = await lookup(request).similar(
+            target.subject, parse_n(target.params, serve_cfg), target.params.get("exclude", ())
+        )
+        return _json(200, {"item_id": target.subject, **answer.to_json()})
+
+    @app.get(
+        POPULAR,
+        summary="the live version's popular list",
+        response_model=ItemListBody,
+        responses=errors,
+        dependencies=secured,
+    )
+    async def popular(
+        request: Request,
+        n: Count = None,
+        exclude: Excluded = None,
+    ) -> Response:
+        """What a user nobody knows gets: the most popular items of the training window."""
+        target = target_of(request, {"n", "exclude"})
+        answer = await lookup(request).popular(
+            parse_n(target.params, serve_cfg), target.params.get("exclude", ())
+        )
+        return _json(200, answer.to_json())
+
+    @app.get(
+        HEALTH,
+        summary="Redis answers and has the live version's lists",
+        response_model=HealthBody,
+        responses={503: {"model": HealthBody, "description": "unavailable or degraded"}},
+    )
+    async def health(request: Request) -> Response:
+        status, body = await health_of_async(lookup(request), cfg.paths.model_store)
+        return _json(status, body)
+
+    @app.get(LIVEZ, summary="liveness: the process answers", response_model=HealthBody)
+    async def livez() -> Response:
+        return _json(200, {"status": "ok", "redis": "not asked"})
+
+    @app.get(
+        READYZ,
+        summary="readiness: /health is ok or no_model",
+        response_model=HealthBody,
+        responses={503: {"model": HealthBody, "description": "not ready"}},
+    )
+    async def readyz(request: Request) -> Response:
+        status, body = await health_of_async(lookup(request), cfg.paths.model_store)
+        return _json(status, body)
+
+    @app.get(
+        METRICS,
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+        dependencies=secured,
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(HttpError)
+    async def http_error(request: Request, exc: HttpError) -> Response:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(BadLookup)
+    async def bad_lookup(request: Request, exc: BadLookup) -> Response:
+        return _error(400, str(exc))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def redis_down(request: Request, exc: ServiceUnavailable) -> Response:
+        return _error(503, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        if field == "n":
+            got = str(first.get("input", ""))[:20]
+            return _error(400, f"n must be an integer from 1 to {serve_cfg.max_n}, got {got!r}")
+        return _error(400, f"{field}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            path = request.scope.get("path", "")[:100]
+            return _error(404, f"no route {path!r}; see /openapi.json")
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("serve: %s failed", request.scope.get("path", "?"))
+        return _error(500, f"internal error ({exc.__class__.__name__}); see the server log")
+
+    return app
+
+
+def worker_app() -> FastAPI:
+    """uvicorn's factory in each worker process: the config the parent handed over."""
+    return create_app(load_config())
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
+    """Serve until interrupted; prints ``listening on http://HOST:PORT`` once the socket is
+    bound and Redis has answered."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    LookupClient.open(cfg.redis).close()  # Redis answers, or say how to start it, now
+    workers = cfg.serve.workers or os.cpu_count() or 1
+    options: dict[str, Any] = dict(
+        host=host or cfg.serve.host,
+        port=cfg.serve.port if port is None else port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_keep_alive=cfg.serve.idle_timeout_s,
+        limit_concurrency=cfg.serve.max_connections,
+        backlog=4096,
+        access_log=False,
+        server_header=False,
+        log_config=None,
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="streamrec-serve-"))
+    try:
+        if workers > 1:
+            # Each worker loads the same config: written out, secrets through the environment.
+            text, secrets = dump_config(cfg)
+            (scratch / "config.yaml").write_text(text, "utf-8")
+            (scratch / "metrics").mkdir()
+            os.environ.update(secrets)
+            os.environ[ENV_CONFIG_PATH] = str(scratch / "config.yaml")
+            os.environ[_METRICS_DIR] = str(scratch / "metrics")
+            config = uvicorn.Config("streamrec.serve:worker_app", factory=True, **options)
+        else:
+            config = uvicorn.Config(create_app(cfg), **options)
+        sock = config.bind_socket()
+        # Listening now: connections made before the workers are up wait in the backlog.
+        sock.listen(config.backlog)
+        bound_host, bound_port = sock.getsockname()[:2]
+        log.info(
+            "serving lookups of prefix %s on %s:%s, %d worker(s), auth %s",
+            cfg.redis.key_prefix,
+            bound_host,
+            bound_port,
+            workers,
+            "on" if cfg.serve.api_key else "off",
+        )
+        print(f"listening on http://{bound_host!s}:{bound_port}", flush=True)
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
 
 
 def health_of(lookup: LookupClient, model_store: str) -> tuple[int, dict[str, Any]]:
@@ -234,6 +582,25 @@ def health_of(lookup: LookupClient, model_store: str) -> tuple[int, dict[str, An
         present = version is not None and lookup.has_lists(version)
     except ServiceUnavailable as exc:
         return 503, {"status": "unavailable", "redis": str(exc)}
+    return health_answer(version, present, model_store)
+
+
+async def health_of_async(
+    lookup: AsyncLookupClient, model_store: str
+) -> tuple[int, dict[str, Any]]:
+    """``health_of`` on the asyncio client."""
+    try:
+        version = await lookup.model_version()
+        present = version is not None and await lookup.has_lists(version)
+    except ServiceUnavailable as exc:
+        return 503, {"status": "unavailable", "redis": str(exc)}
+    return health_answer(version, present, model_store)
+
+
+def health_answer(
+    version: str | None, present: bool, model_store: str
+) -> tuple[int, dict[str, Any]]:
+    """/health's status and body from what Redis said."""
     if version is not None and present:
         return 200, {"status": "ok", "redis": "ok", "model_version": version}
     stored = _store_version(model_store)
@@ -260,97 +627,35 @@ def _store_version(model_store: str) -> str | None:
         return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    disable_nagle_algorithm = True  # no 40 ms Nagle stalls on small responses
-    wbufsize = 1 << 16  # headers and body leave in one send, when the request is done
-    server: _Server
-
-    def do_GET(self) -> None:
-        started = time.perf_counter()
-        app = self.server.app
-        route, (status, body, content_type) = app.handle(self.path, self.headers)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        app.metrics.observe(route, status, time.perf_counter() - started)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s " + format, self.address_string(), *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog is 5: a burst of new connections beyond it has its SYNs
-    # dropped, and the client waits a second to retry.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], app: App) -> None:
-        self.app = app
-        super().__init__(address, _Handler)
-
-
-def make_server(cfg: Config, host: str | None = None, port: int | None = None) -> _Server:
-    """A bound server with its Redis connection checked (port 0: any free port)."""
-    lookup = LookupClient.open(cfg.redis)
-    address = (host or cfg.serve.host, cfg.serve.port if port is None else port)
-    return _Server(address, App(lookup, cfg.serve, cfg.paths.model_store))
-
-
-def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
-    """Serve until interrupted; prints ``listening on http://HOST:PORT`` once ready."""
-    server = make_server(cfg, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    log.info(
-        "serving lookups of prefix %s on %s:%s, auth %s",
-        cfg.redis.key_prefix,
-        bound_host,
-        bound_port,
-        "on" if cfg.serve.api_key else "off",
-    )
-    # Everything loaded so far lives as long as the process: keep it out of the collector's
-    # full passes, which otherwise stall every request for tens of milliseconds.
-    gc.collect()
-    gc.freeze()
-    print(f"listening on http://{bound_host!s}:{bound_port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        server.app.lookup.close()
-    return 0
-
-
 class ServerProcess:
-    """A real `streamrec serve` process on a free port, for tests and the benchmark. Its config
-    goes through a temporary YAML file; secrets only through the child's environment."""
+    """A real `streamrec serve` process on a free port, for tests and the benchmark
+    (``threaded``: the baseline server, bench/threaded_server.py). Its config goes through a
+    temporary YAML file; secrets only through the child's environment."""
 
-    def __init__(self, cfg: Config, host: str = "127.0.0.1", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        host: str = "127.0.0.1",
+        timeout_s: float = 30.0,
+        threaded: bool = False,
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="streamrec-serve-"))
         text, secrets = dump_config(cfg)
         config_file = self.folder / "config.yaml"
         config_file.write_text(text, "utf-8")
         self.log_file = self.folder / "serve.log"
+        if threaded:
+            command = ["-m", "streamrec.bench.threaded_server", "--config", str(config_file)]
+        else:
+            command = ["-m", "streamrec.cli", "--config", str(config_file), "serve"]
+        # The child's environment: this one's, less what would override the config file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_OVERRIDE_PREFIX)}
         with self.log_file.open("wb") as err:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamrec.cli",
-                    "--config",
-                    str(config_file),
-                    "serve",
-                    "--host",
-                    host,
-                    "--port",
-                    "0",
-                ],
+                [sys.executable, *command, "--host", host, "--port", "0"],
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env={**os.environ, **secrets},
+                env={**env, **secrets},
             )
         self.url = self._wait_for_address(timeout_s)
 
@@ -379,121 +684,8 @@ class ServerProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> "ServerProcess":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def openapi(cfg: ServeConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the routes above."""
-    user = {
-        "name": "user_id",
-        "in": "path",
-        "required": True,
-        "description": "the user id, URL-encoded (any characters, '/' as %2F)",
-        "schema": {"type": "string", "minLength": 1, "maxLength": max_user_id_length()},
-    }
-    error = {
-        "description": "error",
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
-            }
-        },
-    }
-    secured: list[dict[str, list[str]]] = [{"apiKey": []}] if cfg.api_key else []
-
-    def get(
-        summary: str,
-        params: list[dict[str, Any]],
-        ok: dict[str, Any],
-        codes: tuple[str, ...],
-        open_route: bool = False,
-    ) -> dict[str, Any]:
-        content_type = "text/plain" if "text" in ok else "application/json"
-        responses = {
-            "200": {"description": "ok", "content": {content_type: {"schema": ok.get("text", ok)}}}
-        }
-        responses.update({code: error for code in codes})
-        if not open_route and cfg.api_key:
-            responses["401"] = error
-        op = {"summary": summary, "parameters": params, "responses": responses}
-        return {"get": op | ({} if open_route else {"security": secured})}
-
-    item = {
-        "type": "object",
-        "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
-    }
-    nullable_int, nullable_str = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
-    recs = {
-        "type": "object",
-        "properties": {
-            "user_id": {"type": "string"},
-            "items": {"type": "array", "items": item},
-            "source": {"enum": ["stream", "batch", "segment", "popular", None]},
-            "model_version": nullable_str,
-            "generated_ms": nullable_int,
-            "watermark_ms": nullable_int,
-            "segment": nullable_int,
-        },
-    }
-    segment = {
-        "type": "object",
-        "properties": {
-            "user_id": {"type": "string"},
-            "model_version": nullable_str,
-            "segment": nullable_int,
-            "probabilities": {"type": ["array", "null"], "items": {"type": "number"}},
-        },
-    }
-    query: list[dict[str, Any]] = [
-        {
-            "name": "n",
-            "in": "query",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": cfg.max_n,
-                "default": cfg.default_n,
-            },
-        },
-        {
-            "name": "exclude",
-            "in": "query",
-            "description": "an item id to leave out (repeat)",
-            "schema": {"type": "array", "items": {"type": "string"}},
-            "explode": True,
-        },
-    ]
-    health = {
-        "type": "object",
-        "properties": {
-            "status": {"enum": ["ok", "no_model", "degraded", "unavailable"]},
-            "reason": {"type": "string"},
-            "redis": {"type": "string"},
-            "model_version": nullable_str,
-        },
-    }
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "streamrec lookup",
-            "version": "1",
-            "description": "Recommendations from Redis: the user's list, else their "
-            "segment's, else the popular list; every answer from one model version.",
-        },
-        "paths": {
-            RECOMMENDATIONS: get("a user's top n", [user, *query], recs, ("400", "503")),
-            SEGMENTS: get("a user's segment", [user], segment, ("400", "503")),
-            HEALTH: get("Redis answers; the model version", [], health, ("503",), True),
-            METRICS: get("Prometheus metrics", [], {"text": {"type": "string"}}, ()),
-            OPENAPI: get("this description", [], {"type": "object"}, (), True),
-        },
-    }
-    if cfg.api_key:
-        doc["components"] = {
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
-        }
-    return doc

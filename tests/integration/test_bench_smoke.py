@@ -168,6 +168,9 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
     web = result["http"]
     assert web["at_rate"]["requests"] == 40 and web["at_rate"]["errors"] == 0
     assert len(web["ramp"]) == 1 and web["ramp"][0]["requests"] == 80
+    baseline = result["http_threaded"]  # the same load on the threaded server, same run
+    assert baseline["at_rate"]["requests"] == 40 and baseline["at_rate"]["errors"] == 0
+    assert "threaded" in lookup_table(result)
     assert result["redis_benchmark"]["get_c1"]["per_s"] > 0
     assert "redis-benchmark GET" in lookup_table(result)
 

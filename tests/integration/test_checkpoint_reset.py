@@ -18,7 +18,7 @@ from streamrec.producer.run import publish_events
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
 from streamrec.streaming.fresh_lists import read_states
 from streamrec.streaming.job import StreamReport, run_stream, start_stream
 
@@ -70,27 +70,32 @@ def test_a_deleted_checkpoint_is_refused_then_fenced_apart(
     with pytest.raises(StreamrecError, match="--new-run"):
         run_stream(cfg, available_now=True, spark=spark)
 
-    # Told to: a new run from the topic's end, so nothing is counted twice.
-    latest = with_overrides(cfg, streaming=dict(starting_offsets="latest"))
-    queries = start_stream(spark, latest, available_now=False, report=StreamReport(), new_run=True)
+    # Events sent while the stream is down, then told to start anew: the new run begins right
+    # after the newest events the event store holds, so these are stored once and nothing of
+    # the earlier run is read again (streaming.starting_offsets stays earliest).
+    publish_events(cfg, _events(50, 10))
+    queries = start_stream(spark, cfg, available_now=False, report=StreamReport(), new_run=True)
     try:
         deadline = time.monotonic() + 60
         while not all(q.lastProgress for q in queries.all):  # the queries hold their offsets
             assert time.monotonic() < deadline
             time.sleep(0.2)
         publish_events(cfg, _events(100, 10))
-        while _state_events(cfg) != [8] * 5:  # the new events counted, not taken for replays
+        while _state_events(cfg) != [10] * 5:  # new events counted, not taken for replays
             assert time.monotonic() < deadline, _state_events(cfg)
             assert all(q.isActive for q in queries.all)
             time.sleep(0.2)
-        while len(_stored_ids(spark, cfg)) < 40:
+        while len(_stored_ids(spark, cfg)) < 50:
             assert time.monotonic() < deadline
             time.sleep(0.5)
+        time.sleep(1.0)
+        assert _state_events(cfg) == [10] * 5
     finally:
         queries.stop_gracefully()
-    # The earlier run's folders are untouched, and the new run's are new ones.
+    # The earlier run's folders are untouched, the new run's are new ones, and every event is
+    # stored exactly once: 0 lost, 0 doubled.
     folders = sorted(p.name for p in Path(cfg.paths.event_store).glob("batch_id=*"))
     assert set(first_folders) < set(folders)
     assert _stored_ids(spark, cfg) == sorted(
-        e[E.EVENT_ID] for e in _events(0, 30) + _events(100, 10)
+        e[E.EVENT_ID] for e in _events(0, 30) + _events(50, 10) + _events(100, 10)
     )

@@ -1,18 +1,24 @@
 """`streamrec serve` as a real process (a subprocess on a free port) against real Redis: the
-routes, odd ids end to end, auth on and off, health, metrics and the OpenAPI description."""
+routes, odd ids end to end, auth on and off, health and probes, metrics, JSON errors, idle
+connections, the connection limit and the OpenAPI description."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.schemas.config import Config, with_overrides
 from streamrec.serve import ServerProcess
@@ -23,13 +29,13 @@ pytestmark = pytest.mark.integration
 API_KEY = "test-api-key-Ω-very-secret"
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, Message]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            status, body, head = response.status, response.read(), dict(response.headers)
+            status, body, head = response.status, response.read(), response.headers
     except urllib.error.HTTPError as exc:
-        status, body, head = exc.code, exc.read(), dict(exc.headers)
+        status, body, head = exc.code, exc.read(), exc.headers
     text = body.decode("utf-8")
     return status, json.loads(text) if "json" in head["Content-Type"] else text, head
 
@@ -112,22 +118,87 @@ def test_health_metrics_and_openapi(server: str) -> None:
     get(f"{server}/recommendations/u?n=0")
     status, text, head = get(f"{server}/metrics")
     assert status == 200 and head["Content-Type"].startswith("text/plain")
-    route = 'route="/recommendations/{user_id}"'
-    assert f'streamrec_http_requests_total{{{route},code="200"}} 4' in text
-    assert f'streamrec_http_requests_total{{{route},code="400"}} 1' in text
-    assert f"streamrec_http_request_duration_seconds_count{{{route}}} 5" in text
-    assert f'streamrec_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 5' in text
-    assert 'streamrec_lookup_source_total{source="popular"} 3' in text
-    assert 'streamrec_lookup_source_total{source="segment"} 1' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    route = ("route", "/recommendations/{user_id}")
+    assert samples[("streamrec_http_requests_total", (("code", "200"), route))] == 4
+    assert samples[("streamrec_http_requests_total", (("code", "400"), route))] == 1
+    assert samples[("streamrec_http_request_duration_seconds_count", (route,))] == 5
+    assert samples[("streamrec_http_request_duration_seconds_bucket", (("le", "+Inf"), route))] == 5
+    assert samples[("streamrec_lookup_source_total", (("source", "popular"),))] == 3
+    assert samples[("streamrec_lookup_source_total", (("source", "segment"),))] == 1
     status, doc, _ = get(f"{server}/openapi.json")
-    assert status == 200 and doc["openapi"] == "3.1.0"
+    assert status == 200 and doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         "/recommendations/{user_id}",
         "/segments/{user_id}",
+        "/similar/{item_id}",
+        "/popular",
         "/health",
+        "/livez",
+        "/readyz",
         "/metrics",
-        "/openapi.json",
     }
+
+
+def test_every_error_is_json_and_counted(server: str) -> None:
+    for method, path, status in (
+        ("POST", "/recommendations/u", 405),
+        ("DELETE", "/health", 405),
+        ("GET", "/nowhere", 404),
+        ("GET", "/recommendations/a/b", 404),
+        ("GET", "/recommendations/%FF", 400),
+        ("GET", "/recommendations/u?n=1000", 400),
+    ):
+        request = urllib.request.Request(f"{server}{path}", method=method)
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError(f"{method} {path} answered 2xx")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == status, (method, path)
+            assert exc.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert json.loads(exc.read())["error"], (method, path)
+            if status == 405:
+                assert "GET" in exc.headers["Allow"]
+    assert get(f"{server}/livez")[:2] == (200, {"status": "ok", "redis": "not asked"})
+    assert get(f"{server}/readyz")[0] == 200
+    text = get(f"{server}/metrics")[1]
+    counted = {
+        (s.labels["route"], s.labels["code"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "streamrec_http_requests_total"
+    }
+    assert counted[("other", "404")] == 1
+    assert counted[("/recommendations/{user_id}", "405")] == 1
+    assert counted[("/recommendations/{user_id}", "404")] == 1
+
+
+def test_idle_connections_are_closed_and_the_connection_limit_holds(data: Config) -> None:
+    cfg = with_overrides(data, serve=dict(idle_timeout_s=1, max_connections=8, workers=1))
+    with ServerProcess(cfg) as process:
+        host, port = process.url.removeprefix("http://").split(":")
+        idle = http.client.HTTPConnection(host, int(port), timeout=10)
+        idle.request("GET", "/livez")
+        answer = idle.getresponse()
+        assert answer.status == 200 and answer.read()
+        time.sleep(2.5)
+        assert idle.sock is not None
+        assert idle.sock.recv(1) == b""  # closed by the server after 1 s of keep-alive idling
+        idle.close()
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(12)]
+        try:
+            assert get(f"{process.url}/livez")[0] == 503  # beyond serve.max_connections
+        finally:
+            for conn in held:
+                conn.close()
+        deadline = time.monotonic() + 10
+        while get(f"{process.url}/livez")[0] != 200:  # recovers once they are gone
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_health_without_a_model(isolated_cfg: Config) -> None:
@@ -173,3 +244,28 @@ def test_redis_going_away(tmp_path: Path, stack_cfg: Config) -> None:
         assert status == 503 and f"127.0.0.1:{port}" in body["error"]
     finally:
         process.stop()
+
+
+def test_five_thousand_idle_connections_then_normal_traffic(data: Config) -> None:
+    import resource
+
+    from streamrec.bench.lookup import http_load
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 6000 <= hard or hard == resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 6000), hard))
+    cfg = with_overrides(data, serve=dict(idle_timeout_s=60))
+    paths = [f"/recommendations/{quote(uid, safe='')}" for uid in ODD_IDS]
+    with ServerProcess(cfg) as process:
+        host, port = process.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(5000)]
+        try:
+            during = http_load(process.url, paths, rate=200.0, duration_s=1.0, connections=4)
+        finally:
+            for conn in idle:
+                conn.close()
+        after = http_load(process.url, paths, rate=200.0, duration_s=1.0, connections=4)
+    # Every request answered 200 beside the idle connections and after they left (how fast
+    # is `streamrec bench lookup`'s figure, not a timed assert).
+    assert (during["requests"], during["errors"]) == (200, 0)
+    assert (after["requests"], after["errors"]) == (200, 0)

@@ -1,25 +1,29 @@
 """The pure parts of `streamrec serve` (streamrec/serve.py): request targets, n, the API key,
-the Prometheus text, the OpenAPI description. The server process: tests/integration."""
+the Prometheus text, the generated OpenAPI description. The server process:
+tests/integration/test_serve.py."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from streamrec.errors import ServiceUnavailable
-from streamrec.schemas.config import ServeConfig
+from streamrec.schemas.config import Config, ServeConfig, with_overrides
 from streamrec.serve import (
     HEALTH,
+    LIVEZ,
     METRICS,
     OPENAPI,
+    POPULAR,
+    READYZ,
     RECOMMENDATIONS,
     SEGMENTS,
-    App,
+    SIMILAR,
     HttpError,
     Metrics,
-    openapi,
+    authorized,
+    create_app,
     parse_n,
     parse_target,
 )
@@ -41,11 +45,13 @@ pytestmark = pytest.mark.unit
         ("/health", HEALTH, None),
         ("/metrics", METRICS, None),
         ("/openapi.json", OPENAPI, None),
+        ("/similar/song%2F7", SIMILAR, "song/7"),
+        ("/popular?n=3", POPULAR, None),
     ],
 )
 def test_targets_route_and_decode_the_id_whole(target: str, route: str, user: str | None) -> None:
     request = parse_target(target)
-    assert (request.route, request.user_id) == (route, user)
+    assert (request.route, request.subject) == (route, user)
 
 
 @pytest.mark.parametrize(
@@ -79,19 +85,15 @@ def test_n_default_and_bounds() -> None:
             parse_n({"n": [bad]}, cfg)
 
 
-def _app(key: str) -> App:
-    return App(None, ServeConfig(api_key=key))  # type: ignore[arg-type]  # no lookup needed
-
-
 def _wire(text: str) -> str:
     """A header value as the server reads it: the UTF-8 bytes sent, decoded as latin-1."""
     return text.encode("utf-8").decode("latin-1")
 
 
 def test_api_key_accepted_in_either_header_only_when_equal() -> None:
-    app = _app("s3cret-ключ")
-    assert app.authorized({"X-API-Key": _wire("s3cret-ключ")})
-    assert app.authorized({"Authorization": "Bearer " + _wire("s3cret-ключ")})
+    key = "s3cret-ключ".encode()
+    assert authorized(key, {"X-API-Key": _wire("s3cret-ключ")})
+    assert authorized(key, {"Authorization": "Bearer " + _wire("s3cret-ключ")})
     for headers in (
         {},
         {"X-API-Key": "s3cret"},
@@ -100,56 +102,58 @@ def test_api_key_accepted_in_either_header_only_when_equal() -> None:
         {"Authorization": _wire("s3cret-ключ")},
         {"Authorization": "Basic " + _wire("s3cret-ключ")},
     ):
-        assert not app.authorized(headers)
-    assert _app("").authorized({})
+        assert not authorized(key, headers)
+    assert authorized(b"", {})
 
 
-def test_unauthorized_and_unknown_routes_answer_json_without_touching_redis() -> None:
-    app = _app("k")
-    route, (status, body, content_type) = app.handle("/recommendations/u", {})
-    assert (route, status, content_type) == (
-        RECOMMENDATIONS,
-        401,
-        "application/json; charset=utf-8",
-    )
-    assert b"API key" in body
-    assert app.handle("/nope", {"X-API-Key": "k"})[1][0] == 404
-    assert app.handle("/openapi.json", {})[1][0] == 200  # open without the key
+def test_metrics_are_prometheus_exposition() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
 
-
-def test_metrics_text_is_prometheus_exposition() -> None:
     metrics = Metrics()
     for seconds in (0.0002, 0.0007, 0.003, 2.0):
         metrics.observe(RECOMMENDATIONS, 200, seconds)
     metrics.observe(HEALTH, 503, 0.001)
     metrics.count_source("batch")
     metrics.count_source(None)
-    text = metrics.render()
-    route = 'route="/recommendations/{user_id}"'
-    assert f'streamrec_http_requests_total{{{route},code="200"}} 4' in text
-    assert 'streamrec_http_requests_total{route="/health",code="503"} 1' in text
-    assert f'streamrec_http_request_duration_seconds_bucket{{{route},le="0.0005"}} 1' in text
-    assert f'streamrec_http_request_duration_seconds_bucket{{{route},le="0.005"}} 3' in text
-    assert f'streamrec_http_request_duration_seconds_bucket{{{route},le="1.0"}} 3' in text
-    assert f'streamrec_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 4' in text
-    assert f"streamrec_http_request_duration_seconds_count{{{route}}} 4" in text
-    assert 'streamrec_lookup_source_total{source="none"} 1' in text
-    sample = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$')
-    for line in text.splitlines():
-        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    route = ("route", RECOMMENDATIONS)
+    assert samples[("streamrec_http_requests_total", (("code", "200"), route))] == 4
+    assert samples[("streamrec_http_requests_total", (("code", "503"), ("route", HEALTH)))] == 1
+    bucket = "streamrec_http_request_duration_seconds_bucket"
+    assert samples[(bucket, (("le", "0.0005"), route))] == 1
+    assert samples[(bucket, (("le", "0.005"), route))] == 3
+    assert samples[(bucket, (("le", "1.0"), route))] == 3
+    assert samples[(bucket, (("le", "+Inf"), route))] == 4
+    assert samples[("streamrec_http_request_duration_seconds_count", (route,))] == 4
+    assert samples[("streamrec_lookup_source_total", (("source", "none"),))] == 1
 
 
 @pytest.mark.parametrize("key", ["", "k"])
-def test_openapi_describes_every_route(key: str) -> None:
-    doc = openapi(ServeConfig(api_key=key, max_n=40))
+def test_openapi_is_generated_for_every_route(key: str) -> None:
+    cfg = with_overrides(Config(), serve=dict(api_key=key, max_n=40))
+    doc = create_app(cfg).openapi()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {RECOMMENDATIONS, SEGMENTS, HEALTH, METRICS, OPENAPI}
+    assert set(doc["paths"]) == {
+        RECOMMENDATIONS,
+        SEGMENTS,
+        SIMILAR,
+        POPULAR,
+        HEALTH,
+        LIVEZ,
+        READYZ,
+        METRICS,
+    }
     params = {p["name"]: p for p in doc["paths"][RECOMMENDATIONS]["get"]["parameters"]}
-    assert params["user_id"]["schema"]["maxLength"] == 256
-    assert params["n"]["schema"]["maximum"] == 40
-    assert ("components" in doc) == bool(key)
+    assert set(params) == {"user_id", "n", "exclude"}
+    assert params["n"]["schema"]["anyOf"][0]["maximum"] == 40
+    assert ("securitySchemes" in doc.get("components", {})) == bool(key)
     assert ("401" in doc["paths"][RECOMMENDATIONS]["get"]["responses"]) == bool(key)
     assert "security" not in doc["paths"][HEALTH]["get"]
+    assert "ErrorBody" in doc["components"]["schemas"]
 
 
 class _FakeLookup:

@@ -49,3 +49,17 @@ def test_a_reset_checkpoint_starts_a_later_run(
     # Any micro-batch of the later run outranks every micro-batch of the earlier one.
     assert fence_id(second, 0) > fence_id(first, BATCHES_PER_RUN - 1)
     assert fence_id(first, 7) == first * BATCHES_PER_RUN + 7
+
+
+def test_a_new_run_resumes_after_the_event_stores_newest_offsets() -> None:
+    from streamrec.streaming.runs import resume_offsets
+
+    bounds = {0: (0, 120), 1: (50, 90), 2: (0, 10), 3: (0, 40)}
+    stored_next = {0: 101, 1: 20, 3: 55}
+    assert resume_offsets(stored_next, bounds, "earliest") == {
+        0: 101,  # right after the newest stored event: nothing skipped, nothing twice
+        1: 50,  # retention removed what came next: from the oldest offset still there
+        2: -2,  # never stored: the configured start
+        3: -2,  # stored past the end: the topic was recreated
+    }
+    assert resume_offsets({}, {0: (0, 5)}, "latest") == {0: -1}
