@@ -50,6 +50,7 @@ from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
 from streamrec.demo import namespace_config, reset_namespace
+from streamrec.kafka_topics import client_options
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
@@ -171,6 +172,7 @@ class OwnRedis:
 def _topic_keys(cfg: Config, topic: str) -> list[bytes | None]:
     """The keys of every record in ``topic``, from the beginning to its current end."""
     consumer = KafkaConsumer(
+        **client_options(cfg.kafka),
         bootstrap_servers=cfg.kafka.bootstrap_servers.split(","),
         enable_auto_commit=False,
         consumer_timeout_ms=2000,

@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from streamrec.errors import ServiceUnavailable
+from streamrec.kafka_topics import client_options
 from streamrec.schemas.config import KafkaConfig
 from streamrec.schemas.events import USER_ID, encode_event, validate_event
 
@@ -125,6 +126,7 @@ class EventPublisher:
         servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
         try:
             producer = KafkaProducer(
+                **client_options(self.kafka),
                 bootstrap_servers=servers,
                 client_id=self.client_id,
                 bootstrap_timeout_ms=CONNECT_TIMEOUT_MS,

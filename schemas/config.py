@@ -34,6 +34,10 @@ class StackConfig:
     start_timeout_s: float = 90.0
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:19092"
@@ -41,6 +45,17 @@ class KafkaConfig:
     events_topic: str = "streamrec.events"
     dead_letter_topic: str = "streamrec.events.dead-letter"
     partitions: int = 2
+    # Copies of each partition the topics are created with (a production cluster: 3).
+    replication_factor: int = 1
+    # How every client (producer, stream, dead letters, admin) talks to the brokers:
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL as PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    # Never logged or printed, and only read from the environment: ${KAFKA_SASL_PASSWORD}.
+    sasl_password: str = field(default="", repr=False)
+    # PEM bundle of the CA that signed the brokers' certificates (SSL, SASL_SSL).
+    ssl_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -367,6 +382,20 @@ def _check_values(cfg: Config) -> None:
     src = cfg.source or "<defaults>"
     checks: list[tuple[bool, str]] = [
         (cfg.kafka.partitions >= 1, "kafka.partitions must be at least 1"),
+        (cfg.kafka.replication_factor >= 1, "kafka.replication_factor must be at least 1"),
+        (
+            cfg.kafka.security_protocol in KAFKA_SECURITY_PROTOCOLS,
+            f"kafka.security_protocol must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}",
+        ),
+        (
+            cfg.kafka.sasl_mechanism in KAFKA_SASL_MECHANISMS,
+            f"kafka.sasl_mechanism must be one of {', '.join(KAFKA_SASL_MECHANISMS)}",
+        ),
+        (
+            not cfg.kafka.security_protocol.startswith("SASL")
+            or bool(cfg.kafka.sasl_username and cfg.kafka.sasl_password),
+            "kafka.security_protocol SASL_* needs kafka.sasl_username and KAFKA_SASL_PASSWORD",
+        ),
         (1 <= cfg.redis.port <= 65535, "redis.port must be a TCP port (1..65535)"),
         (1 <= cfg.kafka.controller_port <= 65535, "kafka.controller_port must be a TCP port"),
         (":" in cfg.kafka.bootstrap_servers, "kafka.bootstrap_servers must be host:port[,...]"),
@@ -478,7 +507,10 @@ def _check_values(cfg: Config) -> None:
 
 
 # Secrets that may only come from the environment, never be written in a (committed) file.
-_ENV_ONLY_SECRETS = (("serve", "api_key", "STREAMREC_API_KEY"),)
+_ENV_ONLY_SECRETS = (
+    ("serve", "api_key", "STREAMREC_API_KEY"),
+    ("kafka", "sasl_password", "KAFKA_SASL_PASSWORD"),
+)
 
 
 def _check_secrets_from_env(data: Any, source: str) -> None:
@@ -504,6 +536,7 @@ ENV_ALIASES = {
     "REDIS_USERNAME": ("redis", "username"),
     "REDIS_PASSWORD": ("redis", "password"),
     "STREAMREC_API_KEY": ("serve", "api_key"),
+    "KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
 }
 
 
@@ -593,7 +626,11 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 
 # Where a dumped config (dump_config) reads each secret from: never written in its text.
-SECRET_ENV = {("redis", "password"): "REDIS_PASSWORD", ("serve", "api_key"): "STREAMREC_API_KEY"}
+SECRET_ENV = {
+    ("redis", "password"): "REDIS_PASSWORD",
+    ("serve", "api_key"): "STREAMREC_API_KEY",
+    ("kafka", "sasl_password"): "KAFKA_SASL_PASSWORD",
+}
 
 
 def dump_config(cfg: Config) -> tuple[str, dict[str, str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from streamrec.errors import StackError
+from streamrec.kafka_topics import jaas_quoted
 from streamrec.schemas.config import Config
 from streamrec.stack import maven
 from streamrec.stack.process import ManagedProcess, port_open, wait_until
@@ -40,15 +41,25 @@ def server_properties(cfg: Config) -> str:
     host, port = host_port(cfg.kafka.bootstrap_servers)
     cport = cfg.kafka.controller_port
     data = home(cfg) / "data"
+    kafka = cfg.kafka
+    name = kafka.security_protocol  # the clients' listener: PLAINTEXT or SASL_PLAINTEXT here
+    if name not in ("PLAINTEXT", "SASL_PLAINTEXT") or (
+        name == "SASL_PLAINTEXT" and kafka.sasl_mechanism != "PLAIN"
+    ):
+        raise StackError(
+            "the local stack's broker speaks PLAINTEXT, or SASL_PLAINTEXT with PLAIN; "
+            f"kafka.security_protocol {name} / kafka.sasl_mechanism {kafka.sasl_mechanism} "
+            "need a broker of your own"
+        )
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{host}:{cport}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+        "listeners": f"{name}://{host}:{port},CONTROLLER://{host}:{cport}",
+        "advertised.listeners": f"{name}://{host}:{port},CONTROLLER://{host}:{cport}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": name,
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
         "log.dirs": str(data),
         "num.partitions": str(cfg.kafka.partitions),
         "offsets.topic.replication.factor": "1",
@@ -62,7 +73,34 @@ def server_properties(cfg: Config) -> str:
         # Compaction of the dead-letter topic should not wait for the default 7 days of segments.
         "log.cleaner.min.compaction.lag.ms": "0",
     }
-    return "".join(f"{k}={v}\n" for k, v in lines.items())
+    if name == "SASL_PLAINTEXT":
+        # One account, the config's own: the broker's clients and the broker itself use it.
+        user, secret = jaas_quoted(kafka.sasl_username), jaas_quoted(kafka.sasl_password)
+        lines.update(
+            {
+                "sasl.enabled.mechanisms": "PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f"username={user} password={secret} user_{kafka.sasl_username}={secret};"
+                ),
+            }
+        )
+    return "".join(f"{k}={properties_escaped(v)}\n" for k, v in lines.items())
+
+
+def properties_escaped(value: str) -> str:
+    """``value`` as a Java .properties value: the broker reads the file as ISO-8859-1 and
+    takes backslashes as escapes, so backslashes are doubled and other characters beyond
+    ASCII written as \\uXXXX (UTF-16 units)."""
+    out = []
+    for char in value.replace("\\", "\\\\"):
+        if ord(char) < 128:
+            out.append(char)
+        else:
+            units = char.encode("utf-16-be")
+            out += [f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2)]
+    return "".join(out)
 
 
 def _java_cmd(cfg: Config, libs: Path, main: list[str]) -> list[str]:
@@ -149,6 +187,7 @@ def start(cfg: Config) -> str:
     (h / "logs").mkdir(parents=True, exist_ok=True)
     props = h / "server.properties"
     props.write_text(server_properties(cfg))
+    props.chmod(0o600)  # with SASL it holds the account's password
     _format_storage(cfg, libs, props)
     pid = proc.start(_java_cmd(cfg, libs, ["kafka.Kafka", str(props)]))
     wait_until(lambda: _ready(cfg), proc, pid, cfg.stack.start_timeout_s, "Kafka broker")

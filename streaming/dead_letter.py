@@ -18,6 +18,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from streamrec.kafka_topics import spark_options
+from streamrec.schemas.config import KafkaConfig
 from streamrec.streaming.parse import (
     KAFKA_TIMESTAMP_MS,
     RAW_KEY,
@@ -99,11 +101,11 @@ def dead_letter_rows(parsed: DataFrame) -> DataFrame:
     )
 
 
-def write_dead_letters(rows: DataFrame, bootstrap_servers: str, topic: str) -> None:
+def write_dead_letters(rows: DataFrame, kafka: KafkaConfig) -> None:
     (
         rows.write.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap_servers)
-        .option("topic", topic)
+        .options(**spark_options(kafka))
+        .option("topic", kafka.dead_letter_topic)
         .option("includeHeaders", "true")
         .save()
     )

@@ -35,7 +35,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from streamrec import storage
 from streamrec.errors import ModelStoreError, StreamrecError
-from streamrec.kafka_topics import ensure_topics, partition_bounds
+from streamrec.kafka_topics import ensure_topics, partition_bounds, spark_options
 from streamrec.model import store
 from streamrec.model.store import ItemModel
 from streamrec.redis_lists import connect, decoded, delete_version
@@ -175,7 +175,7 @@ def kafka_source(
     new checkpoint begins (Spark's startingOffsets; default ``streaming.starting_offsets``)."""
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+        .options(**spark_options(cfg.kafka))
         .option("subscribe", cfg.kafka.events_topic)
         .option("startingOffsets", starting or cfg.streaming.starting_offsets)
         .option("maxOffsetsPerTrigger", str(cfg.streaming.max_offsets_per_trigger))
@@ -330,7 +330,7 @@ def process_archive_batch(
     if invalid:
         t = time.monotonic()
         rows = dead_letter_rows(parse_records(batch, max_ahead_ms(cfg)))
-        write_dead_letters(rows, cfg.kafka.bootstrap_servers, cfg.kafka.dead_letter_topic)
+        write_dead_letters(rows, cfg.kafka)
         steps["dead_letters"] = time.monotonic() - t
     duration = time.monotonic() - started
     return BatchMetrics(ARCHIVE, batch_id, valid, invalid, duration,

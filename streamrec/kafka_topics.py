@@ -21,9 +21,57 @@ DEAD_LETTER_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 EVENTS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
+def client_options(kafka: KafkaConfig) -> dict[str, Any]:
+    """kafka-python's security options, the same for every client: the producer, the admin
+    client and the consumers."""
+    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_plain_username=kafka.sasl_username,
+            sasl_plain_password=kafka.sasl_password,
+        )
+    if "SSL" in kafka.security_protocol and kafka.ssl_ca_file:
+        options["ssl_cafile"] = kafka.ssl_ca_file
+    return options
+
+
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def jaas_quoted(value: str) -> str:
+    """``value`` as a quoted string of a JAAS configuration line."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def spark_options(kafka: KafkaConfig) -> dict[str, str]:
+    """The same settings for Spark's Kafka source and sink (the Java client's, prefixed with
+    ``kafka.``). Spark redacts option values that name a password in its logs and UI."""
+    options = {
+        "kafka.bootstrap.servers": kafka.bootstrap_servers,
+        "kafka.security.protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        options["kafka.sasl.mechanism"] = kafka.sasl_mechanism
+        options["kafka.sasl.jaas.config"] = (
+            f"{_LOGIN_MODULES[kafka.sasl_mechanism]} required "
+            f"username={jaas_quoted(kafka.sasl_username)} "
+            f"password={jaas_quoted(kafka.sasl_password)};"
+        )
+    if "SSL" in kafka.security_protocol and kafka.ssl_ca_file:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = kafka.ssl_ca_file
+    return options
+
+
 def admin_client(kafka: KafkaConfig, timeout_ms: int = 10_000) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(
+            **client_options(kafka),
             bootstrap_servers=kafka.bootstrap_servers.split(","),
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
@@ -41,12 +89,12 @@ def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = 
     wanted: dict[str, dict[str, Any]] = {
         kafka.events_topic: {
             "num_partitions": kafka.partitions,
-            "replication_factor": 1,
+            "replication_factor": kafka.replication_factor,
             "configs": EVENTS_TOPIC_CONFIG,
         },
         kafka.dead_letter_topic: {
             "num_partitions": kafka.partitions,
-            "replication_factor": 1,
+            "replication_factor": kafka.replication_factor,
             "configs": DEAD_LETTER_TOPIC_CONFIG,
         },
     }
@@ -70,6 +118,7 @@ def partition_bounds(kafka: KafkaConfig, topic: str) -> dict[int, tuple[int, int
     """Each partition of ``topic`` and its (beginning, end) offsets now."""
     try:
         consumer = KafkaConsumer(
+            **client_options(kafka),
             bootstrap_servers=kafka.bootstrap_servers.split(","),
             client_id="streamrec-offsets",
             enable_auto_commit=False,

@@ -88,5 +88,7 @@ def test_readers_never_see_a_mixed_or_empty_result_during_a_publish(
     # The previous version's keys are gone; every new key has a TTL.
     assert list(redis_client.scan_iter(match=L.version_keys_pattern(prefix, first.version))) == []
     new_keys = list(redis_client.scan_iter(match=L.version_keys_pattern(prefix, second.version)))
-    assert len(new_keys) == 61  # 60 users + the popular list
+    similar = [k for k in new_keys if b":i:{i:" in k]  # each item's similar items
+    assert len(new_keys) - len(similar) == 61  # 60 users + the popular list
+    assert len(similar) == 40  # every item of the catalogue (i0..i39) has its list
     assert all(0 < redis_client.ttl(k) <= cfg.lists.ttl_seconds for k in new_keys)

@@ -463,7 +463,11 @@ def test_dump_config_round_trips_with_secrets_only_in_the_environment() -> None:
     )
     text, env = dump_config(cfg)
     assert "pw-0123" not in text and "key-secret" not in text
-    assert env == {"REDIS_PASSWORD": "pw-0123 #x", "STREAMREC_API_KEY": "key-secret"}
+    assert env == {
+        "REDIS_PASSWORD": "pw-0123 #x",
+        "STREAMREC_API_KEY": "key-secret",
+        "KAFKA_SASL_PASSWORD": "",
+    }
     assert dataclasses.replace(parse_config(text, "dumped.yaml", env=env), source="") == cfg
 
 
