@@ -166,6 +166,28 @@ class EventPublisher:
         self._send(event_key(event), encode_event(event))
         return None
 
+    def send_acknowledged(self, events: list[dict[str, Any]], timeout_s: float) -> int:
+        """Send valid events and wait until the broker has acknowledged every one of them
+        (what an HTTP client is told before it forgets them); ServiceUnavailable when any is
+        not within ``timeout_s``. Returns how many were sent."""
+        producer = self._require_open()
+        try:
+            futures = [
+                producer.send(self.topic, key=event_key(event), value=encode_event(event))
+                for event in events
+            ]
+            for future in futures:
+                future.get(timeout=timeout_s)
+        except KafkaError as exc:
+            raise ServiceUnavailable(
+                f"topic {self.topic!r} at {self.kafka.bootstrap_servers} did not acknowledge "
+                f"the events ({exc}); send them again (event ids make a resend harmless)"
+            ) from exc
+        with self._lock:
+            self._stats.sent += len(events)
+            self._stats.delivered += len(events)
+        return len(events)
+
     def send_raw(self, key: bytes | None, value: bytes | None) -> None:
         """Send bytes as they are, unvalidated (for deliberately malformed records); a None
         value is a tombstone."""

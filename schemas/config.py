@@ -246,6 +246,11 @@ class ServeConfig:
     max_connections: int = 10_000
     # The longest a request waits on Redis, retries included, before it answers 503.
     redis_timeout_s: float = 1.0
+    # POST /events: at most this many events and bytes a request; the broker must acknowledge
+    # them within kafka_timeout_s, else 503 (and the client sends them again).
+    max_events: int = 1000
+    max_body_bytes: int = 1_048_576
+    kafka_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -489,6 +494,9 @@ def _check_values(cfg: Config) -> None:
         (cfg.serve.idle_timeout_s >= 1, "serve.idle_timeout_s must be >= 1"),
         (cfg.serve.max_connections >= 1, "serve.max_connections must be >= 1"),
         (cfg.serve.redis_timeout_s > 0, "serve.redis_timeout_s must be > 0"),
+        (cfg.serve.max_events >= 1, "serve.max_events must be >= 1"),
+        (cfg.serve.max_body_bytes >= 1024, "serve.max_body_bytes must be >= 1024"),
+        (cfg.serve.kafka_timeout_s > 0, "serve.kafka_timeout_s must be > 0"),
     ]
     from streamrec.schemas.events import event_contract
 

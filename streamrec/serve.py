@@ -4,6 +4,7 @@
     GET /segments/{user_id}          the user's segment (and probabilities) under the version
     GET /similar/{item_id}?n=&exclude=   the items most like an item (published per version)
     GET /popular?n=&exclude=         the popular list of the live version
+    POST /events                     events (a JSON array) to the events topic, acknowledged
     GET /health                      200 when Redis answers and has the live lists, else 503
     GET /livez, /readyz              liveness (the process answers) and readiness (/health ok)
     GET /metrics                     Prometheus text: requests, latency histogram, list sources
@@ -21,6 +22,7 @@ no request waits on Redis longer than ``serve.redis_timeout_s``.
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' annotations,
 # which refer to this config's limits, when the routes are declared.
+import asyncio
 import gc
 import hmac
 import logging
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -59,6 +62,7 @@ from streamrec.lookup import (
     max_user_id_length,
 )
 from streamrec.model import store
+from streamrec.producer.publisher import EventPublisher
 from streamrec.schemas.config import (
     ENV_CONFIG_PATH,
     ENV_OVERRIDE_PREFIX,
@@ -67,11 +71,12 @@ from streamrec.schemas.config import (
     dump_config,
     load_config,
 )
+from streamrec.schemas.events import validate_event
 
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS, SEGMENTS = "/recommendations/{user_id}", "/segments/{user_id}"
-SIMILAR, POPULAR = "/similar/{item_id}", "/popular"
+SIMILAR, POPULAR, EVENTS = "/similar/{item_id}", "/popular", "/events"
 HEALTH, METRICS, OPENAPI, OTHER = "/health", "/metrics", "/openapi.json", "other"
 LIVEZ, READYZ = "/livez", "/readyz"
 _BY_HEAD = {"recommendations": RECOMMENDATIONS, "segments": SEGMENTS, "similar": SIMILAR}
@@ -203,6 +208,52 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class InvalidEvent(BaseModel):
+    index: int
+    reason: str
+
+
+class EventsRejected(BaseModel):
+    error: str
+    invalid: list[InvalidEvent]
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    topic: str
+
+
+def events_of(body: bytes, max_events: int) -> list[dict[str, Any]]:
+    """The events of a POST /events body: a JSON array of event objects, or one object. Every
+    one must keep the event contract; otherwise an HttpError naming each bad one (by index
+    and reason) and nothing is sent. Pure."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"the body is not JSON ({exc})") from None
+    events = data if isinstance(data, list) else [data]
+    if not events:
+        raise HttpError(400, "no events in the body")
+    if len(events) > max_events:
+        raise HttpError(413, f"at most {max_events} events a request, got {len(events)}")
+    invalid = [
+        {"index": i, "reason": reason}
+        for i, event in enumerate(events)
+        if (reason := validate_event(event)) is not None
+    ]
+    if invalid:
+        raise EventsRefused(invalid, len(events))
+    return events
+
+
+class EventsRefused(HttpError):
+    """Some events of a request break the contract: none of the request's events is sent."""
+
+    def __init__(self, invalid: list[dict[str, Any]], total: int) -> None:
+        super().__init__(400, f"{len(invalid)} of {total} events break the contract; none was sent")
+        self.invalid = invalid
+
+
 class Metrics:
     """Request counts, a latency histogram per route and the source of every answered list,
     in prometheus_client's registry (shared through files when several workers run)."""
@@ -304,6 +355,8 @@ def create_app(cfg: Config) -> FastAPI:
     opens when the app starts (in each worker) and closes when it stops."""
     serve_cfg, key = cfg.serve, cfg.serve.api_key.encode("utf-8")
     metrics = Metrics()
+    publisher: list[EventPublisher] = []  # POST /events' producer, once opened
+    publisher_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -318,6 +371,8 @@ def create_app(cfg: Config) -> FastAPI:
             yield
         finally:
             await app.state.lookup.close()
+            for opened in publisher:
+                await asyncio.to_thread(opened.close)
 
     app = FastAPI(
         title="streamrec lookup",
@@ -440,6 +495,41 @@ def create_app(cfg: Config) -> FastAPI:
         )
         return _json(200, answer.to_json())
 
+    def events_publisher() -> EventPublisher:
+        """The worker's producer, opened on its first POST /events (in a worker thread)."""
+        with publisher_lock:
+            if not publisher:
+                publisher.append(EventPublisher(cfg.kafka, client_id="streamrec-serve").open())
+            return publisher[0]
+
+    @app.post(
+        EVENTS,
+        summary="feedback over HTTP: events sent to the events topic",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses={
+            400: {"model": EventsRejected, "description": "an event breaks the contract"},
+            413: {"model": ErrorBody, "description": "a body or batch too large"},
+            503: {"model": ErrorBody, "description": "Kafka did not acknowledge them"},
+        },
+        dependencies=secured,
+    )
+    async def post_events(request: Request) -> Response:
+        """A JSON array of events (or one event), validated by the event contract
+        (schemas/event.schema.json) as the producer validates them, then sent keyed by user and
+        acknowledged by the broker before the answer: a 202 means the stream will see them.
+        One bad event refuses the whole request, naming each bad one."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > serve_cfg.max_body_bytes:
+                raise HttpError(413, f"a body has at most {serve_cfg.max_body_bytes} bytes")
+        events = events_of(bytes(body), serve_cfg.max_events)
+        sent = await asyncio.to_thread(
+            lambda: events_publisher().send_acknowledged(events, serve_cfg.kafka_timeout_s)
+        )
+        return _json(202, {"accepted": sent, "topic": cfg.kafka.events_topic})
+
     @app.get(
         HEALTH,
         summary="Redis answers and has the live version's lists",
@@ -476,6 +566,8 @@ def create_app(cfg: Config) -> FastAPI:
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, exc: HttpError) -> Response:
+        if isinstance(exc, EventsRefused):
+            return _json(exc.status, {"error": str(exc), "invalid": exc.invalid})
         return _error(exc.status, str(exc))
 
     @app.exception_handler(BadLookup)

@@ -137,6 +137,7 @@ def test_health_metrics_and_openapi(server: str) -> None:
         "/segments/{user_id}",
         "/similar/{item_id}",
         "/popular",
+        "/events",
         "/health",
         "/livez",
         "/readyz",

@@ -11,6 +11,7 @@ import pytest
 from streamrec.errors import ServiceUnavailable
 from streamrec.schemas.config import Config, ServeConfig, with_overrides
 from streamrec.serve import (
+    EVENTS,
     HEALTH,
     LIVEZ,
     METRICS,
@@ -20,10 +21,12 @@ from streamrec.serve import (
     RECOMMENDATIONS,
     SEGMENTS,
     SIMILAR,
+    EventsRefused,
     HttpError,
     Metrics,
     authorized,
     create_app,
+    events_of,
     parse_n,
     parse_target,
 )
@@ -138,6 +141,7 @@ def test_openapi_is_generated_for_every_route(key: str) -> None:
     doc = create_app(cfg).openapi()
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
+        EVENTS,
         RECOMMENDATIONS,
         SEGMENTS,
         SIMILAR,
@@ -206,3 +210,31 @@ def test_retry_policy_spans_the_window_and_an_impatient_client_retries_once() ->
 
     assert retry_policy(0.0).get_retries() == 1
     assert retry_policy(60.0).get_retries() * RETRY_CAP_S >= 60.0
+
+
+def _event(n: int) -> dict[str, object]:
+    return {
+        "event_id": f"e{n}",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "play",
+        "event_time": 1_700_000_000_000 + n,
+        "value": 30.0,
+    }
+
+
+def test_events_body_is_an_array_or_one_event_each_keeping_the_contract() -> None:
+    import json
+
+    assert events_of(json.dumps([_event(1), _event(2)]).encode(), 10) == [_event(1), _event(2)]
+    assert events_of(json.dumps(_event(3)).encode(), 10) == [_event(3)]
+    bad = {**_event(4), "event_time": "yesterday"}
+    with pytest.raises(EventsRefused) as refused:
+        events_of(json.dumps([_event(1), bad, {"x": 1}]).encode(), 10)
+    assert refused.value.status == 400 and "2 of 3" in str(refused.value)
+    assert [i["index"] for i in refused.value.invalid] == [1, 2]
+    assert "event_time" in refused.value.invalid[0]["reason"]
+    for body, status in ((b"[", 400), (b"[]", 400), (json.dumps([_event(1)] * 11).encode(), 413)):
+        with pytest.raises(HttpError) as error:
+            events_of(body, 10)
+        assert error.value.status == status
