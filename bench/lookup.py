@@ -114,6 +114,11 @@ def _seed(cfg: Config, params: LookupParams) -> tuple[str, list[str], bytes]:
         )
         sample = encoded(L.SOURCE_POPULAR)
         write_lists(client, [(L.popular_list_key(prefix, version), sample, now)], ttl)
+        similar = [
+            (L.similar_list_key(prefix, version, f"item-{i}"), encoded(L.SOURCE_SIMILAR), now)
+            for i in range(params.items)
+        ]
+        write_lists(client, similar, ttl)
         switch_version(client, prefix, version)
     finally:
         client.close()
@@ -251,6 +256,20 @@ def _http(
         at_rate = http_load(
             server.url, paths, params.http_rate, params.duration_s, params.http_connections
         )
+        # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
+        similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
+        random.Random(12).shuffle(similar_paths)
+        similar = (
+            None  # the threaded baseline has no /similar
+            if threaded
+            else http_load(
+                server.url,
+                similar_paths,
+                params.http_rate,
+                params.duration_s,
+                params.http_connections,
+            )
+        )
         ramp, held = [], 0.0
         for rate in params.ramp_rates:
             step = http_load(server.url, paths, rate, params.duration_s, params.http_connections)
@@ -267,6 +286,7 @@ def _http(
         held = max(held, params.http_rate)
     return {
         "at_rate": at_rate,
+        "similar_at_rate": similar,
         "ramp": ramp,
         "highest_rate_held": held,
         "connections": params.http_connections,
@@ -360,6 +380,7 @@ def table(result: dict[str, Any]) -> str:
     old = result["http_threaded"]
     rows = [
         ("http", web["at_rate"]),
+        ("http /similar", web["similar_at_rate"]),
         *(("http ramp", step) for step in web["ramp"]),
         ("threaded", old["at_rate"]),
         *(("threaded ramp", step) for step in old["ramp"]),

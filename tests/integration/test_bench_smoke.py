@@ -168,6 +168,8 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
     web = result["http"]
     assert web["at_rate"]["requests"] == 40 and web["at_rate"]["errors"] == 0
     assert len(web["ramp"]) == 1 and web["ramp"][0]["requests"] == 80
+    similar = web["similar_at_rate"]  # GET /similar at the same rate, on the new server
+    assert similar["requests"] == 40 and similar["errors"] == 0
     baseline = result["http_threaded"]  # the same load on the threaded server, same run
     assert baseline["at_rate"]["requests"] == 40 and baseline["at_rate"]["errors"] == 0
     assert "threaded" in lookup_table(result)
