@@ -137,15 +137,20 @@ class BayesFit:
     alphas: list[float] = field(default_factory=list)
 
 
-def _blocks(ratings: DataFrame, key: str, other: str, rating: str, mean: float,
-            partitions: int) -> RDD:  # fmt: skip
+def _blocks(
+    ratings: DataFrame, key: str, other: str, rating: str, mean: float, partitions: int
+) -> RDD:
     """One Block per partition, each entity's ratings all in one partition, cached."""
 
     def build(index: int, rows: Iterable[Row]) -> Iterator[tuple[int, Block]]:
         data = np.array([(r[0], r[1], r[2]) for r in rows], dtype=np.float64).reshape(-1, 3)
         if len(data):
-            yield index, block_of(data[:, 0].astype(np.int64), data[:, 1].astype(np.int64),
-                                  data[:, 2] - mean)  # fmt: skip
+            yield (
+                index,
+                block_of(
+                    data[:, 0].astype(np.int64), data[:, 1].astype(np.int64), data[:, 2] - mean
+                ),
+            )
 
     picked = ratings.select(F.col(key), F.col(other), F.col(rating).cast("double"))
     return picked.repartition(partitions, key).rdd.mapPartitionsWithIndex(build).cache()
@@ -164,8 +169,9 @@ def fit_bayes(
     (0..n-1) and ``predict`` optional (user, item) index arrays to average predictions for."""
     started = time.monotonic()
     sc = ratings.sparkSession.sparkContext
-    stats = ratings.agg(F.avg(rating), F.min(rating), F.max(rating), F.count("*"),
-                        F.max(user), F.max(item)).first()  # fmt: skip
+    stats = ratings.agg(
+        F.avg(rating), F.min(rating), F.max(rating), F.count("*"), F.max(user), F.max(item)
+    ).first()
     assert stats is not None
     mean, low, high, n_ratings = float(stats[0]), float(stats[1]), float(stats[2]), int(stats[3])
     n_users, n_items = int(stats[4]) + 1, int(stats[5]) + 1
@@ -182,30 +188,41 @@ def fit_bayes(
     total = None if predict is None else np.zeros(len(predict[0]))
     for sweep in range(params.sweeps):
         driver = np.random.default_rng([seed, sweep, 2**20])
-        users, sse = _sweep(sc, by_user, items, draw_prior(users, driver), alpha, n_users,
-                            (seed, sweep, USERS))  # fmt: skip
+        users, sse = _sweep(
+            sc, by_user, items, draw_prior(users, driver), alpha, n_users, (seed, sweep, USERS)
+        )
         alpha = draw_noise_precision(sse, n_ratings, driver)
         alphas.append(alpha)
-        items, _ = _sweep(sc, by_item, users, draw_prior(items, driver), alpha, n_items,
-                          (seed, sweep, ITEMS))  # fmt: skip
+        items, _ = _sweep(
+            sc, by_item, users, draw_prior(items, driver), alpha, n_items, (seed, sweep, ITEMS)
+        )
         if sweep >= params.burn_in:
             if total is not None and predict is not None:
-                total += np.clip(np.einsum("ij,ij->i", users[predict[0]], items[predict[1]])
-                                 + mean, low, high)  # fmt: skip
+                total += np.clip(
+                    np.einsum("ij,ij->i", users[predict[0]], items[predict[1]]) + mean, low, high
+                )
             if sweep in kept_at:
                 kept_users.append(users)
                 kept_items.append(items)
         if sweep % 50 == 0 or sweep == params.sweeps - 1:
-            log.info("bayes: sweep %d/%d, alpha %.3f, train rmse %.4f, %.0f s", sweep + 1,
-                     params.sweeps, alpha, np.sqrt(sse / n_ratings),
-                     time.monotonic() - started)  # fmt: skip
+            log.info(
+                "bayes: sweep %d/%d, alpha %.3f, train rmse %.4f, %.0f s",
+                sweep + 1,
+                params.sweeps,
+                alpha,
+                np.sqrt(sse / n_ratings),
+                time.monotonic() - started,
+            )
     by_user.unpersist()
     by_item.unpersist()
     s = len(kept_users)
     return BayesFit(
-        mean=mean, users=np.hstack(kept_users) / s, items=np.hstack(kept_items),
-        predictions=None if total is None else total / after, alphas=alphas,
-    )  # fmt: skip
+        mean=mean,
+        users=np.hstack(kept_users) / s,
+        items=np.hstack(kept_items),
+        predictions=None if total is None else total / after,
+        alphas=alphas,
+    )
 
 
 def _sweep(

@@ -51,8 +51,11 @@ def fit_biases(ratings: DataFrame, rating: str) -> Biases:
     users = (
         ratings.join(items, ITEM_INDEX)
         .groupBy(USER_INDEX)
-        .agg((F.sum(F.col(rating) - mean - F.col(ITEM_BIAS)) / (F.count("*") + DAMP_USER))
-             .alias(USER_BIAS))
+        .agg(
+            (F.sum(F.col(rating) - mean - F.col(ITEM_BIAS)) / (F.count("*") + DAMP_USER)).alias(
+                USER_BIAS
+            )
+        )
         .cache()
-    )  # fmt: skip
+    )
     return Biases(mean, users, items)

@@ -28,8 +28,9 @@ def index_ids(df: DataFrame, id_col: str, index_col: str) -> DataFrame:
 MAX_INDEX = 2**31 - 1
 
 
-def extend_index(previous: DataFrame | None, df: DataFrame, id_col: str,
-                 index_col: str) -> DataFrame:  # fmt: skip
+def extend_index(
+    previous: DataFrame | None, df: DataFrame, id_col: str, index_col: str
+) -> DataFrame:
     """The previous model's (id, index) map, extended append-only with the ids of ``df`` it does
     not hold yet: an id keeps its index across retrains, and a new id never takes an old one's.
     Ids that left the data keep their entry (a map only grows)."""

@@ -147,20 +147,24 @@ def prepare(spark: SparkSession, cfg: Config) -> Prepared:
     ratings = to_interactions(events, cfg.feedback, data_cut_ms)
     # The previous model's id maps, extended append-only (cached: used by several joins).
     previous = store.current_version(cfg.paths.model_store)
-    users = extend_index(_previous_map(spark, cfg, previous, "users"), ratings, E.USER_ID,
-                         USER_INDEX).cache()  # fmt: skip
-    items = extend_index(_previous_map(spark, cfg, previous, "items"), ratings, E.ITEM_ID,
-                         ITEM_INDEX).cache()  # fmt: skip
+    users = extend_index(
+        _previous_map(spark, cfg, previous, "users"), ratings, E.USER_ID, USER_INDEX
+    ).cache()
+    items = extend_index(
+        _previous_map(spark, cfg, previous, "items"), ratings, E.ITEM_ID, ITEM_INDEX
+    ).cache()
     check_index_range(users, USER_INDEX, "user")
     check_index_range(items, ITEM_INDEX, "item")
     indexed = ratings.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
     n_users = indexed.select(E.USER_ID).distinct().count()
-    return Prepared(events, ratings, users, items, indexed, n_events, n_users,
-                    indexed.count(), data_cut_ms)  # fmt: skip
+    return Prepared(
+        events, ratings, users, items, indexed, n_events, n_users, indexed.count(), data_cut_ms
+    )
 
 
-def _previous_map(spark: SparkSession, cfg: Config, version: str | None,
-                  kind: str) -> DataFrame | None:  # fmt: skip
+def _previous_map(
+    spark: SparkSession, cfg: Config, version: str | None, kind: str
+) -> DataFrame | None:
     if version is None:
         return None
     path = store.id_map_dir(cfg.paths.model_store, version, kind)
@@ -191,8 +195,7 @@ def segment_users(
     factors = als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
     factors = factors.select(E.USER_ID, F.col("features").alias(SEG_FEATURES))
     spec = feature_spec(cfg.segments, cfg.batch.rank)
-    features = user_feature_frame(spark, data.events, factors, data.data_cut_ms, spec,
-                                  None).cache()  # fmt: skip
+    features = user_feature_frame(spark, data.events, factors, data.data_cut_ms, spec, None).cache()
     try:
         result = train_segments(features, cfg.segments, spec)
     except InputError as exc:  # too few users to segment: lists still publish
@@ -201,18 +204,31 @@ def segment_users(
         return None
     folder = store.version_dir(cfg.paths.model_store, version)
     save_pipeline(result, storage.join(folder, "segments", "pipeline"))
-    store.write_version_file(cfg.paths.model_store, version, SEGMENT_ASSIGNER,
-                             result.assigner.to_bytes())  # fmt: skip
+    store.write_version_file(
+        cfg.paths.model_store, version, SEGMENT_ASSIGNER, result.assigner.to_bytes()
+    )
     with tempfile.TemporaryDirectory(prefix="streamrec-segments-") as tmp:
         # matplotlib writes local files; they are then copied to the store, wherever it is.
         metrics = write_report(result, features, data.ratings, tmp)
         for report_file in sorted(Path(tmp).iterdir()):
-            store.write_version_file(cfg.paths.model_store, version,
-                                     f"segments/report/{report_file.name}",
-                                     report_file.read_bytes())  # fmt: skip
+            store.write_version_file(
+                cfg.paths.model_store,
+                version,
+                f"segments/report/{report_file.name}",
+                report_file.read_bytes(),
+            )
     features.unpersist()
-    summary = {key: metrics[key] for key in ("method", "k", "silhouette", "n_components",
-                                              "classifier_agreement", "segment_sizes")}  # fmt: skip
+    summary = {
+        key: metrics[key]
+        for key in (
+            "method",
+            "k",
+            "silhouette",
+            "n_components",
+            "classifier_agreement",
+            "segment_sizes",
+        )
+    }
     summary["features"] = list(spec.names())
     return Segmentation(result.assignments, summary)
 
@@ -383,13 +399,21 @@ def _publish_segment_lists(
     """Each segment's most popular items: the list of a user the model cannot personalise."""
     top = segment_top_items(data.ratings, segments.assignments, cfg.segments.top_n).collect()
     rows = [
-        (L.segment_list_key(cfg.redis.key_prefix, stamp.model_version, r[SEGMENT]),
-         L.encode_list(L.RecList(tuple(zip(r[ITEMS], r[SCORES], strict=True)),
-                                 L.SOURCE_SEGMENT, stamp.model_version, stamp.generated_ms,
-                                 data.data_cut_ms)),
-         data.data_cut_ms)
+        (
+            L.segment_list_key(cfg.redis.key_prefix, stamp.model_version, r[SEGMENT]),
+            L.encode_list(
+                L.RecList(
+                    tuple(zip(r[ITEMS], r[SCORES], strict=True)),
+                    L.SOURCE_SEGMENT,
+                    stamp.model_version,
+                    stamp.generated_ms,
+                    data.data_cut_ms,
+                )
+            ),
+            data.data_cut_ms,
+        )
         for r in top
-    ]  # fmt: skip
+    ]
     write_lists(client, rows, cfg.lists.ttl_seconds)
     log.info("batch: %d segment lists published", len(rows))
 
@@ -445,8 +469,13 @@ def _run_locked(cfg: Config, spark: SparkSession) -> BatchResult:
     t = time.monotonic()
     data = prepare(spark, cfg)
     timings["prepare"] = time.monotonic() - t
-    log.info("batch: %d events -> %d interactions of %d users, data cut %d",
-             data.n_events, data.n_interactions, data.n_users, data.data_cut_ms)  # fmt: skip
+    log.info(
+        "batch: %d events -> %d interactions of %d users, data cut %d",
+        data.n_events,
+        data.n_interactions,
+        data.n_users,
+        data.data_cut_ms,
+    )
 
     current = _current_model(cfg, store.current_version(cfg.paths.model_store))
     t = time.monotonic()

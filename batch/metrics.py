@@ -66,9 +66,14 @@ def ranking_metrics(
         return float(np.mean(values)) if values else 0.0
 
     return RankingMetrics(
-        k=k, users=n, precision=mean(precision), recall=mean(recall), ndcg=mean(ndcg),
-        map=mean(ap), coverage=len(shown) / catalogue_size if catalogue_size else 0.0,
-    )  # fmt: skip
+        k=k,
+        users=n,
+        precision=mean(precision),
+        recall=mean(recall),
+        ndcg=mean(ndcg),
+        map=mean(ap),
+        coverage=len(shown) / catalogue_size if catalogue_size else 0.0,
+    )
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:

@@ -26,8 +26,10 @@ def plot_models(report: EvalReport, path: str) -> None:
     ax.set_xticks([i + width * (len(report.models) - 1) / 2 for i in range(len(metrics))])
     ax.set_xticklabels([f"{m}@{k}" for m in metrics])
     ax.set_ylabel("score")
-    ax.set_title(f"{Path(report.options['train']).name} -> {Path(report.options['test']).name} "
-                 f"({report.options['mode']}, {report.models[0].ranking.users} users)")  # fmt: skip
+    ax.set_title(
+        f"{Path(report.options['train']).name} -> {Path(report.options['test']).name} "
+        f"({report.options['mode']}, {report.models[0].ranking.users} users)"
+    )
     ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

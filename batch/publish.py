@@ -56,8 +56,9 @@ def write_list_rows(rows: DataFrame, cfg: Config) -> tuple[int, int]:
     def write_partition(it: Iterator[Row]) -> None:
         client = connect(redis_cfg)
         try:
-            w, k = write_publish(client, ((r.key, r.payload, r.fence, r.segment, r.segment_p)
-                                          for r in it), ttl)  # fmt: skip
+            w, k = write_publish(
+                client, ((r.key, r.payload, r.fence, r.segment, r.segment_p) for r in it), ttl
+            )
         finally:
             client.close()
         written_acc.add(w)
@@ -84,32 +85,46 @@ def user_lists(ranked: DataFrame, cfg: Config, stamp: ListStamp) -> DataFrame:
 
     def segment_fields(pdf: pd.DataFrame) -> tuple[list[str], list[str]]:
         n = len(pdf)
-        segments = ([""] * n if not has_segment else
-                    ["" if pd.isna(s) else str(int(s)) for s in pdf[SEGMENT]])  # fmt: skip
-        probabilities = ([""] * n if not has_probabilities else
-                         [L.encode_segment_probabilities(None if p is None else list(p))
-                          for p in pdf[PROBABILITIES]])  # fmt: skip
+        segments = (
+            [""] * n
+            if not has_segment
+            else ["" if pd.isna(s) else str(int(s)) for s in pdf[SEGMENT]]
+        )
+        probabilities = (
+            [""] * n
+            if not has_probabilities
+            else [
+                L.encode_segment_probabilities(None if p is None else list(p))
+                for p in pdf[PROBABILITIES]
+            ]
+        )
         return segments, probabilities
 
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             fence = fences(pdf)
             payloads = [
-                L.encode_list(L.RecList(
-                    items=tuple(zip(items, (float(s) for s in scores), strict=True)),
-                    source=stamp.source, model_version=stamp.model_version,
-                    generated_ms=stamp.generated_ms, watermark_ms=int(watermark),
-                ))
+                L.encode_list(
+                    L.RecList(
+                        items=tuple(zip(items, (float(s) for s in scores), strict=True)),
+                        source=stamp.source,
+                        model_version=stamp.model_version,
+                        generated_ms=stamp.generated_ms,
+                        watermark_ms=int(watermark),
+                    )
+                )
                 for items, scores, watermark in zip(pdf[ITEMS], pdf[SCORES], fence, strict=True)
-            ]  # fmt: skip
+            ]
             segments, probabilities = segment_fields(pdf)
-            yield pd.DataFrame({
-                "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
-                "payload": payloads,
-                "fence": fence,
-                "segment": segments,
-                "segment_p": probabilities,
-            })  # fmt: skip
+            yield pd.DataFrame(
+                {
+                    "key": [L.user_list_key(prefix, version, u) for u in pdf[E.USER_ID]],
+                    "payload": payloads,
+                    "fence": fence,
+                    "segment": segments,
+                    "segment_p": probabilities,
+                }
+            )
 
     return ranked.mapInPandas(encode, schema=PUBLISH_ROWS)
 

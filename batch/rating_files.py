@@ -47,8 +47,10 @@ def read_ratings(
     n_bad = bad.count()
     if n_bad:
         example = bad.limit(1).collect()[0]
-        raise InputError(f"{path}: {n_bad} line(s) without a user, item and numeric rating, "
-                         f"e.g. {example.asDict()}")  # fmt: skip
+        raise InputError(
+            f"{path}: {n_bad} line(s) without a user, item and numeric rating, "
+            f"e.g. {example.asDict()}"
+        )
     return df
 
 

@@ -40,8 +40,7 @@ def run_every(
             run_once()
         except Exception:  # a scheduler must outlive one bad run; the cause is logged in full
             failures += 1
-            log.exception("batch: scheduled run %d failed (%d failures so far)", runs + 1,
-                          failures)  # fmt: skip
+            log.exception("batch: scheduled run %d failed (%d failures so far)", runs + 1, failures)
         runs += 1
         if max_runs is not None and runs >= max_runs:
             break

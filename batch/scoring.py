@@ -26,11 +26,13 @@ RATINGS = "ratings"
 ITEMS = "items"
 SCORES = "scores"
 
-RANKED = T.StructType([
-    T.StructField(E.USER_ID, T.StringType(), False),
-    T.StructField(ITEMS, T.ArrayType(T.StringType()), False),
-    T.StructField(SCORES, T.ArrayType(T.DoubleType()), False),
-])  # fmt: skip
+RANKED = T.StructType(
+    [
+        T.StructField(E.USER_ID, T.StringType(), False),
+        T.StructField(ITEMS, T.ArrayType(T.StringType()), False),
+        T.StructField(SCORES, T.ArrayType(T.DoubleType()), False),
+    ]
+)
 
 
 def dense_item_factors(model: ALSModel, n_items: int, extra: int = 0) -> np.ndarray:
@@ -56,11 +58,13 @@ def rank_users(
             vectors = np.vstack(pdf[FEATURES].to_numpy()).astype(np.float32)
             seen = [[] if s is None else list(s) for s in pdf[SEEN]]
             best = top_n(vectors, factors, seen, k)
-            yield pd.DataFrame({
-                E.USER_ID: pdf[E.USER_ID].to_numpy(),
-                ITEMS: [[ids[i] for i in idx] for idx, _ in best],
-                SCORES: [sc.astype(float).tolist() for _, sc in best],
-            })  # fmt: skip
+            yield pd.DataFrame(
+                {
+                    E.USER_ID: pdf[E.USER_ID].to_numpy(),
+                    ITEMS: [[ids[i] for i in idx] for idx, _ in best],
+                    SCORES: [sc.astype(float).tolist() for _, sc in best],
+                }
+            )
 
     return users.mapInPandas(score, schema=RANKED)
 

@@ -158,14 +158,20 @@ def components_for(explained: np.ndarray, threshold: float) -> int:
 
 def _fit_clustering(cfg: SegmentsConfig, k: int, reduced: DataFrame) -> Any:
     if cfg.method != GMM:
-        kmeans = KMeans(k=k, featuresCol=REDUCED, predictionCol=SEGMENT, maxIter=cfg.max_iter,
-                        seed=cfg.seed)  # fmt: skip
+        kmeans = KMeans(
+            k=k, featuresCol=REDUCED, predictionCol=SEGMENT, maxIter=cfg.max_iter, seed=cfg.seed
+        )
         return kmeans.fit(reduced)
     best: GaussianMixtureModel | None = None
     for restart in range(cfg.gmm_restarts):
-        mixture = GaussianMixture(k=k, featuresCol=REDUCED, predictionCol=SEGMENT,
-                                  probabilityCol=PROBABILITY, maxIter=cfg.max_iter,
-                                  seed=cfg.seed + restart).fit(reduced)  # fmt: skip
+        mixture = GaussianMixture(
+            k=k,
+            featuresCol=REDUCED,
+            predictionCol=SEGMENT,
+            probabilityCol=PROBABILITY,
+            maxIter=cfg.max_iter,
+            seed=cfg.seed + restart,
+        ).fit(reduced)
         if best is None or mixture.summary.logLikelihood > best.summary.logLikelihood:
             best = mixture
     return best
@@ -228,8 +234,13 @@ def train_segments(
     n_components = components_for(shares, cfg.explained_variance)
     pca = PCA(k=n_components, inputCol=WEIGHTED, outputCol=REDUCED).fit(weighted)
     reduced = pca.transform(weighted).select(E.USER_ID, REDUCED).cache()
-    log.info("segments: %d users, %d features -> %d components (%.0f%% of variance)", users,
-             dim, n_components, 100 * float(np.sum(shares[:n_components])))  # fmt: skip
+    log.info(
+        "segments: %d users, %d features -> %d components (%.0f%% of variance)",
+        users,
+        dim,
+        n_components,
+        100 * float(np.sum(shares[:n_components])),
+    )
     scores, models = [], {}
     for k in ks:
         score, models[k] = _score_k(cfg, k, reduced)

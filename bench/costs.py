@@ -99,8 +99,13 @@ def measure_als(spark: SparkSession, cfg: Config, p: CostParams) -> dict[str, An
     items = _popular_items(rng, p.als_items, users.size)
     pairs = np.unique(np.stack([users, items], axis=1), axis=0)
     values = rng.gamma(2.0, 1.0, len(pairs)).astype(np.float32)
-    ratings = pd.DataFrame({USER_INDEX: pairs[:, 0].astype(np.int32),
-                            ITEM_INDEX: pairs[:, 1].astype(np.int32), RATING: values})  # fmt: skip
+    ratings = pd.DataFrame(
+        {
+            USER_INDEX: pairs[:, 0].astype(np.int32),
+            ITEM_INDEX: pairs[:, 1].astype(np.int32),
+            RATING: values,
+        }
+    )
     df = spark.createDataFrame(ratings).repartition(cfg.spark.shuffle_partitions).cache()
     n = df.count()
     cores = session_cores(spark)
@@ -116,11 +121,15 @@ def measure_als(spark: SparkSession, cfg: Config, p: CostParams) -> dict[str, An
     (i1, i2), (s1, s2) = p.als_iterations, seconds
     per_iteration = max(s2 - s1, 1e-9) / (i2 - i1)
     return {
-        "ratings": n, "users": p.als_users, "items": p.als_items, "rank": cfg.batch.rank,
-        "cores": cores, "fit_s": dict(zip(map(str, p.als_iterations), seconds, strict=True)),
+        "ratings": n,
+        "users": p.als_users,
+        "items": p.als_items,
+        "rank": cfg.batch.rank,
+        "cores": cores,
+        "fit_s": dict(zip(map(str, p.als_iterations), seconds, strict=True)),
         "per_iteration_s": per_iteration,
         "core_s_per_rating_iteration": per_iteration * cores / n,
-    }  # fmt: skip
+    }
 
 
 def session_cores(spark: SparkSession) -> int:
@@ -137,13 +146,22 @@ def _states(rng: np.random.Generator, n_items: int, p: CostParams) -> list[UserS
     states = []
     for u in range(p.stream_users):
         picked = np.unique(_popular_items(rng, n_items, p.state_items * 2))[: p.state_items]
-        weights = {item_id(int(i)): float(w) for i, w in
-                   zip(picked, rng.gamma(2.0, 1.0, len(picked)), strict=True)}  # fmt: skip
+        weights = {
+            item_id(int(i)): float(w)
+            for i, w in zip(picked, rng.gamma(2.0, 1.0, len(picked)), strict=True)
+        }
         last = START_MS + u * 1000
-        states.append(UserState(batch=1, ref_ms=last, weights=weights, events=3 * len(weights),
-                                types={"play": 2 * len(weights), "click": len(weights)},
-                                last_ms=last,
-                                ids=tuple(f"e-{u}-{k}" for k in range(p.state_ids))))  # fmt: skip
+        states.append(
+            UserState(
+                batch=1,
+                ref_ms=last,
+                weights=weights,
+                events=3 * len(weights),
+                types={"play": 2 * len(weights), "click": len(weights)},
+                last_ms=last,
+                ids=tuple(f"e-{u}-{k}" for k in range(p.state_ids)),
+            )
+        )
     return states
 
 
@@ -175,14 +193,20 @@ def measure_stream(client: redis.Redis, cfg: Config, p: CostParams) -> dict[str,
     t = time.monotonic()
     for u, update in enumerate(updates):
         user = f"streamed-{u:08d}"
-        script(keys=[L.user_list_key(prefix, VERSION, user), L.user_state_key(prefix, user)],
-               # Revision "": each user's first write (their state key is new).
-               args=[update.payload, update.fence, ttl, "", encode_state(update.state), "3", ""],
-               client=pipe)  # fmt: skip
+        script(
+            keys=[L.user_list_key(prefix, VERSION, user), L.user_state_key(prefix, user)],
+            # Revision "": each user's first write (their state key is new).
+            args=[update.payload, update.fence, ttl, "", encode_state(update.state), "3", ""],
+            client=pipe,
+        )
     pipe.execute()
     write_s = (time.monotonic() - t) / len(updates)
-    return {"users": len(updates), "state_items": p.state_items,
-            "foldin_topn_s_per_user": per_catalogue, "redis_write_s_per_user": write_s}  # fmt: skip
+    return {
+        "users": len(updates),
+        "state_items": p.state_items,
+        "foldin_topn_s_per_user": per_catalogue,
+        "redis_write_s_per_user": write_s,
+    }
 
 
 @contextmanager
@@ -213,17 +237,22 @@ def measure_scoring(p: CostParams, rank: int, n: int) -> dict[str, Any]:
     return {"items": n_items, "rank": rank, "threads": threads, "s_per_user": seconds}
 
 
-def measure_publish(spark: SparkSession, client: redis.Redis, cfg: Config,
-                    p: CostParams) -> dict[str, Any]:  # fmt: skip
+def measure_publish(
+    spark: SparkSession, client: redis.Redis, cfg: Config, p: CostParams
+) -> dict[str, Any]:
     """Spark's publish path (encode + write on the executors) and one pipelined connection."""
     rng = np.random.default_rng(p.seed)
     n = cfg.batch.top_n
     picks = rng.integers(0, p.catalogues[0], size=(p.publish_users, n))
     scores = np.sort(rng.random((p.publish_users, n)))[:, ::-1]
-    ranked = pd.DataFrame({E.USER_ID: [f"user-{u:08d}" for u in range(p.publish_users)],
-                           ITEMS: [[item_id(int(i)) for i in row] for row in picks],
-                           SCORES: [row.tolist() for row in scores],
-                           SEGMENT: np.arange(p.publish_users, dtype=np.int32) % 8})  # fmt: skip
+    ranked = pd.DataFrame(
+        {
+            E.USER_ID: [f"user-{u:08d}" for u in range(p.publish_users)],
+            ITEMS: [[item_id(int(i)) for i in row] for row in picks],
+            SCORES: [row.tolist() for row in scores],
+            SEGMENT: np.arange(p.publish_users, dtype=np.int32) % 8,
+        }
+    )
     schema = T.StructType([*RANKED.fields, T.StructField(SEGMENT, T.IntegerType())])
     frame = spark.createDataFrame(ranked, schema).repartition(cfg.spark.shuffle_partitions).cache()
     frame.count()
@@ -238,18 +267,23 @@ def measure_publish(spark: SparkSession, client: redis.Redis, cfg: Config,
     # PUBLISH_ROWS' columns are write_publish's fields, in order.
     write_publish(client, (tuple(r) for r in local), cfg.lists.ttl_seconds)
     pipe_s = time.monotonic() - t
-    return {"users": written, "list_length": n,
-            "spark_s_per_user": spark_s / p.publish_users,
-            "spark_cores": session_cores(spark),
-            "pipeline_s_per_user": pipe_s / p.publish_users}  # fmt: skip
+    return {
+        "users": written,
+        "list_length": n,
+        "spark_s_per_user": spark_s / p.publish_users,
+        "spark_cores": session_cores(spark),
+        "pipeline_s_per_user": pipe_s / p.publish_users,
+    }
 
 
 def measure_memory(client: redis.Redis, cfg: Config, used_before: int) -> dict[str, Any]:
     prefix = cfg.redis.key_prefix
 
     def usage(pattern: str, limit: int = 2000) -> tuple[float, int]:
-        keys = [k for _, k in zip(range(limit), client.scan_iter(match=pattern, count=1000),
-                                  strict=False)]  # fmt: skip
+        keys = [
+            k
+            for _, k in zip(range(limit), client.scan_iter(match=pattern, count=1000), strict=False)
+        ]
         sizes = [int(client.memory_usage(k, samples=0) or 0) for k in keys]
         return (float(np.mean(sizes)) if sizes else 0.0), len(sizes)
 
@@ -257,9 +291,14 @@ def measure_memory(client: redis.Redis, cfg: Config, used_before: int) -> dict[s
     state_bytes, states = usage(L.user_state_key(prefix, "*"))
     keys = sum(1 for _ in client.scan_iter(match=f"{prefix}:*", count=1000))
     grown = int(client.info("memory")["used_memory"]) - used_before
-    return {"user_list_bytes": list_bytes, "user_lists_sampled": lists,
-            "user_state_bytes": state_bytes, "user_states_sampled": states,
-            "info_used_memory_growth_per_key": grown / max(keys, 1), "keys": keys}  # fmt: skip
+    return {
+        "user_list_bytes": list_bytes,
+        "user_lists_sampled": lists,
+        "user_state_bytes": state_bytes,
+        "user_states_sampled": states,
+        "info_used_memory_growth_per_key": grown / max(keys, 1),
+        "keys": keys,
+    }
 
 
 def measure_item_model(n_items: int, rank: int) -> dict[str, Any]:
@@ -271,12 +310,17 @@ def measure_item_model(n_items: int, rank: int) -> dict[str, Any]:
     objects = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     del ids, index
-    return {"items": n_items, "rank": rank, "factor_bytes": n_items * rank * 4,
-            "ids_and_index_bytes": objects}  # fmt: skip
+    return {
+        "items": n_items,
+        "rank": rank,
+        "factor_bytes": n_items * rank * 4,
+        "ids_and_index_bytes": objects,
+    }
 
 
-def run_costs(spark: SparkSession, cfg: Config, params: CostParams | None = None,
-              target: Target | None = None) -> dict[str, Any]:  # fmt: skip
+def run_costs(
+    spark: SparkSession, cfg: Config, params: CostParams | None = None, target: Target | None = None
+) -> dict[str, Any]:
     """Every per-unit cost, and their extrapolation to ``target``."""
     p = params or CostParams()
     cfg = with_overrides(cfg, redis=dict(key_prefix=f"{cfg.redis.key_prefix}-bench-costs"))
@@ -315,26 +359,34 @@ def extrapolate(units: dict[str, Any], target: Target, iterations: int) -> dict[
     model = units["item_model"]
     gib = 1024**3
     return {
-        "target": dataclasses.asdict(target), "ratings": ratings, "iterations": iterations,
-        "als_core_hours": ratings * iterations * units["als"]["core_s_per_rating_iteration"]
-        / 3600,
+        "target": dataclasses.asdict(target),
+        "ratings": ratings,
+        "iterations": iterations,
+        "als_core_hours": ratings * iterations * units["als"]["core_s_per_rating_iteration"] / 3600,
         "publish_scoring_core_hours": target.users * scoring_s / 3600,
-        "publish_write_core_hours": target.users * units["publish"]["spark_s_per_user"]
-        * units["publish"]["spark_cores"] / 3600,
+        "publish_write_core_hours": target.users
+        * units["publish"]["spark_s_per_user"]
+        * units["publish"]["spark_cores"]
+        / 3600,
         "publish_redis_pipeline_minutes": target.users
-        * units["publish"]["pipeline_s_per_user"] / 60,
+        * units["publish"]["pipeline_s_per_user"]
+        / 60,
         "stream_core_s_per_event": per_event_s,
         "stream_cores_at_rate": target.stream_events_per_s * per_event_s,
         "redis_lists_gib_one_version": target.users * units["memory"]["user_list_bytes"] / gib,
-        "redis_lists_gib_during_switch": 2 * target.users * units["memory"]["user_list_bytes"]
+        "redis_lists_gib_during_switch": 2
+        * target.users
+        * units["memory"]["user_list_bytes"]
         / gib,
         "redis_states_gib": target.users * units["memory"]["user_state_bytes"] / gib,
         "item_factors_mib": target.items * int(model["rank"]) * 4 / 1024**2,
-        "item_model_python_mib": (target.items * int(model["rank"]) * 4
-                                  + model["ids_and_index_bytes"] * target.items / measured_items)
+        "item_model_python_mib": (
+            target.items * int(model["rank"]) * 4
+            + model["ids_and_index_bytes"] * target.items / measured_items
+        )
         / 1024**2,
         "scoring_s_per_user_at_target_items": scoring_s,
-    }  # fmt: skip
+    }
 
 
 def _clear(client: redis.Redis, prefix: str) -> None:

@@ -100,8 +100,10 @@ class _Probes:
                     continue
                 pipe = client.pipeline(transaction=False)
                 for user, _ in waiting:
-                    pipe.hget(L.user_list_key(self.cfg.redis.key_prefix, self.version, user),
-                              L.FIELD_FENCE)  # fmt: skip
+                    pipe.hget(
+                        L.user_list_key(self.cfg.redis.key_prefix, self.version, user),
+                        L.FIELD_FENCE,
+                    )
                 fences = pipe.execute()
                 now = time.monotonic()
                 with self.lock:
@@ -149,8 +151,11 @@ def _stream_of_events(
             return
         event_time = int(time.time() * 1000)
         out = {**event, E.EVENT_ID: f"bench-{tag}-{n}", E.EVENT_TIME: event_time}
-        if (now >= next_probe and event[E.ITEM_ID] in known_items
-                and weights.get(event[E.EVENT_TYPE], 0.0) > 0):  # fmt: skip
+        if (
+            now >= next_probe
+            and event[E.ITEM_ID] in known_items
+            and weights.get(event[E.EVENT_TYPE], 0.0) > 0
+        ):
             probes.add(str(event[E.USER_ID]), event_time, now)
             next_probe = now + probe_every_s
         yield out
@@ -161,14 +166,20 @@ def _log_lost(cfg: Config, version: str, missing: dict[str, tuple[int, float]]) 
     client = connect(cfg.redis)
     try:
         for user, (event_time, _) in sorted(missing.items())[:20]:
-            fence = client.hget(L.user_list_key(cfg.redis.key_prefix, version, user),
-                                L.FIELD_FENCE)  # fmt: skip
-            state = decode_state(client.hget(L.user_state_key(cfg.redis.key_prefix, user),
-                                             "state"))  # fmt: skip
-            log.warning("bench freshness: probe of user %s at %d never seen: list fence %s, "
-                        "state of %d events, newest %s, micro-batch %d %s, weights %s", user,
-                        event_time, fence, state.events, state.last_ms, state.batch,
-                        state.parts, state.weights)  # fmt: skip
+            fence = client.hget(L.user_list_key(cfg.redis.key_prefix, version, user), L.FIELD_FENCE)
+            state = decode_state(client.hget(L.user_state_key(cfg.redis.key_prefix, user), "state"))
+            log.warning(
+                "bench freshness: probe of user %s at %d never seen: list fence %s, "
+                "state of %d events, newest %s, micro-batch %d %s, weights %s",
+                user,
+                event_time,
+                fence,
+                state.events,
+                state.last_ms,
+                state.batch,
+                state.parts,
+                state.weights,
+            )
     finally:
         client.close()
 
@@ -194,15 +205,27 @@ def _produce(
     """The producer, in its own process as producers are: in the Spark driver's process it would
     compete with the stream for the interpreter lock."""
     started = time.monotonic()
-    events = _stream_of_events(world, _QueueSink(probes), params.probe_every_s,
-                               started + duration_s, tag, known_items,
-                               cfg.feedback.weights)  # fmt: skip
+    events = _stream_of_events(
+        world,
+        _QueueSink(probes),
+        params.probe_every_s,
+        started + duration_s,
+        tag,
+        known_items,
+        cfg.feedback.weights,
+    )
     report = publish_events(cfg, events, rate=rate)
     sent.put((report.sent, time.monotonic() - started))
 
 
-def _run_rate(cfg: Config, world: SyntheticWorld, version: str, rate: float,
-              params: FreshnessParams, duration_s: float) -> dict[str, Any]:  # fmt: skip
+def _run_rate(
+    cfg: Config,
+    world: SyntheticWorld,
+    version: str,
+    rate: float,
+    params: FreshnessParams,
+    duration_s: float,
+) -> dict[str, Any]:
     probes = _Probes(cfg, version)
     poller = threading.Thread(target=probes.poll, daemon=True)
     poller.start()
@@ -259,11 +282,18 @@ def run_freshness(cfg: Config, params: FreshnessParams) -> dict[str, Any]:
     cfg = namespace_config(cfg, "bench")
     manager.up(cfg)
     reset_namespace(cfg)
-    world = SyntheticWorld(users=params.users, items=params.items, segments=5, seed=17,
-                           new_user_share=0.0)  # fmt: skip
+    world = SyntheticWorld(
+        users=params.users, items=params.items, segments=5, seed=17, new_user_share=0.0
+    )
     log.info("bench freshness: warm-up, %d events", params.warmup_events)
-    warmup = ProduceOptions(count=params.warmup_events, users=params.users, items=params.items,
-                            segments=5, seed=17, new_user_share=0.0)  # fmt: skip
+    warmup = ProduceOptions(
+        count=params.warmup_events,
+        users=params.users,
+        items=params.items,
+        segments=5,
+        seed=17,
+        new_user_share=0.0,
+    )
     produce(cfg, warmup)
     spark = build_spark(cfg, "bench-freshness")
     run_stream(cfg, available_now=True, spark=spark)
@@ -276,8 +306,11 @@ def run_freshness(cfg: Config, params: FreshnessParams) -> dict[str, Any]:
     try:
         time.sleep(3.0)  # the first micro-batch loads the model
         if params.settle_s > 0:
-            log.info("bench freshness: settling, %.0f s at %.0f events/s, not measured",
-                     params.settle_s, params.rates[0])  # fmt: skip
+            log.info(
+                "bench freshness: settling, %.0f s at %.0f events/s, not measured",
+                params.settle_s,
+                params.rates[0],
+            )
             settle = _run_rate(cfg, world, version, params.rates[0], params, params.settle_s)
         for rate in params.rates:
             results.append(_run_rate(cfg, world, version, rate, params, params.duration_s))
@@ -295,20 +328,26 @@ def run_freshness(cfg: Config, params: FreshnessParams) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = (f"{'rate asked':>10} {'achieved':>9} {'probes':>7} {'p50 ms':>8} {'p95 ms':>8} "
-            f"{'p99 ms':>8} {'drain s':>8} {'kept up':>8}")  # fmt: skip
+    head = (
+        f"{'rate asked':>10} {'achieved':>9} {'probes':>7} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'drain s':>8} {'kept up':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in result["rates"]:
-        lines.append(f"{r['rate_asked']:10.0f} {r['rate_achieved']:9.0f} "
-                     f"{r['probes_seen']:>3}/{r['probes_sent']:<3} {r['p50_ms']:8.0f} "
-                     f"{r['p95_ms']:8.0f} {r['p99_ms']:8.0f} {r['drain_s']:8.1f} "
-                     f"{r['kept_up']!s:>8}")  # fmt: skip
+        lines.append(
+            f"{r['rate_asked']:10.0f} {r['rate_achieved']:9.0f} "
+            f"{r['probes_seen']:>3}/{r['probes_sent']:<3} {r['p50_ms']:8.0f} "
+            f"{r['p95_ms']:8.0f} {r['p99_ms']:8.0f} {r['drain_s']:8.1f} "
+            f"{r['kept_up']!s:>8}"
+        )
     lines.append(f"highest rate kept up with: {result['sustained_rate']:.0f} events/s")
     settle = result.get("settle")
     if settle:
-        lines.append(f"(first, unmeasured: {result['params']['settle_s']:.0f} s at "
-                     f"{settle['rate_asked']:.0f}/s to settle: p50 {settle['p50_ms']:.0f} ms, "
-                     f"p99 {settle['p99_ms']:.0f} ms)")  # fmt: skip
+        lines.append(
+            f"(first, unmeasured: {result['params']['settle_s']:.0f} s at "
+            f"{settle['rate_asked']:.0f}/s to settle: p50 {settle['p50_ms']:.0f} ms, "
+            f"p99 {settle['p99_ms']:.0f} ms)"
+        )
     return "\n".join(lines)
 
 

@@ -223,8 +223,11 @@ async def _load(
                     await asyncio.sleep(due - loop.time())
                 writer.write(requests[k % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 await reader.readexactly(length)
                 if not head.startswith(b"HTTP/1.1 200"):
                     errors.append(head.split(b"\r\n")[0].decode())

@@ -58,15 +58,22 @@ def implicit_library(split: Any, params: LibrarySetting, seed: int) -> dict[str,
     rows = split.train.select(USER_INDEX, ITEM_INDEX, RATING).collect()
     n_users = split.users.count()
     matrix = sp.csr_matrix(
-        ([float(r[RATING]) for r in rows],
-         ([r[USER_INDEX] for r in rows], [r[ITEM_INDEX] for r in rows])),
-        shape=(n_users, split.item_count), dtype=np.float32,
-    )  # fmt: skip
+        (
+            [float(r[RATING]) for r in rows],
+            ([r[USER_INDEX] for r in rows], [r[ITEM_INDEX] for r in rows]),
+        ),
+        shape=(n_users, split.item_count),
+        dtype=np.float32,
+    )
     with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, single-threaded BLAS
         model = AlternatingLeastSquares(
-            factors=params.rank, regularization=params.reg_param, alpha=params.alpha,
-            iterations=params.max_iter, random_state=seed, calculate_training_loss=False,
-        )  # fmt: skip
+            factors=params.rank,
+            regularization=params.reg_param,
+            alpha=params.alpha,
+            iterations=params.max_iter,
+            random_state=seed,
+            calculate_training_loss=False,
+        )
         t = time.monotonic()
         model.fit(matrix, show_progress=False)
         fit_s = time.monotonic() - t
@@ -78,9 +85,12 @@ def implicit_library(split: Any, params: LibrarySetting, seed: int) -> dict[str,
     user_of = {r[USER_INDEX]: r[E.USER_ID] for r in split.users.collect()}
     lists = {user_of[u]: [item_of[int(i)] for i in ids[u] if i >= 0] for u in range(n_users)}
     evaluated = sorted(split.relevant)
-    ranking = ranking_metrics([lists.get(u, []) for u in evaluated],
-                              [split.relevant[u] for u in evaluated], params.k,
-                              split.item_count)  # fmt: skip
+    ranking = ranking_metrics(
+        [lists.get(u, []) for u in evaluated],
+        [split.relevant[u] for u in evaluated],
+        params.k,
+        split.item_count,
+    )
     return {"ranking": ranking.as_dict(), "fit_s": fit_s, "topk_all_users_s": topk_s}
 
 

@@ -281,10 +281,20 @@ def _movielens_checks(spark: SparkSession, ml: Path, params: QualityParams) -> d
         file_interactions(base_rows, "rating", FeedbackConfig()), test_rows, params.relevant_min
     )
     explicit_split = make_split(base_rows, test_rows, params.relevant_min)
-    implicit_cfg = BatchConfig(rank=params.rank, reg_param=params.reg_param, alpha=params.alpha,
-                               max_iter=params.max_iter, implicit=True)  # fmt: skip
-    explicit_cfg = replace(implicit_cfg, rank=params.explicit_rank, reg_param=params.explicit_reg,
-                           max_iter=params.explicit_iter, implicit=False)  # fmt: skip
+    implicit_cfg = BatchConfig(
+        rank=params.rank,
+        reg_param=params.reg_param,
+        alpha=params.alpha,
+        max_iter=params.max_iter,
+        implicit=True,
+    )
+    explicit_cfg = replace(
+        implicit_cfg,
+        rank=params.explicit_rank,
+        reg_param=params.explicit_reg,
+        max_iter=params.explicit_iter,
+        implicit=False,
+    )
     setting = LibrarySetting(params.rank, params.reg_param, params.alpha, params.max_iter, params.k)
     ours, theirs = [], []
     for seed in params.seeds:
@@ -385,13 +395,17 @@ def table(result: dict[str, Any]) -> str:
         f"{one['implicit_library_als']['precision']:.4f} ({one['precision_vs_library']:.3f}x)"
     )
     ex, plain = result["explicit"], result["explicit_plain_als"]
-    lines.append(f"explicit ALS + biases (rank {ex['params']['rank']}): RMSE {ex['rmse']:.4f}, "
-                 f"P@{k} {ex['precision']:.4f}; plain explicit ALS (rank "
-                 f"{plain['params']['rank']}): RMSE {plain['rmse']:.4f}")  # fmt: skip
+    lines.append(
+        f"explicit ALS + biases (rank {ex['params']['rank']}): RMSE {ex['rmse']:.4f}, "
+        f"P@{k} {ex['precision']:.4f}; plain explicit ALS (rank "
+        f"{plain['params']['rank']}): RMSE {plain['rmse']:.4f}"
+    )
     by = result["explicit_bayes"]
-    lines.append(f"explicit Bayesian ALS (rank {by['params']['rank']}, "
-                 f"{by['params']['sweeps']} sweeps): RMSE {by['rmse']:.4f}, "
-                 f"P@{k} {by['precision']:.4f}, fit {by['fit_s']:.0f} s")  # fmt: skip
+    lines.append(
+        f"explicit Bayesian ALS (rank {by['params']['rank']}, "
+        f"{by['params']['sweeps']} sweeps): RMSE {by['rmse']:.4f}, "
+        f"P@{k} {by['precision']:.4f}, fit {by['fit_s']:.0f} s"
+    )
     sp_ = result["speed"]
     lines.append(
         f"fit time vs implicit: {sp_['fit_ratio_vs_implicit']:.1f}x; top-{k} for all users vs "

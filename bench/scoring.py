@@ -34,11 +34,13 @@ def run_scoring(
     seen_idx = rng.integers(0, items, size=(users, seen))
     item_ids = [f"i{i}" for i in range(items)]
 
-    schema = T.StructType([
-        T.StructField(E.USER_ID, T.StringType()),
-        T.StructField(FEATURES, T.ArrayType(T.FloatType())),
-        T.StructField(SEEN, T.ArrayType(T.IntegerType())),
-    ])  # fmt: skip
+    schema = T.StructType(
+        [
+            T.StructField(E.USER_ID, T.StringType()),
+            T.StructField(FEATURES, T.ArrayType(T.FloatType())),
+            T.StructField(SEEN, T.ArrayType(T.IntegerType())),
+        ]
+    )
     rows = [(f"u{u}", user_f[u].tolist(), seen_idx[u].tolist()) for u in range(users)]
     df = spark.createDataFrame(rows, schema).repartition(spark.sparkContext.defaultParallelism)
     df = df.cache()
@@ -50,10 +52,12 @@ def run_scoring(
     df.unpersist()
 
     liked = sp.csr_matrix(
-        (np.ones(users * seen, dtype=np.float32),
-         (np.repeat(np.arange(users), seen), seen_idx.ravel())),
+        (
+            np.ones(users * seen, dtype=np.float32),
+            (np.repeat(np.arange(users), seen), seen_idx.ravel()),
+        ),
         shape=(users, items),
-    )  # fmt: skip
+    )
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(factors=rank, random_state=seed)
         model.user_factors, model.item_factors = user_f, item_f
@@ -62,10 +66,14 @@ def run_scoring(
         model.recommend(ids, liked[ids], N=k, filter_already_liked_items=True)
         implicit_s = time.monotonic() - t
     return {
-        "users": users, "items": items, "rank": rank, "seen_per_user": seen, "k": k,
+        "users": users,
+        "items": items,
+        "rank": rank,
+        "seen_per_user": seen,
+        "k": k,
         "users_scored": scored,
         "streamrec_topk_s": ours_s,
         "implicit_topk_s": implicit_s,
         "ratio_vs_implicit": ours_s / implicit_s,
         "streamrec_users_per_s": users / ours_s,
-    }  # fmt: skip
+    }

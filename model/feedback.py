@@ -75,8 +75,9 @@ def event_weight_column(
     strength = F.when(v.isNull(), F.lit(1.0)).otherwise(scaled)
     weight: Column = type_weight * strength
     if cfg.half_life_days > 0 and event_time is not None and reference_ms is not None:
-        age_ms = F.greatest(F.lit(float(reference_ms)) - F.col(event_time).cast("double"),
-                            F.lit(0.0))  # fmt: skip
+        age_ms = F.greatest(
+            F.lit(float(reference_ms)) - F.col(event_time).cast("double"), F.lit(0.0)
+        )
         decay = F.pow(F.lit(0.5), age_ms / F.lit(cfg.half_life_days * DAY_MS))
         weight = weight * F.greatest(decay, F.lit(MIN_DECAY))
     return weight

@@ -188,11 +188,13 @@ def write_item_model(
     if item_matrix is not None:
         matrix = np.asarray(item_matrix, dtype=np.float32)
         _save_array(fs, storage.join(folder, ITEM_MATRIX), matrix)
-    fs.write_bytes(storage.join(folder, "item_ids.json"),
-                   json.dumps(item_ids, ensure_ascii=False).encode())  # fmt: skip
+    fs.write_bytes(
+        storage.join(folder, "item_ids.json"), json.dumps(item_ids, ensure_ascii=False).encode()
+    )
     # meta.json last: its presence marks the version complete (see versions()).
-    fs.write_bytes(storage.join(folder, "meta.json"),
-                   json.dumps(meta, indent=2, sort_keys=True).encode())  # fmt: skip
+    fs.write_bytes(
+        storage.join(folder, "meta.json"), json.dumps(meta, indent=2, sort_keys=True).encode()
+    )
     return folder
 
 
@@ -281,9 +283,10 @@ def versions(store: str | Path) -> list[str]:
     root = storage.absolute(store)
     fs = storage.filesystem(root)
     return sorted(
-        name for name in fs.list_names(root)
+        name
+        for name in fs.list_names(root)
         if name.startswith("v") and fs.exists(storage.join(root, name, "meta.json"))
-    )  # fmt: skip
+    )
 
 
 def remove_incomplete(store: str | Path) -> list[str]:

@@ -73,8 +73,10 @@ class UserState:
     def interactions(self, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """(item indexes, ratings) of the items the model knows, sorted by index."""
         pairs = sorted((index[item], w) for item, w in self.weights.items() if item in index)
-        return (np.array([i for i, _ in pairs], dtype=np.int64),
-                np.array([w for _, w in pairs], dtype=np.float64))  # fmt: skip
+        return (
+            np.array([i for i, _ in pairs], dtype=np.int64),
+            np.array([w for _, w in pairs], dtype=np.float64),
+        )
 
 
 def merge(
@@ -114,10 +116,15 @@ def weighed_rows(
         feedback, events[E.EVENT_TYPE], events[E.VALUE], events[E.EVENT_TIME], user_newest
     )
     by_user: dict[str, list[Row]] = {}
-    for user, *row in zip(events[E.USER_ID].astype(str), events[E.EVENT_ID].astype(str),
-                          events[E.ITEM_ID].astype(str), events[E.EVENT_TYPE].astype(str),
-                          events[E.EVENT_TIME].astype("int64").tolist(), weights.tolist(),
-                          strict=True):  # fmt: skip
+    for user, *row in zip(
+        events[E.USER_ID].astype(str),
+        events[E.EVENT_ID].astype(str),
+        events[E.ITEM_ID].astype(str),
+        events[E.EVENT_TYPE].astype(str),
+        events[E.EVENT_TIME].astype("int64").tolist(),
+        weights.tolist(),
+        strict=True,
+    ):
         by_user.setdefault(user, []).append(tuple(row))
     return reference, by_user
 
@@ -146,8 +153,16 @@ def merge_rows(
             seen.add(row[0])
             fresh.append(row)
     if not fresh:
-        return UserState(batch, state.ref_ms, state.weights, state.events, state.types,
-                         state.last_ms, state.ids, parts)  # fmt: skip
+        return UserState(
+            batch,
+            state.ref_ms,
+            state.weights,
+            state.events,
+            state.types,
+            state.last_ms,
+            state.ids,
+            parts,
+        )
     newest = max(r[3] for r in fresh)
     weighed_to = max(r[3] for r in rows)
     ref_ms = max(state.ref_ms, newest, weighed_to)
@@ -168,8 +183,7 @@ def merge_rows(
         weights = dict(keep)
     last_ms = newest if state.last_ms is None else max(state.last_ms, newest)
     ids = (*state.ids, *(r[0] for r in fresh))[-max_ids:] if max_ids else ()
-    return UserState(batch, ref_ms, weights, state.events + len(fresh), types, last_ms, ids,
-                     parts)  # fmt: skip
+    return UserState(batch, ref_ms, weights, state.events + len(fresh), types, last_ms, ids, parts)
 
 
 # The smallest magnitude a non-zero weight decays to (a normal float: sums stay exact enough).

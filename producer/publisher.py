@@ -59,19 +59,28 @@ class RememberingPartitioner(DefaultPartitioner):
         self.max_keys = max_keys
         self._known: dict[tuple[str, bytes, int], int] = {}
 
-    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
-                  serialized_value: bytes | None, cluster: Any) -> int:  # fmt: skip
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
         partitions = cluster.partitions_for_topic(topic)
         if serialized_key is None or not partitions:  # random for no key; errors as Kafka's
-            return int(super().partition(topic, key, serialized_key, value, serialized_value,
-                                         cluster))  # fmt: skip
+            return int(
+                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            )
         known = (topic, serialized_key, len(partitions))
         chosen = self._known.get(known)
         if chosen is None:
             if len(self._known) >= self.max_keys:
                 self._known.clear()
-            chosen = int(super().partition(topic, key, serialized_key, value, serialized_value,
-                                           cluster))  # fmt: skip
+            chosen = int(
+                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            )
             self._known[known] = chosen
         return chosen
 
@@ -145,8 +154,10 @@ class EventPublisher:
             raise ServiceUnavailable(no_topic_message(self.kafka, self.topic, exc)) from exc
         log.info(
             "producer connected bootstrap=%s topic=%s partitions=%d",
-            self.kafka.bootstrap_servers, self.topic, len(partitions),
-        )  # fmt: skip
+            self.kafka.bootstrap_servers,
+            self.topic,
+            len(partitions),
+        )
         self._producer = producer
         return self
 
@@ -154,9 +165,11 @@ class EventPublisher:
     def stats(self) -> DeliveryStats:
         with self._lock:
             return DeliveryStats(
-                self._stats.sent, self._stats.delivered, self._stats.failed,
+                self._stats.sent,
+                self._stats.delivered,
+                self._stats.failed,
                 Counter(self._stats.errors),
-            )  # fmt: skip
+            )
 
     def send(self, event: dict[str, Any]) -> str | None:
         """Send a valid event (key = user id); return the reason instead when it is invalid."""

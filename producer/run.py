@@ -92,8 +92,10 @@ def check_options(options: ProduceOptions) -> None:
     """Raise ``ConfigError`` naming the flag when an option cannot work."""
     checks = [
         (options.source in SOURCES, f"--source must be one of {', '.join(SOURCES)}"),
-        (options.source == "synthetic" or bool(options.path),
-         f"--source {options.source} needs --path"),
+        (
+            options.source == "synthetic" or bool(options.path),
+            f"--source {options.source} needs --path",
+        ),
         (bool(options.sep), "--sep must not be empty"),
         (options.count is None or options.count >= 0, "--count must be >= 0"),
         (options.rate >= 0, "--rate must be >= 0 (0 = unthrottled)"),
@@ -102,7 +104,7 @@ def check_options(options: ProduceOptions) -> None:
         (options.items >= options.segments, "--items must be >= --segments"),
         (0 <= options.new_user_share <= 1, "--new-user-share must be within [0, 1]"),
         (0 <= options.inject_invalid < 1, "--inject-invalid must be within [0, 1)"),
-    ]  # fmt: skip
+    ]
     errors = [message for ok, message in checks if not ok]
     if errors:
         raise ConfigError("produce: " + "; ".join(errors))
@@ -151,8 +153,13 @@ def produce(cfg: Config, options: ProduceOptions) -> ProduceReport:
         records = itertools.chain([first], records)
     log.info(
         "producing source=%s path=%s count=%s rate=%s inject_invalid=%s seed=%s",
-        options.source, options.path, total, options.rate, options.inject_invalid, options.seed,
-    )  # fmt: skip
+        options.source,
+        options.path,
+        total,
+        options.rate,
+        options.inject_invalid,
+        options.seed,
+    )
     with EventPublisher(cfg.kafka) as publisher:
         return publish(
             publisher, records, rate=options.rate, progress=options.progress, total=total
@@ -211,8 +218,12 @@ def publish(
     report.elapsed_s = time.monotonic() - start
     log.info(
         "produced topic=%s sent=%d rejected=%d injected_invalid=%d elapsed_s=%.2f",
-        report.topic, report.sent, report.rejected, report.injected_invalid, report.elapsed_s,
-    )  # fmt: skip
+        report.topic,
+        report.sent,
+        report.rejected,
+        report.injected_invalid,
+        report.elapsed_s,
+    )
     return report
 
 

@@ -201,9 +201,17 @@ class SyntheticWorld:
 
     def _fingerprint(self, start_ms: int) -> str:
         params = (
-            self.users, self.items, self.segments, self.seed, self.new_user_share,
-            self.segment_focus, self.popularity_skew, self.repeat_share, self.mean_gap_ms, start_ms,
-        )  # fmt: skip
+            self.users,
+            self.items,
+            self.segments,
+            self.seed,
+            self.new_user_share,
+            self.segment_focus,
+            self.popularity_skew,
+            self.repeat_share,
+            self.mean_gap_ms,
+            start_ms,
+        )
         return hashlib.sha256(repr(params).encode()).hexdigest()[:10]
 
     # --- the event stream -------------------------------------------------------------------

@@ -644,8 +644,11 @@ SECRET_ENV = {
 def dump_config(cfg: Config) -> tuple[str, dict[str, str]]:
     """YAML text that loads back to ``cfg`` (to hand a config to a child process), with every
     secret written as ``${VAR:-}``; the secrets come back in an environment mapping instead."""
-    data = {f.name: dataclasses.asdict(getattr(cfg, f.name))
-            for f in dataclasses.fields(cfg) if f.name != "source"}  # fmt: skip
+    data = {
+        f.name: dataclasses.asdict(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if f.name != "source"
+    }
     env = {}
     for (section, key), var in SECRET_ENV.items():
         env[var] = str(data[section][key])

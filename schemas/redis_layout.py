@@ -200,26 +200,36 @@ class ListEncoder:
 
     def __init__(self, item_ids: Sequence[str], source: str, model_version: str) -> None:
         self._ids = [_json_text(item) for item in item_ids]
-        self._head = (f'{{"v":{LIST_FORMAT_VERSION},"source":{_json_text(source)},'
-                      f'"model":{_json_text(model_version)},"generated_ms":')  # fmt: skip
+        self._head = (
+            f'{{"v":{LIST_FORMAT_VERSION},"source":{_json_text(source)},'
+            f'"model":{_json_text(model_version)},"generated_ms":'
+        )
         self._item_ids, self._source, self._model = item_ids, source, model_version
 
-    def encode(self, positions: Sequence[int], scores: Sequence[float], generated_ms: int,
-               watermark_ms: int) -> bytes:  # fmt: skip
+    def encode(
+        self,
+        positions: Sequence[int],
+        scores: Sequence[float],
+        generated_ms: int,
+        watermark_ms: int,
+    ) -> bytes:
         """The list of the items at ``positions`` (catalogue order) with their ``scores``."""
         rounded = [float(f"{score:.6g}") for score in scores]
         if not all(math.isfinite(score) for score in rounded):
             pairs = zip(positions, scores, strict=True)
             scored = tuple((self._item_ids[i], float(s)) for i, s in pairs)
-            return encode_list(RecList(scored, self._source, self._model, generated_ms,
-                                       watermark_ms))  # fmt: skip
+            return encode_list(
+                RecList(scored, self._source, self._model, generated_ms, watermark_ms)
+            )
         ids = self._ids
         # repr is the standard library's float format (json.dumps uses float.__repr__).
         items = ",".join(
             [f"[{ids[i]},{score!r}]" for i, score in zip(positions, rounded, strict=True)]
         )
-        text = (f'{self._head}{int(generated_ms)},"watermark_ms":{int(watermark_ms)},'
-                f'"items":[{items}]}}')  # fmt: skip
+        text = (
+            f'{self._head}{int(generated_ms)},"watermark_ms":{int(watermark_ms)},'
+            f'"items":[{items}]}}'
+        )
         return text.encode("utf-8")
 
 

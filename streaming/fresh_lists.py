@@ -63,13 +63,15 @@ NEWEST = "newest_ms"
 # The user's valid records in the micro-batch (retried ids and replays included).
 EVENTS = "events"
 WRITTEN, KEPT, NO_LIST, REPLAYED = "written", "kept", "no_list", "replayed"
-_ARROW_OUTCOMES = pa.schema([
-    pa.field(E.USER_ID, pa.string(), False),
-    pa.field(OUTCOME, pa.string(), False),
-    pa.field(LAGS, pa.list_(pa.field("element", pa.int64(), False)), False),
-    pa.field(NEWEST, pa.int64(), False),
-    pa.field(EVENTS, pa.int64(), False),
-])  # fmt: skip
+_ARROW_OUTCOMES = pa.schema(
+    [
+        pa.field(E.USER_ID, pa.string(), False),
+        pa.field(OUTCOME, pa.string(), False),
+        pa.field(LAGS, pa.list_(pa.field("element", pa.int64(), False)), False),
+        pa.field(NEWEST, pa.int64(), False),
+        pa.field(EVENTS, pa.int64(), False),
+    ]
+)
 # The same rows as Spark sees them (the fresh path yields Arrow, the rescoring path pandas).
 OUTCOME_ROWS = from_arrow_schema(_ARROW_OUTCOMES)
 # STREAM_WRITE_LUA's answer when another writer changed the state since it was read.
@@ -99,8 +101,14 @@ def update_user(
     """One user's state, list and segment after a micro-batch; None when the micro-batch was
     applied already. Without a model yet only the state grows. Pure: what the executors do for
     every user of a partition at once."""
-    merged = merge(state, events, batch_id, cfg.feedback, cfg.streaming.state_max_items,
-                   cfg.streaming.state_max_ids)  # fmt: skip
+    merged = merge(
+        state,
+        events,
+        batch_id,
+        cfg.feedback,
+        cfg.streaming.state_max_items,
+        cfg.streaming.state_max_ids,
+    )
     return None if merged is None else finish_users([merged], model, index, cfg, reference_ms)[0]
 
 
@@ -145,19 +153,28 @@ def finish_users(
     if segmented and merged:
         assert assigner is not None and assigner.spec is not None
         spec = assigner.spec
-        features = np.stack([summary_features(state.behaviour, vector, reference_ms, spec)
-                             for state, vector in zip(merged, vectors, strict=True)])  # fmt: skip
+        features = np.stack(
+            [
+                summary_features(state.behaviour, vector, reference_ms, spec)
+                for state, vector in zip(merged, vectors, strict=True)
+            ]
+        )
         assigned, probabilities = assigner.assign(features)
         segments = [
-            (str(int(segment)), "" if probabilities is None
-             else L.encode_segment_probabilities(list(probabilities[row])))
+            (
+                str(int(segment)),
+                ""
+                if probabilities is None
+                else L.encode_segment_probabilities(list(probabilities[row])),
+            )
             for row, segment in enumerate(assigned)
-        ]  # fmt: skip
+        ]
     return [
         UserUpdate(state, payload, fence, segment, segment_p)
-        for state, payload, fence, (segment, segment_p)
-        in zip(merged, payloads, fences, segments, strict=True)
-    ]  # fmt: skip
+        for state, payload, fence, (segment, segment_p) in zip(
+            merged, payloads, fences, segments, strict=True
+        )
+    ]
 
 
 def fresh_list_rows(
@@ -199,17 +216,21 @@ def fresh_list_rows(
         groups = sorted(by_user.items())
         client = connect(redis_cfg)
         try:
-            done = update_users(client, groups, model, cfg, batch_id, part,
-                                max(reference_ms, partition_ref))  # fmt: skip
+            done = update_users(
+                client, groups, model, cfg, batch_id, part, max(reference_ms, partition_ref)
+            )
         finally:
             client.close()
-        yield pa.RecordBatch.from_pydict({
-            E.USER_ID: [user for user, _ in groups],
-            OUTCOME: [outcome for outcome, _, _ in done],
-            LAGS: [lags for _, lags, _ in done],
-            NEWEST: [newest for _, _, newest in done],
-            EVENTS: [len(rows) for _, rows in groups],
-        }, schema=_ARROW_OUTCOMES)  # fmt: skip
+        yield pa.RecordBatch.from_pydict(
+            {
+                E.USER_ID: [user for user, _ in groups],
+                OUTCOME: [outcome for outcome, _, _ in done],
+                LAGS: [lags for _, lags, _ in done],
+                NEWEST: [newest for _, _, newest in done],
+                EVENTS: [len(rows) for _, rows in groups],
+            },
+            schema=_ARROW_OUTCOMES,
+        )
 
     # Straight over the source's rows: the other columns cost the Arrow transfer little, and
     # each DataFrame step built per micro-batch costs the driver 10-20 ms of analysis.
@@ -242,12 +263,20 @@ def update_users(
     for _ in range(MAX_WRITE_ROUNDS):
         read = read_revisions(client, prefix, [groups[i][0] for i in pending])
         merged = [
-            merge_rows(state, groups[i][1], batch_id, cfg.feedback,
-                       cfg.streaming.state_max_items, cfg.streaming.state_max_ids, part)
+            merge_rows(
+                state,
+                groups[i][1],
+                batch_id,
+                cfg.feedback,
+                cfg.streaming.state_max_items,
+                cfg.streaming.state_max_ids,
+                part,
+            )
             for i, (state, _) in zip(pending, read, strict=True)
-        ]  # fmt: skip
-        finished = iter(finish_users([m for m in merged if m is not None], model, index, cfg,
-                                     features_ref_ms))  # fmt: skip
+        ]
+        finished = iter(
+            finish_users([m for m in merged if m is not None], model, index, cfg, features_ref_ms)
+        )
         pipe = client.pipeline(transaction=False)
         writes: list[tuple[int, UserUpdate]] = []
         for i, (_, rev), state in zip(pending, read, merged, strict=True):
@@ -258,12 +287,20 @@ def update_users(
             user = groups[i][0]
             state_key = L.user_state_key(prefix, user)
             # Without a model the script touches the state key only.
-            list_key = (state_key if model is None
-                        else L.user_list_key(prefix, model.version, user))  # fmt: skip
-            script(keys=[list_key, state_key],
-                   args=[update.payload, update.fence, ttl, rev, encode_state(update.state),
-                         update.segment, update.segment_p],
-                   client=pipe)  # fmt: skip
+            list_key = state_key if model is None else L.user_list_key(prefix, model.version, user)
+            script(
+                keys=[list_key, state_key],
+                args=[
+                    update.payload,
+                    update.fence,
+                    ttl,
+                    rev,
+                    encode_state(update.state),
+                    update.segment,
+                    update.segment_p,
+                ],
+                client=pipe,
+            )
             writes.append((i, update))
         results = pipe.execute() if writes else []
         written_ms = int(time.time() * 1000)
@@ -307,15 +344,27 @@ def rescored_list_rows(
             pipe = client.pipeline(transaction=False)
             for user, update in zip(users, updates, strict=True):
                 if update.payload:
-                    script(keys=[L.user_list_key(prefix, model.version, user)],
-                           args=[update.payload, update.fence, ttl], client=pipe)  # fmt: skip
+                    script(
+                        keys=[L.user_list_key(prefix, model.version, user)],
+                        args=[update.payload, update.fence, ttl],
+                        client=pipe,
+                    )
             results = iter(pipe.execute())
         finally:
             client.close()
-        outcomes = [(WRITTEN if int(next(results)) == 1 else KEPT) if u.payload else NO_LIST
-                    for u in updates]  # fmt: skip
-        yield pd.DataFrame({E.USER_ID: users, OUTCOME: outcomes, LAGS: [[] for _ in users],
-                            NEWEST: [u.fence for u in updates], EVENTS: 0})  # fmt: skip
+        outcomes = [
+            (WRITTEN if int(next(results)) == 1 else KEPT) if u.payload else NO_LIST
+            for u in updates
+        ]
+        yield pd.DataFrame(
+            {
+                E.USER_ID: users,
+                OUTCOME: outcomes,
+                LAGS: [[] for _ in users],
+                NEWEST: [u.fence for u in updates],
+                EVENTS: 0,
+            }
+        )
 
     return users.repartition(list_partitions(cfg)).mapInPandas(per_partition, OUTCOME_ROWS)
 

@@ -115,8 +115,11 @@ class ModelHolder:
                 model = store.load_item_model(self.model_store, version)
                 params = store.check_foldable(model, self.feedback)
             except ModelStoreError:
-                log.exception("stream: model %s cannot be loaded; keeping %s", version,
-                              self.model.version if self.model else "none")  # fmt: skip
+                log.exception(
+                    "stream: model %s cannot be loaded; keeping %s",
+                    version,
+                    self.model.version if self.model else "none",
+                )
             else:
                 old, previous = self.broadcast, self.model
                 self.model = model
@@ -145,8 +148,9 @@ class ModelHolder:
         if pointer is not None and decoded(pointer) != version:
             removed = delete_version(self.client, self.prefix, version)
             if removed:
-                log.info("stream: removed %d keys written under %s after the switch", removed,
-                         version)  # fmt: skip
+                log.info(
+                    "stream: removed %d keys written under %s after the switch", removed, version
+                )
 
 
 @dataclass
@@ -233,9 +237,12 @@ class ListsProgress:
 
 
 def rescore_recent_users(
-    spark: SparkSession, model: ItemModel, bc: Broadcast[ItemModel], cfg: Config,
+    spark: SparkSession,
+    model: ItemModel,
+    bc: Broadcast[ItemModel],
+    cfg: Config,
     progress: ListsProgress,
-) -> int:  # fmt: skip
+) -> int:
     """After a switch to ``model``: the users whose newest events came after its data cut get
     their list rebuilt under it from their state, so no reader of the new version has to wait
     for their next event to see them. Returns the lists written."""
@@ -245,8 +252,12 @@ def rescore_recent_users(
     frame = spark.createDataFrame([(u,) for u in users], f"{E.USER_ID} string")
     rows = rescored_list_rows(frame, bc, cfg, progress.reference).collect()
     written = sum(1 for r in rows if r[OUTCOME] == WRITTEN)
-    log.info("stream: %d users active after %s's data cut rescored under it, %d lists written",
-             len(users), model.version, written)  # fmt: skip
+    log.info(
+        "stream: %d users active after %s's data cut rescored under it, %d lists written",
+        len(users),
+        model.version,
+        written,
+    )
     return written
 
 
@@ -299,11 +310,19 @@ def process_lists_batch(
             batch_id,
         )
     return BatchMetrics(
-        LISTS, batch_id, valid, invalid, duration, progress.rate.tick(started, valid + invalid),
-        users=len(set(users)), lists_written=outcomes[WRITTEN], lists_kept=outcomes[KEPT],
-        model_version=model.version if model else None, lag_ms=lag_percentiles(lags),
+        LISTS,
+        batch_id,
+        valid,
+        invalid,
+        duration,
+        progress.rate.tick(started, valid + invalid),
+        users=len(set(users)),
+        lists_written=outcomes[WRITTEN],
+        lists_kept=outcomes[KEPT],
+        model_version=model.version if model else None,
+        lag_ms=lag_percentiles(lags),
         steps_s=steps,
-    )  # fmt: skip
+    )
 
 
 def process_archive_batch(
@@ -333,8 +352,15 @@ def process_archive_batch(
         write_dead_letters(rows, cfg.kafka)
         steps["dead_letters"] = time.monotonic() - t
     duration = time.monotonic() - started
-    return BatchMetrics(ARCHIVE, batch_id, valid, invalid, duration,
-                        rate.tick(started, valid + invalid), steps_s=steps)  # fmt: skip
+    return BatchMetrics(
+        ARCHIVE,
+        batch_id,
+        valid,
+        invalid,
+        duration,
+        rate.tick(started, valid + invalid),
+        steps_s=steps,
+    )
 
 
 def check_services(cfg: Config) -> None:
@@ -469,10 +495,12 @@ def start_stream(
         writer = (
             kafka_source(spark, cfg, partitions, starting)
             .writeStream.foreachBatch(on_batch)
-            .option("checkpointLocation",
-                    storage.join(storage.absolute(cfg.paths.stream_checkpoint), name))
+            .option(
+                "checkpointLocation",
+                storage.join(storage.absolute(cfg.paths.stream_checkpoint), name),
+            )
             .queryName(f"{cfg.spark.app_name}-{cfg.kafka.events_topic}-{name}")
-        )  # fmt: skip
+        )
         if available_now:
             writer = writer.trigger(availableNow=True)
         else:

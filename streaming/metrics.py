@@ -76,8 +76,10 @@ class BatchMetrics:
         lag = ", ".join(f"{k} {v:.0f}" for k, v in self.lag_ms.items())
         steps = ", ".join(f"{k} {v:.2f}s" for k, v in self.steps_s.items())
         if self.query == ARCHIVE:
-            return (f"stream archive batch {self.batch_id}: {self.valid} events stored, "
-                    f"{self.invalid} dead-lettered, {self.duration_s:.2f}s ({steps})")  # fmt: skip
+            return (
+                f"stream archive batch {self.batch_id}: {self.valid} events stored, "
+                f"{self.invalid} dead-lettered, {self.duration_s:.2f}s ({steps})"
+            )
         return (
             f"stream batch {self.batch_id}: {self.rows} records ({self.invalid} invalid), "
             f"{self.users} users, {self.lists_written} lists written, {self.lists_kept} kept "
@@ -99,8 +101,12 @@ def record(client: redis.Redis, prefix: str, keep: int, metrics: BatchMetrics) -
     failed micro-batch: a Redis error here is logged, and the next batch tries again."""
     log.info("%s", metrics.summary())
     try:
-        client.xadd(L.stream_metrics_key(prefix), metrics.fields(),  # type: ignore[arg-type]
-                    maxlen=keep, approximate=True)  # fmt: skip
+        client.xadd(
+            L.stream_metrics_key(prefix),
+            metrics.fields(),  # type: ignore[arg-type]
+            maxlen=keep,
+            approximate=True,
+        )
     except redis.RedisError as exc:
         log.warning("stream metrics not kept in Redis: %s", exc)
 

@@ -53,8 +53,12 @@ _EVENT_FIELDS = E.event_contract().field_names
 _ARROW_PARSED = to_arrow_schema(parsed_schema())
 _NO_EVENT: dict[str, object] = {}
 # Parsed columns taken as they are from the Kafka rows' columns...
-_PASSED_THROUGH = {SOURCE_TOPIC: "topic", SOURCE_PARTITION: "partition", SOURCE_OFFSET: "offset",
-                   KAFKA_TIMESTAMP_MS: "timestamp_ms"}  # fmt: skip
+_PASSED_THROUGH = {
+    SOURCE_TOPIC: "topic",
+    SOURCE_PARTITION: "partition",
+    SOURCE_OFFSET: "offset",
+    KAFKA_TIMESTAMP_MS: "timestamp_ms",
+}
 # ... and the raw bytes, for the invalid records only.
 _KEPT_FOR_DEAD_LETTERS = {RAW_KEY: "key", RAW_VALUE: "value"}
 

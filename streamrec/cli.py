@@ -133,19 +133,33 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         print("streamrec: error: --peer compares implicit-mode ALS", file=sys.stderr)
         return 2
     if not (args.train and args.test):
-        print("streamrec: error: evaluate needs --train and --test, or --event-store",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "streamrec: error: evaluate needs --train and --test, or --event-store", file=sys.stderr
+        )
         return 2
     from streamrec.batch.bayes import BayesParams
 
     try:
-        bayes = BayesParams(rank=args.rank or BayesParams.rank, sweeps=args.sweeps,
-                            burn_in=args.burn_in, seed=batch.seed)  # fmt: skip
+        bayes = BayesParams(
+            rank=args.rank or BayesParams.rank,
+            sweeps=args.sweeps,
+            burn_in=args.burn_in,
+            seed=batch.seed,
+        )
         opts = EvalOptions(
-            train=args.train, test=args.test, fmt=args.format, sep=args.sep,
-            header=args.header, mode=args.mode, relevant_min=args.relevant_min, k=args.k,
-            tune=args.tune, estimator=args.estimator, bayes=bayes, event_type=args.event_type,
-        )  # fmt: skip
+            train=args.train,
+            test=args.test,
+            fmt=args.format,
+            sep=args.sep,
+            header=args.header,
+            mode=args.mode,
+            relevant_min=args.relevant_min,
+            k=args.k,
+            tune=args.tune,
+            estimator=args.estimator,
+            bayes=bayes,
+            event_type=args.event_type,
+        )
     except ValueError as exc:
         print(f"streamrec: error: {exc}", file=sys.stderr)
         return 2
@@ -185,17 +199,23 @@ def _evaluate_event_store(cfg: Config, batch: BatchConfig, args: argparse.Namesp
     events = dedupe_events(read_event_store(spark, cfg.paths.event_store))
     result = holdout_metrics(events, dataclasses.replace(cfg, batch=batch))
     if result is None:
-        print("streamrec: error: the newest events have no user with new items to score",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "streamrec: error: the newest events have no user with new items to score",
+            file=sys.stderr,
+        )
         return 1
     k = args.k
-    print(f"event store {cfg.paths.event_store}, newest {share:.0%} held out (from "
-          f"{result['split_ms']} ms)\n{'model':<12} {'P@' + str(k):>8} {'R@' + str(k):>8} "
-          f"{'NDCG@' + str(k):>8} {'MAP@' + str(k):>8} {'cover':>7} {'users':>6}")  # fmt: skip
+    print(
+        f"event store {cfg.paths.event_store}, newest {share:.0%} held out (from "
+        f"{result['split_ms']} ms)\n{'model':<12} {'P@' + str(k):>8} {'R@' + str(k):>8} "
+        f"{'NDCG@' + str(k):>8} {'MAP@' + str(k):>8} {'cover':>7} {'users':>6}"
+    )
     for name in ("als", "popularity"):
         m = result[name]
-        print(f"{name:<12} {m['precision']:8.4f} {m['recall']:8.4f} {m['ndcg']:8.4f} "
-              f"{m['map']:8.4f} {m['coverage']:7.3f} {m['users']:>6}")  # fmt: skip
+        print(
+            f"{name:<12} {m['precision']:8.4f} {m['recall']:8.4f} {m['ndcg']:8.4f} "
+            f"{m['map']:8.4f} {m['coverage']:7.3f} {m['users']:>6}"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -306,13 +326,16 @@ def _cmd_segments(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.spark import build_spark
 
     spark = build_spark(cfg, "segments")
-    m = report_from_ratings_file(spark, args.train, args.format, args.sep, args.header,
-                                 args.items, args.out, cfg)  # fmt: skip
+    m = report_from_ratings_file(
+        spark, args.train, args.format, args.sep, args.header, args.items, args.out, cfg
+    )
     agreement = m["classifier_agreement"]
     sizes = ", ".join(f"{s}: {n}" for s, n in m["segment_sizes"].items())
-    print(f"{m['users']} users -> k = {m['k']} segments ({m['method']}), silhouette "
-          f"{m['silhouette']:.3f}, classifier agreement "
-          f"{'n/a' if agreement is None else f'{agreement:.1%}'}; sizes {sizes}")  # fmt: skip
+    print(
+        f"{m['users']} users -> k = {m['k']} segments ({m['method']}), silhouette "
+        f"{m['silhouette']:.3f}, classifier agreement "
+        f"{'n/a' if agreement is None else f'{agreement:.1%}'}; sizes {sizes}"
+    )
     print(f"written: {args.out}/report.md, metrics.json and plots")
     return 0
 
@@ -609,16 +632,18 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="look up a user's recommendations in Redis")
     rec.add_argument("user", help="the user id (any characters; quote it in the shell)")
     rec.add_argument("-n", type=int, default=10, help="items to show (default 10)")
-    rec.add_argument("--exclude", action="append", metavar="ITEM", help="leave an item out "
-                     "(repeat for several)")  # fmt: skip
+    rec.add_argument(
+        "--exclude", action="append", metavar="ITEM", help="leave an item out (repeat for several)"
+    )
     rec.add_argument("--items", help="MovieLens u.item file: show item titles")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.set_defaults(func=_cmd_recommend)
 
     srv = sub.add_parser("serve", help="serve lookups over HTTP (GET /recommendations/{user})")
     srv.add_argument("--host", help="address to listen on (default serve.host)")
-    srv.add_argument("--port", type=int, help="port to listen on, 0 for any free one "
-                     "(default serve.port)")  # fmt: skip
+    srv.add_argument(
+        "--port", type=int, help="port to listen on, 0 for any free one (default serve.port)"
+    )
     srv.set_defaults(func=_cmd_serve)
 
     models = sub.add_parser(
@@ -656,8 +681,11 @@ def submit_main(script: str, doc: str | None, command: Sequence[str], argv: Sequ
     # spark-submit hands spark.pyspark.python to the driver as PYSPARK_PYTHON: say which
     # interpreter the executors were told to run (./environment/bin/python with the archive).
     name = script.removesuffix(".py")
-    print(f"{name}: executors' Python: {os.environ.get('PYSPARK_PYTHON', 'python3')}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"{name}: executors' Python: {os.environ.get('PYSPARK_PYTHON', 'python3')}",
+        file=sys.stderr,
+        flush=True,
+    )
     return main(["--config", args.config, *command, *job_options])
 
 

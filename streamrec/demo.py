@@ -41,13 +41,18 @@ def namespace_config(cfg: Config, name: str) -> Config:
     home = Path(".streamrec", name).resolve()
     return with_overrides(
         cfg,
-        kafka=dict(events_topic=f"{cfg.kafka.events_topic}.{name}",
-                   dead_letter_topic=f"{cfg.kafka.dead_letter_topic}.{name}"),
+        kafka=dict(
+            events_topic=f"{cfg.kafka.events_topic}.{name}",
+            dead_letter_topic=f"{cfg.kafka.dead_letter_topic}.{name}",
+        ),
         redis=dict(key_prefix=f"{cfg.redis.key_prefix}-{name}"),
-        paths=dict(event_store=str(home / "events"), stream_checkpoint=str(home / "checkpoint"),
-                   model_store=str(home / "models")),
+        paths=dict(
+            event_store=str(home / "events"),
+            stream_checkpoint=str(home / "checkpoint"),
+            model_store=str(home / "models"),
+        ),
         streaming=dict(trigger_seconds=0.0),  # micro-batches back to back: lowest latency
-    )  # fmt: skip
+    )
 
 
 def demo_config(cfg: Config) -> Config:
@@ -107,9 +112,14 @@ def _measure_freshness(
     now_ms = int(time.time() * 1000)
     for n, user in enumerate(users):
         event_time = now_ms + n
-        event = {E.EVENT_ID: f"demo-probe-{now_ms}-{n}", E.USER_ID: user,
-                 E.ITEM_ID: known_items[(n * 13) % len(known_items)],
-                 E.EVENT_TYPE: "play", E.EVENT_TIME: event_time, E.VALUE: 180.0}  # fmt: skip
+        event = {
+            E.EVENT_ID: f"demo-probe-{now_ms}-{n}",
+            E.USER_ID: user,
+            E.ITEM_ID: known_items[(n * 13) % len(known_items)],
+            E.EVENT_TYPE: "play",
+            E.EVENT_TIME: event_time,
+            E.VALUE: 180.0,
+        }
         sent_at = time.monotonic()
         publish_events(cfg, [event])
         seen_at = _wait_for_list(client, cfg, user, event_time, 60, queries)
@@ -130,8 +140,9 @@ def _print_lists(cfg: Config, users: list[str]) -> None:
             print(f"\n{user}: no list in Redis")
             continue
         age = (now_ms - rec.generated_ms) / 1000
-        print(f"\n{user}  (source {rec.source}, model {rec.model_version}, "
-              f"generated {age:.1f}s ago)")  # fmt: skip
+        print(
+            f"\n{user}  (source {rec.source}, model {rec.model_version}, generated {age:.1f}s ago)"
+        )
         for rank, (item, score) in enumerate(rec.items[:10], start=1):
             print(f"  {rank:>2}. {item:<12} {score:8.4f}")
     client.close()
@@ -143,16 +154,26 @@ def run_demo(cfg: Config, events: int = 20_000, users_to_show: int = 3) -> int:
     manager.up(cfg)
     reset_namespace(cfg)
     print(f"2/5 producing {events} synthetic events (+0.5% malformed) to {cfg.kafka.events_topic}")
-    report = produce(cfg, ProduceOptions(
-        count=events, users=DEMO_USERS, items=DEMO_ITEMS, segments=DEMO_SEGMENTS,
-        seed=DEMO_SEED, inject_invalid=0.005, new_user_share=0.05, progress=True,
-    ))  # fmt: skip
+    report = produce(
+        cfg,
+        ProduceOptions(
+            count=events,
+            users=DEMO_USERS,
+            items=DEMO_ITEMS,
+            segments=DEMO_SEGMENTS,
+            seed=DEMO_SEED,
+            inject_invalid=0.005,
+            new_user_share=0.05,
+            progress=True,
+        ),
+    )
     print(f"    {report.summary()}")
     spark = build_spark(cfg, "demo")
     print("3/5 streaming job over the topic (available-now): dead letters + event store")
     stream = run_stream(cfg, available_now=True, spark=spark)
-    print(f"    {stream.valid} events stored, {stream.invalid} sent to "
-          f"{cfg.kafka.dead_letter_topic}")  # fmt: skip
+    print(
+        f"    {stream.valid} events stored, {stream.invalid} sent to {cfg.kafka.dead_letter_topic}"
+    )
     print("4/5 batch job: implicit ALS on the event store, top-N for every user to Redis")
     result = run_batch(cfg, spark=spark)
     print(f"    {result.summary()}")
@@ -171,8 +192,10 @@ def run_demo(cfg: Config, events: int = 20_000, users_to_show: int = 3) -> int:
     if not latencies:
         print("\nno fresh list arrived: see the log above")
         return 1
-    print(f"\nevent -> updated list in Redis, {len(latencies)} probes: "
-          f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"\nevent -> updated list in Redis, {len(latencies)} probes: "
+        f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms"
+    )
     print("The stack keeps running; stop it with `streamrec stack down`.")
     return 0

@@ -86,7 +86,8 @@ def unavailable(cfg: RedisConfig, exc: Exception) -> ServiceUnavailable:
     """The error for a Redis that does not answer (at connect or later): where, and what to do.
     Names the host, port and ACL user, never the password."""
     how = (" as ACL user " + repr(cfg.username) if cfg.username else "") + (
-        " over TLS" if cfg.tls else "")  # fmt: skip
+        " over TLS" if cfg.tls else ""
+    )
     return ServiceUnavailable(
         f"Redis at {cfg.host}:{cfg.port}{how} does not answer ({exc.__class__.__name__}: {exc}). "
         "Start the local stack with `streamrec stack up`, or fix redis.host/redis.port (and "
@@ -101,9 +102,12 @@ def write_lists(
     chunk: int = 500,
 ) -> tuple[int, int]:
     """Write (key, encoded list, fence) rows; returns (written, kept because newer)."""
-    return _run_script(client, FENCED_WRITE_LUA,
-                       (([key], [payload, int(fence), int(ttl_seconds)])
-                        for key, payload, fence in rows), chunk)  # fmt: skip
+    return _run_script(
+        client,
+        FENCED_WRITE_LUA,
+        (([key], [payload, int(fence), int(ttl_seconds)]) for key, payload, fence in rows),
+        chunk,
+    )
 
 
 def write_publish(
@@ -114,10 +118,15 @@ def write_publish(
 ) -> tuple[int, int]:
     """A publish's (new key, list, fence, segment, segment probabilities) rows, the last two ""
     when there are none; returns (written, kept newer)."""
-    return _run_script(client, PUBLISH_WRITE_LUA,
-                       (([key], [payload, int(fence), int(ttl_seconds), segment, probs])
-                        for key, payload, fence, segment, probs in rows),
-                       chunk)  # fmt: skip
+    return _run_script(
+        client,
+        PUBLISH_WRITE_LUA,
+        (
+            ([key], [payload, int(fence), int(ttl_seconds), segment, probs])
+            for key, payload, fence, segment, probs in rows
+        ),
+        chunk,
+    )
 
 
 def _run_script(

@@ -44,9 +44,11 @@ def build_spark(cfg: Config, role: str) -> SparkSession:
         # here, two files per micro-batch. The FileSystem-based manager (Spark's own, for file
         # systems without FileContext; a rename that never overwrites, as the offset and
         # commit logs ask) on the raw local file system (no .crc side files) takes 9 ms.
-        .config("spark.sql.streaming.checkpointFileManagerClass",
-                "org.apache.spark.sql.execution.streaming.checkpointing."
-                "FileSystemBasedCheckpointFileManager")
+        .config(
+            "spark.sql.streaming.checkpointFileManagerClass",
+            "org.apache.spark.sql.execution.streaming.checkpointing."
+            "FileSystemBasedCheckpointFileManager",
+        )
         .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
         # Python workers (and the driver's collect) talk to their JVM over Unix domain sockets
         # (Spark 4.1+) instead of loopback TCP, where a task's Arrow batches stalled ~40 ms
@@ -54,7 +56,7 @@ def build_spark(cfg: Config, role: str) -> SparkSession:
         # rows spent 40 ms waiting for its input, 2-8 ms over a Unix socket. Each stream
         # micro-batch runs one.
         .config("spark.python.unix.domain.socket.enabled", "true")
-    )  # fmt: skip
+    )
     # One BLAS thread per Python worker: Spark already runs one task per core, and OpenBLAS
     # threads spin-waiting on busy cores made the stream's per-user step 3x slower.
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

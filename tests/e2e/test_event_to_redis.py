@@ -73,8 +73,9 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     isolated_cfg: Config, spark: SparkSession, redis_client: redis.Redis
 ) -> None:
     # Micro-batches of at most 700 records: the 2,088 records take several of each query.
-    cfg = with_overrides(isolated_cfg, segments=dict(enabled=True),
-                         streaming=dict(max_offsets_per_trigger=700))  # fmt: skip
+    cfg = with_overrides(
+        isolated_cfg, segments=dict(enabled=True), streaming=dict(max_offsets_per_trigger=700)
+    )
     world = SyntheticWorld(users=80, items=60, segments=3, seed=5, new_user_share=0.0)
     events = list(world.events(2000))
     # Two records of every malformed kind, spread through the valid ones.
@@ -163,8 +164,15 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
         raw = redis_client.hget(L.user_state_key(prefix, user), "state")
         state = decode_state(raw)
         assert state.events == sum(1 for e in events if e[E.USER_ID] == user)
-        update = update_user(state, no_events, state.batch + 1, model, model.index_of(),
-                             batch_cfg, result.data_cut_ms)  # fmt: skip
+        update = update_user(
+            state,
+            no_events,
+            state.batch + 1,
+            model,
+            model.index_of(),
+            batch_cfg,
+            result.data_cut_ms,
+        )
         assert update is not None
         streamed = [item for item, _ in L.decode_list(update.payload).items]
         batched = [item for item, _ in _user_list(redis_client, cfg, user).items]  # type: ignore[union-attr]
@@ -177,10 +185,17 @@ def test_events_reach_redis_and_bad_ones_the_dead_letter_topic(
     later = max(e[E.EVENT_TIME] for e in events) + 60_000
     active = sorted(users)[:3]
     fresh = [
-        {E.EVENT_ID: f"fresh-{u}-{n}", E.USER_ID: u, E.ITEM_ID: world.item_ids[n * 7 % 60],
-         E.EVENT_TYPE: "play", E.EVENT_TIME: later + n, E.VALUE: 120.0}
-        for u in active for n in range(3)
-    ]  # fmt: skip
+        {
+            E.EVENT_ID: f"fresh-{u}-{n}",
+            E.USER_ID: u,
+            E.ITEM_ID: world.item_ids[n * 7 % 60],
+            E.EVENT_TYPE: "play",
+            E.EVENT_TIME: later + n,
+            E.VALUE: 120.0,
+        }
+        for u in active
+        for n in range(3)
+    ]
     assert publish_events(cfg, fresh).sent == len(fresh)
     second = run_stream(cfg, available_now=True, spark=spark)
     assert (second.valid, second.invalid) == (len(fresh), 0)

@@ -29,16 +29,20 @@ pytestmark = pytest.mark.integration
 def test_batch_run_publishes_segments(
     spark: SparkSession, isolated_cfg: Config, redis_client: redis.Redis
 ) -> None:
-    world = SyntheticWorld(users=200, items=200, segments=4, seed=3, new_user_share=0.0,
-                           segment_focus=0.9)  # fmt: skip
+    world = SyntheticWorld(
+        users=200, items=200, segments=4, seed=3, new_user_share=0.0, segment_focus=0.9
+    )
     fields = list(E.event_contract().field_names)
     events = [tuple(e.get(f) for f in fields) for e in world.events(8000)]
-    write_batch(spark.createDataFrame(events, E.spark_event_schema()),
-                isolated_cfg.paths.event_store, 0)  # fmt: skip
+    write_batch(
+        spark.createDataFrame(events, E.spark_event_schema()), isolated_cfg.paths.event_store, 0
+    )
     # Low alpha, more regularisation: light users' factors still point at their segment.
-    cfg = with_overrides(isolated_cfg, batch=dict(rank=8, max_iter=10, alpha=1.0, reg_param=0.1,
-                                                  holdout_share=0.0),
-                         segments=dict(enabled=True, k_min=3, k_max=5))  # fmt: skip
+    cfg = with_overrides(
+        isolated_cfg,
+        batch=dict(rank=8, max_iter=10, alpha=1.0, reg_param=0.1, holdout_share=0.0),
+        segments=dict(enabled=True, k_min=3, k_max=5),
+    )
     result = run_batch(cfg, spark=spark)
     assert result.promoted
 
@@ -49,12 +53,14 @@ def test_batch_run_publishes_segments(
     folder = store.version_dir(cfg.paths.model_store, model.version)
     pipeline = load_pipeline(storage.join(folder, "segments", "pipeline"))
     assert len(pipeline.stages) >= 3
-    raw_report = store.read_version_file(cfg.paths.model_store, model.version,
-                                         "segments/report/metrics.json")  # fmt: skip
+    raw_report = store.read_version_file(
+        cfg.paths.model_store, model.version, "segments/report/metrics.json"
+    )
     report = json.loads(raw_report or b"{}")
     assert report["k"] == summary["k"] and -1 <= report["silhouette"] <= 1
-    assert store.read_version_file(cfg.paths.model_store, model.version,
-                                   "segments/report/report.md")  # fmt: skip
+    assert store.read_version_file(
+        cfg.paths.model_store, model.version, "segments/report/report.md"
+    )
 
     # Redis: every published user has a segment, and every segment a list of real items.
     prefix, k = cfg.redis.key_prefix, summary["k"]
@@ -73,8 +79,9 @@ def test_batch_run_publishes_segments(
     # The planted segments are what the features are made of: found, not invented.
     truth = world.segment_of
     users = sorted(segment_of)
-    ari = adjusted_rand_index(np.array([truth[u] for u in users]),
-                              np.array([segment_of[u] for u in users]))  # fmt: skip
+    ari = adjusted_rand_index(
+        np.array([truth[u] for u in users]), np.array([segment_of[u] for u in users])
+    )
     assert k == 4 and ari >= 0.9, (k, ari)
 
     # The streaming loader: one user's events and factor through the shared feature code and

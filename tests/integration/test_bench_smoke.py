@@ -136,8 +136,15 @@ def test_freshness_bench_times_probes_end_to_end(stack_cfg: Config) -> None:
     from streamrec.bench.freshness import FreshnessParams, run_freshness
     from streamrec.bench.freshness import table as freshness_table
 
-    params = FreshnessParams(rates=(200.0,), duration_s=4.0, users=200, items=100,
-                             warmup_events=2000, probe_every_s=0.05, settle_s=2.0)  # fmt: skip
+    params = FreshnessParams(
+        rates=(200.0,),
+        duration_s=4.0,
+        users=200,
+        items=100,
+        warmup_events=2000,
+        probe_every_s=0.05,
+        settle_s=2.0,
+    )
     result = run_freshness(stack_cfg, params)
     (rate,) = result["rates"]
     assert result["settle"]["events"] > 0 and result["settle"]["rate_asked"] == 200.0
@@ -183,9 +190,17 @@ def test_costs_bench_measures_every_unit_and_extrapolates(
     from streamrec.bench.costs import CostParams, Target, run_costs
     from streamrec.bench.costs import table as costs_table
 
-    params = CostParams(als_users=200, als_items=60, als_ratings_per_user=8,
-                        als_iterations=(1, 2), catalogues=(100, 2000), stream_users=20,
-                        state_items=10, state_ids=8, publish_users=300)  # fmt: skip
+    params = CostParams(
+        als_users=200,
+        als_items=60,
+        als_ratings_per_user=8,
+        als_iterations=(1, 2),
+        catalogues=(100, 2000),
+        stream_users=20,
+        state_items=10,
+        state_ids=8,
+        publish_users=300,
+    )
     result = run_costs(spark, stack_cfg, params, Target(users=1000, items=4000))
     assert result["als"]["ratings"] > 0 and result["als"]["core_s_per_rating_iteration"] > 0
     stream = result["stream"]

@@ -89,8 +89,11 @@ class Daemon:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [str(SPARK_HOME / "bin" / "spark-class"), *args],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -136,8 +139,10 @@ class Cluster:
                 if not daemon.alive():
                     pytest.fail(f"Spark {daemon.name} exited:\n{daemon.tail()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no worker registered in {START_TIMEOUT_S:.0f}s:\n"
-                            + "\n".join(d.tail() for d in self.daemons))  # fmt: skip
+                pytest.fail(
+                    f"no worker registered in {START_TIMEOUT_S:.0f}s:\n"
+                    + "\n".join(d.tail() for d in self.daemons)
+                )
             time.sleep(0.5)
 
 
@@ -154,15 +159,43 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     url = f"spark://127.0.0.1:{port}"
     daemons: list[Daemon] = []
     try:
-        daemons.append(Daemon("master", [
-            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-            "--port", str(port), "--webui-port", str(ui_port),
-        ], home / "master.log", env))  # fmt: skip
-        daemons.append(Daemon("worker", [
-            "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-            "--cores", "1", "--memory", "1g", "--webui-port", str(worker_ui),
-            "--work-dir", str(home / "work"),
-        ], home / "worker.log", env))  # fmt: skip
+        daemons.append(
+            Daemon(
+                "master",
+                [
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--webui-port",
+                    str(ui_port),
+                ],
+                home / "master.log",
+                env,
+            )
+        )
+        daemons.append(
+            Daemon(
+                "worker",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    "1g",
+                    "--webui-port",
+                    str(worker_ui),
+                    "--work-dir",
+                    str(home / "work"),
+                ],
+                home / "worker.log",
+                env,
+            )
+        )
         yield Cluster(url, ui_port, home / "work", daemons)
     finally:
         for daemon in reversed(daemons):
@@ -172,8 +205,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def dist() -> Path:
     """scripts/package's output (the executors' venv and archive are reused when unchanged)."""
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "package"), str(DIST)],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "package"), str(DIST)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return DIST
 
@@ -181,26 +218,47 @@ def dist() -> Path:
 class Submission:
     """A running spark-submit of an entry script to the cluster, as docs/cluster.md shows."""
 
-    def __init__(self, cluster: Cluster, dist: Path, script: str, config: Path, *options: str,
-                 log: Path) -> None:  # fmt: skip
+    def __init__(
+        self, cluster: Cluster, dist: Path, script: str, config: Path, *options: str, log: Path
+    ) -> None:
         jars = ",".join(str(j) for j in sorted((dist / "jars").glob("*.jar")))
         cmd = [
             str(SPARK_HOME / "bin" / "spark-submit"),
-            "--master", cluster.url, "--deploy-mode", "client",
-            "--driver-memory", "1g", "--driver-java-options", "-Xss16m",
+            "--master",
+            cluster.url,
+            "--deploy-mode",
+            "client",
+            "--driver-memory",
+            "1g",
+            "--driver-java-options",
+            "-Xss16m",
             # One worker with one core and 1 GB: one executor that fits it.
-            "--executor-memory", "1g", "--executor-cores", "1", "--total-executor-cores", "1",
-            "--jars", jars,
-            "--archives", f"{dist / 'streamrec-pyenv.tar.gz'}#environment",
-            "--conf", "spark.pyspark.python=./environment/bin/python",
-            "--conf", f"spark.pyspark.driver.python={sys.executable}",
-            "--conf", "spark.ui.enabled=false",
-            str(dist / script), "--config", str(config), *options,
-        ]  # fmt: skip
+            "--executor-memory",
+            "1g",
+            "--executor-cores",
+            "1",
+            "--total-executor-cores",
+            "1",
+            "--jars",
+            jars,
+            "--archives",
+            f"{dist / 'streamrec-pyenv.tar.gz'}#environment",
+            "--conf",
+            "spark.pyspark.python=./environment/bin/python",
+            "--conf",
+            f"spark.pyspark.driver.python={sys.executable}",
+            "--conf",
+            "spark.ui.enabled=false",
+            str(dist / script),
+            "--config",
+            str(config),
+            *options,
+        ]
         self.script, self.log = script, log
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         env=spark_env(), cwd=log.parent)  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=spark_env(), cwd=log.parent
+            )
 
     def stop(self) -> None:
         """Kill it if it still runs (the test failed meanwhile)."""
@@ -245,8 +303,12 @@ def _states(client: redis.Redis, prefix: str, users: list[str]) -> dict[str, tup
     out = {}
     for user in users:
         state = decode_state(client.hget(L.user_state_key(prefix, user), "state"))
-        out[user] = (state.events, state.types, state.last_ms,
-                     {k: round(v, 9) for k, v in state.weights.items()})  # fmt: skip
+        out[user] = (
+            state.events,
+            state.types,
+            state.last_ms,
+            {k: round(v, 9) for k, v in state.weights.items()},
+        )
     return out
 
 
@@ -291,8 +353,16 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
     jobs: list[Submission] = []
     started = time.monotonic()
     try:
-        jobs.append(Submission(cluster, dist, "submit_stream.py", config, "--available-now",
-                               log=tmp_path / "submit-stream.log"))  # fmt: skip
+        jobs.append(
+            Submission(
+                cluster,
+                dist,
+                "submit_stream.py",
+                config,
+                "--available-now",
+                log=tmp_path / "submit-stream.log",
+            )
+        )
         local_stream = run_stream(local, available_now=True, spark=spark)
         assert (local_stream.valid, local_stream.invalid) == (len(events), len(invalid))
         local_batch = run_batch(local, spark=spark)
@@ -300,11 +370,14 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
         local_s = time.monotonic() - started
         stream_log = jobs[0].wait()
         stream_s = time.monotonic() - started
-        jobs.append(Submission(cluster, dist, "submit_batch.py", config,
-                               log=tmp_path / "submit-batch.log"))  # fmt: skip
+        jobs.append(
+            Submission(cluster, dist, "submit_batch.py", config, log=tmp_path / "submit-batch.log")
+        )
         jobs[1].wait()
-        print(f"\nlocal stream + batch {local_s:.0f}s; cluster stream {stream_s:.0f}s, then "
-              f"batch {time.monotonic() - started - stream_s:.0f}s")  # fmt: skip
+        print(
+            f"\nlocal stream + batch {local_s:.0f}s; cluster stream {stream_s:.0f}s, then "
+            f"batch {time.monotonic() - started - stream_s:.0f}s"
+        )
 
         # The executors ran the packaged environment: the driver told them to, and each
         # application's executor unpacked the archive in its working directory.
@@ -314,8 +387,11 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
 
         # Stream: the same counts, event store, dead letters and per-user states.
         prefix_l, prefix_c = local.redis.key_prefix, remote.redis.key_prefix
-        assert _counts(redis_client, prefix_c) == _counts(redis_client, prefix_l) == {
-            LISTS: (len(events), len(invalid)), ARCHIVE: (len(events), len(invalid))}  # fmt: skip
+        assert (
+            _counts(redis_client, prefix_c)
+            == _counts(redis_client, prefix_l)
+            == {LISTS: (len(events), len(invalid)), ARCHIVE: (len(events), len(invalid))}
+        )
         assert _event_ids(spark, remote.paths.event_store) == _event_ids(
             spark, local.paths.event_store
         )
@@ -329,7 +405,10 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
         assert version_c is not None
         meta_c = store.read_meta(remote.paths.model_store, version_c)
         assert (meta_c["users"], meta_c["items"], meta_c["interactions"]) == (
-            local_batch.users, local_batch.items, local_batch.interactions)  # fmt: skip
+            local_batch.users,
+            local_batch.items,
+            local_batch.interactions,
+        )
         pointer_c, _, lists_c = read_lists(redis_client, prefix_c, users)
         _, _, lists_l = read_lists(redis_client, prefix_l, users)
         assert pointer_c == version_c
@@ -344,8 +423,10 @@ def test_both_jobs_on_a_standalone_cluster_match_local_mode(
             for (item, score), (other, other_score) in zip(mine.items, theirs.items, strict=True):
                 if item == other:
                     score_gap = max(score_gap, abs(score - other_score))
-        print(f"cluster vs local: {same}/{len(users)} identical lists, min overlap "
-              f"{min(overlaps):.2f}, max score difference {score_gap:.2e}")  # fmt: skip
+        print(
+            f"cluster vs local: {same}/{len(users)} identical lists, min overlap "
+            f"{min(overlaps):.2f}, max score difference {score_gap:.2e}"
+        )
         assert same >= 0.95 * len(users), (same, len(users))
         assert min(overlaps) >= 0.9, overlaps
         assert score_gap <= 1e-3, score_gap

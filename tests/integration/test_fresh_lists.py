@@ -43,27 +43,43 @@ def _model() -> ItemModel:
 def _values(rows: list[tuple]) -> list[bytes]:  # type: ignore[type-arg]
     """Kafka record values of (event id, user, item, type, time, value) rows."""
     names = E.event_contract().field_names
-    return [E.encode_event({n: v for n, v in zip(names, row, strict=True) if v is not None})
-            for row in rows]  # fmt: skip
+    return [
+        E.encode_event({n: v for n, v in zip(names, row, strict=True) if v is not None})
+        for row in rows
+    ]
 
 
-def _outcomes(spark: SparkSession, cfg: Config, partitions: list[list[bytes]], batch_id: int,
-              model: ItemModel | None,
-              records: Accumulator[int] | None = None) -> list[Row]:  # fmt: skip
+def _outcomes(
+    spark: SparkSession,
+    cfg: Config,
+    partitions: list[list[bytes]],
+    batch_id: int,
+    model: ItemModel | None,
+    records: Accumulator[int] | None = None,
+) -> list[Row]:
     """The per-user step over Kafka-like rows, the values of ``partitions[p]`` in Spark
     partition p (as the Kafka source reads one Kafka partition per Spark partition)."""
     keyed = [(p, value) for p, part in enumerate(partitions) for value in part]
-    rdd = (spark.sparkContext.parallelize(keyed, len(partitions))
-           .partitionBy(len(partitions), lambda p: p).map(lambda kv: (kv[1],)))  # fmt: skip
+    rdd = (
+        spark.sparkContext.parallelize(keyed, len(partitions))
+        .partitionBy(len(partitions), lambda p: p)
+        .map(lambda kv: (kv[1],))
+    )
     frame = spark.createDataFrame(rdd, "value binary")
     bc = spark.sparkContext.broadcast(model) if model is not None else None
     return rows_for(frame, bc, cfg, batch_id, T, records).collect()
 
 
-def _run(spark: SparkSession, cfg: Config, rows: list[tuple], batch_id: int,  # type: ignore[type-arg]
-         model: ItemModel | None) -> dict[str, str]:  # fmt: skip
-    return {r[E.USER_ID]: r[OUTCOME] for r in _outcomes(spark, cfg, [_values(rows)], batch_id,
-                                                         model)}  # fmt: skip
+def _run(
+    spark: SparkSession,
+    cfg: Config,
+    rows: list[tuple],
+    batch_id: int,  # type: ignore[type-arg]
+    model: ItemModel | None,
+) -> dict[str, str]:
+    return {
+        r[E.USER_ID]: r[OUTCOME] for r in _outcomes(spark, cfg, [_values(rows)], batch_id, model)
+    }
 
 
 def _list(client: redis.Redis, cfg: Config, user: str) -> L.RecList | None:
@@ -78,8 +94,9 @@ def test_state_lists_and_replays(
     # Before any model: only the state grows.
     first = [("e0", "known", "i1", "play", T, 30.0)]
     assert _run(spark, cfg, first, 0, None) == {"known": NO_LIST}
-    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"),
-                                           "state"))  # fmt: skip
+    state = decode_state(
+        redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"), "state")
+    )
     assert state.batch == 0 and set(state.weights) == {"i1"} and state.events == 1
 
     rows = [
@@ -95,12 +112,14 @@ def test_state_lists_and_replays(
     assert rec.watermark_ms == T + 5 and len(rec.items) == cfg.streaming.top_n
     # The whole history is left out of the list, not just this micro-batch's items.
     assert not {"i1", "i2"} & {item for item, _ in rec.items}
-    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"),
-                                           "state"))  # fmt: skip
+    state = decode_state(
+        redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"), "state")
+    )
     assert state.events == 2 and set(state.weights) == {"i1", "i2"}
     # Items the model does not know wait in the state for the next retrain.
-    newcomer = decode_state(redis_client.hget(
-        L.user_state_key(cfg.redis.key_prefix, "only-new-items"), "state"))  # fmt: skip
+    newcomer = decode_state(
+        redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "only-new-items"), "state")
+    )
     assert set(newcomer.weights) == {"brand-new"}
     assert _list(redis_client, cfg, "only-new-items") is None
 
@@ -112,8 +131,12 @@ def test_state_lists_and_replays(
     # A late event (older than the list's fence) still joins the state; the list stays.
     late = [("e5", "known", "i7", "play", T - 1000, 60.0)]
     assert _run(spark, cfg, late, 2, model) == {"known": WRITTEN}  # fence is the newest time
-    assert "i7" in decode_state(redis_client.hget(
-        L.user_state_key(cfg.redis.key_prefix, "known"), "state")).weights  # fmt: skip
+    assert (
+        "i7"
+        in decode_state(
+            redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "known"), "state")
+        ).weights
+    )
     assert _run(spark, cfg, [("e6", "known", "i8", "play", T + 9, 5.0)], 3, model) == {
         "known": WRITTEN
     }
@@ -139,14 +162,17 @@ def test_a_user_in_two_kafka_partitions_gets_both_shares_once(
     users = [f"u{n}" for n in range(200)]
     # Every user has one event in each partition: the two tasks run at once on two cores and
     # race for most users; the loser of each race redoes the user on top of the winner's state.
-    share = [_values([(f"{u}-a", u, "i1", "play", T, 30.0) for u in users]),
-             _values([(f"{u}-b", u, "i2", "like", T + 7, None) for u in users])]  # fmt: skip
+    share = [
+        _values([(f"{u}-a", u, "i1", "play", T, 30.0) for u in users]),
+        _values([(f"{u}-b", u, "i2", "like", T + 7, None) for u in users]),
+    ]
     rows = _outcomes(spark, cfg, share, 3, model)
     assert sorted(r[E.USER_ID] for r in rows) == sorted(users * 2)
     assert {r[OUTCOME] for r in rows} <= {WRITTEN, KEPT}
     for user in users:
-        state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, user),
-                                               "state"))  # fmt: skip
+        state = decode_state(
+            redis_client.hget(L.user_state_key(cfg.redis.key_prefix, user), "state")
+        )
         assert (state.events, set(state.weights), state.batch) == (2, {"i1", "i2"}, 3)
         assert sorted(state.parts or ()) == [0, 1]
         listed = _list(redis_client, cfg, user)
@@ -156,11 +182,9 @@ def test_a_user_in_two_kafka_partitions_gets_both_shares_once(
     assert {r[OUTCOME] for r in _outcomes(spark, cfg, share, 3, model)} == {REPLAYED}
     assert {r[OUTCOME] for r in _outcomes(spark, cfg, share[:1], 3, model)} == {REPLAYED}
     # A later micro-batch starts a new partition record.
-    later = _outcomes(spark, cfg, [[], _values([("c", "u0", "i3", "play", T + 9, 5.0)])], 4,
-                      model)  # fmt: skip
+    later = _outcomes(spark, cfg, [[], _values([("c", "u0", "i3", "play", T + 9, 5.0)])], 4, model)
     assert [(r[E.USER_ID], r[OUTCOME]) for r in later] == [("u0", WRITTEN)]
-    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "u0"),
-                                           "state"))  # fmt: skip
+    state = decode_state(redis_client.hget(L.user_state_key(cfg.redis.key_prefix, "u0"), "state"))
     assert (state.events, state.batch, state.parts) == (3, 4, (1,))
 
 
@@ -173,8 +197,11 @@ def test_the_stream_write_only_lands_on_the_revision_it_read(
     list_key = L.user_list_key(prefix, "v-test", "u")
 
     def write(rev: str, state: bytes) -> int:
-        return int(redis_client.eval(L.STREAM_WRITE_LUA, 2, list_key, state_key, b"", 0, 60,
-                                     rev, state, "", ""))  # fmt: skip
+        return int(
+            redis_client.eval(
+                L.STREAM_WRITE_LUA, 2, list_key, state_key, b"", 0, 60, rev, state, "", ""
+            )
+        )
 
     assert write("", b"first") == 0  # no list: the state alone, revision 1
     assert redis_client.hmget(state_key, "state", "rev") == [b"first", b"1"]

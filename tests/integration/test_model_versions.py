@@ -18,8 +18,12 @@ T = 1_700_000_000_000
 
 
 def _events(spark: SparkSession, users: range, items: range, tag: str):  # type: ignore[no-untyped-def]
-    rows = [(f"{tag}-{u}-{i}", f"u{u}", f"i{i}", "play", T + u * 1000 + i, 30.0)
-            for u in users for i in items if (u + i) % 3 != 0]  # fmt: skip
+    rows = [
+        (f"{tag}-{u}-{i}", f"u{u}", f"i{i}", "play", T + u * 1000 + i, 30.0)
+        for u in users
+        for i in items
+        if (u + i) % 3 != 0
+    ]
     return spark.createDataFrame(rows, E.spark_event_schema())
 
 
@@ -35,10 +39,13 @@ def test_ids_are_stable_across_retrains_and_old_versions_pruned(
     cfg = with_overrides(isolated_cfg, batch=dict(keep_versions=2))
     if location == "uri":
         # file:// goes through Hadoop's FileSystem, as hdfs:// or s3a:// would on a cluster.
-        cfg = with_overrides(cfg, paths=dict(
-            event_store=f"file://{cfg.paths.event_store}",
-            model_store=f"file://{cfg.paths.model_store}",
-        ))  # fmt: skip
+        cfg = with_overrides(
+            cfg,
+            paths=dict(
+                event_store=f"file://{cfg.paths.event_store}",
+                model_store=f"file://{cfg.paths.model_store}",
+            ),
+        )
     write_batch(_events(spark, range(0, 20), range(0, 15), "a"), cfg.paths.event_store, 0)
     first = run_batch(cfg, spark=spark)
     users1 = _map(spark, cfg, first.version, "users", USER_INDEX)

@@ -24,8 +24,11 @@ USERS = [f"u{u}" for u in range(60)]
 
 
 def _events(spark: SparkSession, tag: str, t0: int):  # type: ignore[no-untyped-def]
-    rows = [(f"{tag}-{u}-{i}", f"u{u}", f"i{(u * 7 + i * 3) % 40}", "play", t0 + u * 10 + i, 60.0)
-            for u in range(60) for i in range(8)]  # fmt: skip
+    rows = [
+        (f"{tag}-{u}-{i}", f"u{u}", f"i{(u * 7 + i * 3) % 40}", "play", t0 + u * 10 + i, 60.0)
+        for u in range(60)
+        for i in range(8)
+    ]
     return spark.createDataFrame(rows, E.spark_event_schema())
 
 
@@ -62,8 +65,9 @@ def test_readers_never_see_a_mixed_or_empty_result_during_a_publish(
                 problems.append(f"poll {polls}: version {version}, popular {popular}")
             for user, rec in lists.items():
                 if rec is None or rec.model_version != version:
-                    problems.append(f"poll {polls}: {user} -> {rec and rec.model_version} "
-                                    f"under {version}")  # fmt: skip
+                    problems.append(
+                        f"poll {polls}: {user} -> {rec and rec.model_version} under {version}"
+                    )
             versions_seen.add(str(version))
         client.close()
 

@@ -85,8 +85,9 @@ def test_publish_writes_segments_by_the_new_versions_rules(isolated_cfg: Config)
         ]
     ]
     assert write_publish(client, rows, ttl_seconds=60) == (3, 1)
-    segment_of = {u: client.hget(new(u), L.FIELD_SEGMENT) for u in
-                  ("plain", "fresh", "early", "none")}  # fmt: skip
+    segment_of = {
+        u: client.hget(new(u), L.FIELD_SEGMENT) for u in ("plain", "fresh", "early", "none")
+    }
     assert segment_of == {"plain": b"1", "fresh": b"2", "early": b"4", "none": None}
     assert client.hget(new("plain"), L.FIELD_SEGMENT_P) == b"[0.25,0.75]"
     assert L.decode_list(client.hget(new("fresh"), L.FIELD_LIST)).source == "batch"

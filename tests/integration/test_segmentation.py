@@ -33,8 +33,9 @@ from streamrec.schemas.config import BatchConfig, FeedbackConfig, SegmentsConfig
 pytestmark = pytest.mark.integration
 
 
-def _planted_features(spark: SparkSession, k: int, per: int, dim: int,
-                      seed: int) -> tuple[DataFrame, np.ndarray, np.ndarray]:  # fmt: skip
+def _planted_features(
+    spark: SparkSession, k: int, per: int, dim: int, seed: int
+) -> tuple[DataFrame, np.ndarray, np.ndarray]:
     """``k`` unit Gaussian blobs of ``per`` users, 8 apart on the first ``k`` of ``dim``
     features, then put on different scales."""
     rng = np.random.default_rng(seed)
@@ -120,8 +121,9 @@ def test_gaussian_mixture_gives_probabilities_the_assigner_reproduces(
 def test_synthetic_world_segments_from_als_and_behaviour(spark: SparkSession) -> None:
     """End to end from events: ALS factors plus behaviour features recover the planted segments;
     the batch features equal the single-user function's."""
-    world = SyntheticWorld(users=200, items=200, segments=4, seed=3, new_user_share=0.0,
-                           segment_focus=0.9)  # fmt: skip
+    world = SyntheticWorld(
+        users=200, items=200, segments=4, seed=3, new_user_share=0.0, segment_focus=0.9
+    )
     pdf = pd.DataFrame(list(world.events(8000)))
     events = spark.createDataFrame(pdf).cache()
     ratings = to_interactions(events, FeedbackConfig())
@@ -135,8 +137,9 @@ def test_synthetic_world_segments_from_als_and_behaviour(spark: SparkSession) ->
     )
     # Categories unrelated to the planted segments: they exercise the code, not give the answer.
     categories = {i: ("even",) if int(i[1:]) % 2 == 0 else ("odd", "even") for i in world.item_ids}
-    spec = FeatureSpec(event_types=("play", "click", "like", "skip"), categories=("even", "odd"),
-                       factor_dim=8)  # fmt: skip
+    spec = FeatureSpec(
+        event_types=("play", "click", "like", "skip"), categories=("even", "odd"), factor_dim=8
+    )
     reference_ms = int(pdf[E.EVENT_TIME].max())
     features = user_feature_frame(spark, events, factors, reference_ms, spec, categories).cache()
     result = train_segments(features, SegmentsConfig(k_min=3, k_max=5), spec)

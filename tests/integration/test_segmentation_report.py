@@ -49,11 +49,15 @@ def _config_file(folder: Path, base: Config) -> Path:
     """The test session's Spark settings (so the CLI reuses its session) and small models."""
     data = {
         "stack": {"cache_dir": base.stack.cache_dir},
-        "spark": {"master": base.spark.master, "shuffle_partitions": base.spark.shuffle_partitions,
-                  "checkpoint_dir": base.spark.checkpoint_dir, "conf": dict(base.spark.conf)},
+        "spark": {
+            "master": base.spark.master,
+            "shuffle_partitions": base.spark.shuffle_partitions,
+            "checkpoint_dir": base.spark.checkpoint_dir,
+            "conf": dict(base.spark.conf),
+        },
         "batch": {"rank": 4, "max_iter": 10, "alpha": 1.0, "reg_param": 0.1},
         "segments": {"k_min": 2, "k_max": 4, "report_items": 5},
-    }  # fmt: skip
+    }
     path = folder / "streamrec.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -65,8 +69,20 @@ def test_segments_report_cli_writes_a_sane_report(
     ratings, items = _write_inputs(tmp_path)
     config = _config_file(tmp_path, base_test_config())
     out = tmp_path / "report"
-    args = ["--config", str(config), "segments", "report", "--train", str(ratings),
-            "--format", "delimited", "--items", str(items), "--out", str(out)]  # fmt: skip
+    args = [
+        "--config",
+        str(config),
+        "segments",
+        "report",
+        "--train",
+        str(ratings),
+        "--format",
+        "delimited",
+        "--items",
+        str(items),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "k = 3 segments" in capsys.readouterr().out
 
@@ -98,7 +114,17 @@ def test_segments_report_cli_names_a_missing_file(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = _config_file(tmp_path, base_test_config())
-    args = ["--config", str(config), "segments", "report", "--train", str(tmp_path / "nope.csv"),
-            "--format", "delimited", "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "--config",
+        str(config),
+        "segments",
+        "report",
+        "--train",
+        str(tmp_path / "nope.csv"),
+        "--format",
+        "delimited",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 2
     assert "nope.csv" in capsys.readouterr().err

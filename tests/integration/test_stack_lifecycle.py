@@ -173,11 +173,22 @@ def test_down_stops_only_what_up_started(tmp_path: Path) -> None:
     cfg = throwaway_config(tmp_path / "stack")
     port = cfg.redis.port
     foreign = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 20
         while not port_open("127.0.0.1", port):

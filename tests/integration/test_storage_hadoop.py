@@ -51,5 +51,6 @@ def test_model_store_on_a_uri(spark: SparkSession, tmp_path: Path) -> None:
     assert store.read_version_file(uri, "v3", "missing.bin") is None
     assert store.prune(uri, keep=1) == ["v1", "v2"]
     assert store.versions(uri) == ["v3"]
-    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")) \
-        == ["current", "v3"]  # fmt: skip
+    assert sorted(
+        p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")
+    ) == ["current", "v3"]

@@ -104,8 +104,14 @@ def test_a_model_published_while_the_stream_runs_takes_over_its_lists(
 
     def play(user: str, tag: str) -> Event:
         n = next(clock)
-        event = {E.EVENT_ID: f"{tag}-{n}", E.USER_ID: user, E.ITEM_ID: world.item_ids[n % 30],
-                 E.EVENT_TYPE: "play", E.EVENT_TIME: n, E.VALUE: 90.0}  # fmt: skip
+        event = {
+            E.EVENT_ID: f"{tag}-{n}",
+            E.USER_ID: user,
+            E.ITEM_ID: world.item_ids[n % 30],
+            E.EVENT_TYPE: "play",
+            E.EVENT_TIME: n,
+            E.VALUE: 90.0,
+        }
         sent.append(event)
         return event
 
@@ -127,8 +133,12 @@ def test_a_model_published_while_the_stream_runs_takes_over_its_lists(
         # 1. The stream writes lists under V1.
         assert publish_events(cfg, [play(u, "early") for u in early * 2]).sent == 8
         newest = newest_event(sent)
-        wait_until(lambda: _lists_fresh(redis_client, cfg, early, v1, newest), 90,
-                   f"stream lists under V1 for {early}", stream)  # fmt: skip
+        wait_until(
+            lambda: _lists_fresh(redis_client, cfg, early, v1, newest),
+            90,
+            f"stream lists under V1 for {early}",
+            stream,
+        )
         print(f"stream lists under V1 at {time.monotonic() - t0:.1f}s")
 
         # 2. V2 trained and published while events keep coming and a reader watches.
@@ -139,15 +149,21 @@ def test_a_model_published_while_the_stream_runs_takes_over_its_lists(
         producer.join()
         v2 = second.version
         assert second.promoted and v2 != v1, second.decision
-        print(f"V2 {v2} published at {time.monotonic() - t0:.1f}s ({len(sent) - 8} events "
-              f"while it trained), data cut {second.data_cut_ms}, newest early event "
-              f"{max(newest[u] for u in early)}")  # fmt: skip
+        print(
+            f"V2 {v2} published at {time.monotonic() - t0:.1f}s ({len(sent) - 8} events "
+            f"while it trained), data cut {second.data_cut_ms}, newest early event "
+            f"{max(newest[u] for u in early)}"
+        )
 
         # 3. Events after the switch: the stream's next micro-batches write under V2.
         assert publish_events(cfg, [play(u, "after") for u in after]).sent == len(after)
         newest = newest_event(sent)
-        wait_until(lambda: _lists_fresh(redis_client, cfg, after, v2, newest), 60,
-                   f"stream lists under V2 for {after}", stream)  # fmt: skip
+        wait_until(
+            lambda: _lists_fresh(redis_client, cfg, after, v2, newest),
+            60,
+            f"stream lists under V2 for {after}",
+            stream,
+        )
         states = user_states(redis_client, cfg, early + during)
         behind = [u for u in early + during if states[u].last_ms != newest[u]]
         assert behind == [], f"the stream has not applied every event of {behind}"
@@ -155,11 +171,14 @@ def test_a_model_published_while_the_stream_runs_takes_over_its_lists(
         reader.stop()
         pointer = redis_client.get(L.current_model_key(prefix))
         _, _, lists = read_lists(redis_client, prefix, users)
-        left = sorted(k.decode() for k in redis_client.scan_iter(
-            match=L.version_keys_pattern(prefix, v1), count=1000))  # fmt: skip
+        left = sorted(
+            k.decode()
+            for k in redis_client.scan_iter(match=L.version_keys_pattern(prefix, v1), count=1000)
+        )
         left_lists = {k: redis_client.hget(k, L.FIELD_LIST) for k in left}
-        fences = {u: redis_client.hget(L.user_list_key(prefix, v2, u), L.FIELD_FENCE)
-                  for u in after}  # fmt: skip
+        fences = {
+            u: redis_client.hget(L.user_list_key(prefix, v2, u), L.FIELD_FENCE) for u in after
+        }
     finally:
         if reader is not None:
             reader.stop()
@@ -188,8 +207,10 @@ def test_a_model_published_while_the_stream_runs_takes_over_its_lists(
         if rec is None:
             problems.append(f"{user} has no list under V2")
         elif rec.model_version != v2:
-            problems.append(f"{user}'s list under V2 is of model {rec.model_version} "
-                            f"({rec.source}, watermark {rec.watermark_ms})")  # fmt: skip
+            problems.append(
+                f"{user}'s list under V2 is of model {rec.model_version} "
+                f"({rec.source}, watermark {rec.watermark_ms})"
+            )
         elif user in newest and rec.watermark_ms < newest[user]:
             problems.append(
                 f"{user}'s list under V2 ({rec.source}) is built up to "

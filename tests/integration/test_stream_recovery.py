@@ -71,9 +71,15 @@ class StreamProcess:
         assert self.proc is None or self.proc.poll() is not None, "the stream is running already"
         self.runs += 1
         with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.folder, env=self.env,
-                                         start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                env=self.env,
+                start_new_session=True,
+            )
 
     def kill(self) -> None:
         """SIGKILL to the whole group: the Python driver and its JVM die at once."""
@@ -302,8 +308,9 @@ def test_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once(
 ) -> None:
     # The state's bound on newest ids is above any user's count, so each user's state must hold
     # each of their event ids exactly once. No holdout: the retrain is promoted.
-    cfg = with_overrides(isolated_cfg, streaming=dict(state_max_ids=5000),
-                         batch=dict(holdout_share=0.0))  # fmt: skip
+    cfg = with_overrides(
+        isolated_cfg, streaming=dict(state_max_ids=5000), batch=dict(holdout_share=0.0)
+    )
     world = SyntheticWorld(users=20, items=30, segments=3, seed=23, new_user_share=0.0)
     events = list(world.events(WARM_EVENTS + PHASE_A + PHASE_B))
     phase_a, phase_b = events[WARM_EVENTS:-PHASE_B], events[-PHASE_B:]
@@ -332,13 +339,19 @@ def test_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once(
         # the slow one), then phase A paced and a SIGKILL in the middle of a micro-batch once a
         # quarter of it is applied; phase B while the stream is down.
         assert publish_events(cfg, records_a[:1]).sent == 1
-        wait_until(lambda: applied() == WARM_EVENTS + 1, 60,
-                   "the stream applies a first event with the model", stream)  # fmt: skip
+        wait_until(
+            lambda: applied() == WARM_EVENTS + 1,
+            60,
+            "the stream applies a first event with the model",
+            stream,
+        )
         producer = BackgroundPublish(cfg, records_a[1:], RATE)
         least = WARM_EVENTS + PHASE_A // 4
         in_flight, when = _kill_mid_batch(stream, cfg, redis_client, users, least)
-        print(f"killed at {time.monotonic() - t0:.1f}s when {when} of {len(events)}; in flight: "
-              f"{in_flight}")  # fmt: skip
+        print(
+            f"killed at {time.monotonic() - t0:.1f}s when {when} of {len(events)}; in flight: "
+            f"{in_flight}"
+        )
         assert in_flight, f"the kill came between micro-batches ({when})"
         assert producer.join().sent == PHASE_A - 1
         assert publish_events(cfg, records_b).sent == PHASE_B
@@ -347,11 +360,20 @@ def test_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once(
         # (which a query of its own may write later).
         stream.start()
         total = len(events)
-        wait_until(lambda: applied() >= total, 120,
-                   f"the restarted stream applies all {total} events", stream)  # fmt: skip
+        wait_until(
+            lambda: applied() >= total,
+            120,
+            f"the restarted stream applies all {total} events",
+            stream,
+        )
         print(f"states complete at {time.monotonic() - t0:.1f}s")
-        wait_until(lambda: stored_events(spark, cfg) >= total, 60,
-                   f"the event store holds {total} events", stream, poll_s=1.0)  # fmt: skip
+        wait_until(
+            lambda: stored_events(spark, cfg) >= total,
+            60,
+            f"the event store holds {total} events",
+            stream,
+            poll_s=1.0,
+        )
         print(f"event store complete at {time.monotonic() - t0:.1f}s")
         # An archive micro-batch writes the event store first, then its dead letters.
         wanted_dead = {source_digest(r.value) for r in invalid}
@@ -365,8 +387,12 @@ def test_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once(
         stored = event_store_ids(spark, cfg)
         states = user_states(redis_client, cfg, users)
         version, _, lists = read_lists(redis_client, cfg.redis.key_prefix, active)
-        fences = {u: redis_client.hget(L.user_list_key(cfg.redis.key_prefix, model.version, u),
-                                       L.FIELD_FENCE) for u in active}  # fmt: skip
+        fences = {
+            u: redis_client.hget(
+                L.user_list_key(cfg.redis.key_prefix, model.version, u), L.FIELD_FENCE
+            )
+            for u in active
+        }
     finally:
         code = stream.stop()
     print(f"stream stopped (exit code {code}) at {time.monotonic() - t0:.1f}s")

@@ -16,8 +16,9 @@ from streamrec.batch.bayes import (
 
 
 def test_block_of_groups_each_entitys_ratings_in_csr_order() -> None:
-    block = block_of(np.array([7, 2, 7, 2, 5]), np.array([0, 1, 2, 3, 4]),
-                     np.array([0.5, -1.0, 1.5, 2.0, 0.0]))  # fmt: skip
+    block = block_of(
+        np.array([7, 2, 7, 2, 5]), np.array([0, 1, 2, 3, 4]), np.array([0.5, -1.0, 1.5, 2.0, 0.0])
+    )
     assert block.entities.tolist() == [2, 5, 7]
     assert block.ptr.tolist() == [0, 2, 3, 5]
     assert block.others.tolist() == [1, 3, 4, 0, 2]
@@ -39,8 +40,11 @@ def test_draw_block_matches_the_gaussian_conditional() -> None:
     other = rng.normal(size=(rated, d))
     ratings = rng.normal(size=rated)
     mu, precision, alpha = np.array([0.2, -0.1, 0.0]), np.diag([2.0, 1.0, 0.5]), 1.7
-    block = block_of(np.repeat(np.arange(copies), rated), np.tile(np.arange(rated), copies),
-                     np.tile(ratings, copies))  # fmt: skip
+    block = block_of(
+        np.repeat(np.arange(copies), rated),
+        np.tile(np.arange(rated), copies),
+        np.tile(ratings, copies),
+    )
     draws = draw_block(block, other, mu, precision, alpha, rng)
     p = precision + alpha * other.T @ other
     mean = np.linalg.solve(p, alpha * other.T @ ratings + precision @ mu)

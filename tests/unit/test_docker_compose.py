@@ -295,8 +295,9 @@ def test_jobs_point_the_example_config_at_the_containers(
 
 def _state_volume(service: dict[str, Any]) -> tuple[str, str]:
     """(volume, mount point) of the service's named volume."""
-    (mount,) = [str(v).split(":")[:2] for v in service["volumes"]
-                if not str(v).startswith((".", "/"))]  # fmt: skip
+    (mount,) = [
+        str(v).split(":")[:2] for v in service["volumes"] if not str(v).startswith((".", "/"))
+    ]
     return mount[0], mount[1]
 
 
@@ -313,8 +314,13 @@ def test_jobs_share_the_state_volume_that_holds_the_config_paths(
     cfg = load_config(EXAMPLE_CONFIG)
     relative = mount.removeprefix(working_dir.rstrip("/") + "/")
     assert relative != mount, (mount, working_dir)
-    for path in (cfg.paths.event_store, cfg.paths.stream_checkpoint, cfg.paths.model_store,
-                 cfg.spark.checkpoint_dir, cfg.stack.home):  # fmt: skip
+    for path in (
+        cfg.paths.event_store,
+        cfg.paths.stream_checkpoint,
+        cfg.paths.model_store,
+        cfg.spark.checkpoint_dir,
+        cfg.stack.home,
+    ):
         assert not Path(path).is_absolute() and Path(path).parts[0] == relative, path
 
 
@@ -365,8 +371,11 @@ def test_example_config_serve_port_is_the_default(monkeypatch: pytest.MonkeyPatc
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     """The Dockerfile's stages, each a list of (INSTRUCTION, arguments), continuations joined."""
     text = DOCKERFILE.read_text("utf-8")
-    lines = [line for line in text.replace("\\\n", " ").splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    lines = [
+        line
+        for line in text.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     stages: list[list[tuple[str, str]]] = []
     for line in lines:
         word, _, rest = line.strip().partition(" ")
@@ -428,8 +437,12 @@ def test_image_paths_match_the_compose_services_and_config(
 def test_docker_build_context_holds_every_package_of_the_wheel() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
-    copied = [a.split()[:-1] for stage in dockerfile_stages() for i, a in stage
-              if i == "COPY" and not a.startswith("--from")]  # fmt: skip
+    copied = [
+        a.split()[:-1]
+        for stage in dockerfile_stages()
+        for i, a in stage
+        if i == "COPY" and not a.startswith("--from")
+    ]
     copies = {source for sources in copied for source in sources}
     ignore = (ROOT / ".dockerignore").read_text("utf-8").splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}

@@ -587,8 +587,10 @@ def test_compiled_rules_agree_with_the_reasons_on_random_mutations() -> None:
     contract = event_contract()
     outcomes = {True: 0, False: 0}
     for _ in range(3000):
-        event: Any = valid_event(event_time=rng.randrange(T_MIN, T_MAX + 1),
-                                 value=rng.choice([None, rng.random() * 100, 7]))  # fmt: skip
+        event: Any = valid_event(
+            event_time=rng.randrange(T_MIN, T_MAX + 1),
+            value=rng.choice([None, rng.random() * 100, 7]),
+        )
         for _ in range(rng.randrange(0, 3)):
             if isinstance(event, dict):
                 event = _mutate(event, rng, strings)

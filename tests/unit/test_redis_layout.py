@@ -359,22 +359,61 @@ def test_decode_list_with_limit_and_exclude() -> None:
 
 def test_list_encoder_equals_encode_list_byte_for_byte() -> None:
     rng = random.Random(20261126)
-    alphabet = ['a', 'Z', '0', ' ', ':', '{', '"', '\\', '/', '\n', '\t', '\x00', '\x1f', '\x7f',
-                'é', '电', '🎬', '\u2028', '\ud7ff', '\ue000']  # fmt: skip
-    item_ids = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12)))
-                for _ in range(300)]  # fmt: skip
+    alphabet = [
+        "a",
+        "Z",
+        "0",
+        " ",
+        ":",
+        "{",
+        '"',
+        "\\",
+        "/",
+        "\n",
+        "\t",
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "é",
+        "电",
+        "🎬",
+        "\u2028",
+        "\ud7ff",
+        "\ue000",
+    ]
+    item_ids = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12))) for _ in range(300)
+    ]
     for source, model in ((SOURCE_STREAM, "v20261126T000000Z-ab12"), (SOURCE_BATCH, 'm"\\é')):
         encoder = ListEncoder(item_ids, source, model)
         for _ in range(300):
             positions = rng.sample(range(len(item_ids)), rng.randrange(0, 25))
-            scores = [rng.choice([rng.uniform(-2, 2), rng.uniform(-1e-6, 1e-6),
-                                  10 ** rng.uniform(-9, 20), 0.0, -0.0, 1.0, 123456.7, 9.999996,
-                                  float(np.float32(rng.random()))])
-                      for _ in positions]  # fmt: skip
+            scores = [
+                rng.choice(
+                    [
+                        rng.uniform(-2, 2),
+                        rng.uniform(-1e-6, 1e-6),
+                        10 ** rng.uniform(-9, 20),
+                        0.0,
+                        -0.0,
+                        1.0,
+                        123456.7,
+                        9.999996,
+                        float(np.float32(rng.random())),
+                    ]
+                )
+                for _ in positions
+            ]
             generated, watermark = rng.randrange(0, 2**42), rng.randrange(0, 2**42)
-            expected = encode_list(RecList(
-                tuple((item_ids[i], s) for i, s in zip(positions, scores, strict=True)),
-                source, model, generated, watermark))  # fmt: skip
+            expected = encode_list(
+                RecList(
+                    tuple((item_ids[i], s) for i, s in zip(positions, scores, strict=True)),
+                    source,
+                    model,
+                    generated,
+                    watermark,
+                )
+            )
             assert encoder.encode(positions, scores, generated, watermark) == expected
 
 

@@ -56,26 +56,56 @@ def _events(rows: list[tuple[str, str, int, float | None]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["event_type", "item_id", "event_time", "value"])
 
 
-SPEC = FeatureSpec(event_types=("play", "skip", "like"), categories=("rock", "jazz"),
-                   factor_dim=2)  # fmt: skip
+SPEC = FeatureSpec(event_types=("play", "skip", "like"), categories=("rock", "jazz"), factor_dim=2)
 CATEGORIES = {"a": ("rock",), "b": ("rock", "jazz"), "c": ()}
 
 
 def test_user_features_by_hand() -> None:
-    events = _events([("play", "a", 0, 10.0), ("play", "b", DAY, None),
-                      ("skip", "c", 2 * DAY, None), ("click", "a", 3 * DAY, None)])  # fmt: skip
+    events = _events(
+        [
+            ("play", "a", 0, 10.0),
+            ("play", "b", DAY, None),
+            ("skip", "c", 2 * DAY, None),
+            ("click", "a", 3 * DAY, None),
+        ]
+    )
     vector = user_features(events, np.array([3.0, 4.0]), 10 * DAY, SPEC, CATEGORIES)
-    assert SPEC.names() == ("activity", "recency", "type:play", "type:skip", "type:like",
-                            "category:rock", "category:jazz", "factor:0", "factor:1")  # fmt: skip
-    expected = [math.log1p(4), math.log1p(7.0), 2 / 4, 1 / 4, 0.0,
-                (1 + 0.5 + 1) / 4, 0.5 / 4, 0.6, 0.8]  # fmt: skip
+    assert SPEC.names() == (
+        "activity",
+        "recency",
+        "type:play",
+        "type:skip",
+        "type:like",
+        "category:rock",
+        "category:jazz",
+        "factor:0",
+        "factor:1",
+    )
+    expected = [
+        math.log1p(4),
+        math.log1p(7.0),
+        2 / 4,
+        1 / 4,
+        0.0,
+        (1 + 0.5 + 1) / 4,
+        0.5 / 4,
+        0.6,
+        0.8,
+    ]
     np.testing.assert_allclose(vector, expected)
 
 
 def test_user_features_do_not_depend_on_row_order() -> None:
     rng = np.random.default_rng(1)
-    rows = [(str(rng.choice(["play", "skip", "like"])), str(rng.choice(list("abc"))),
-             int(rng.integers(0, 50 * DAY)), float(rng.random())) for _ in range(200)]  # fmt: skip
+    rows = [
+        (
+            str(rng.choice(["play", "skip", "like"])),
+            str(rng.choice(list("abc"))),
+            int(rng.integers(0, 50 * DAY)),
+            float(rng.random()),
+        )
+        for _ in range(200)
+    ]
     events = _events(rows)
     shuffled = events.sample(frac=1.0, random_state=3)
     a = user_features(events, None, 60 * DAY, SPEC, CATEGORIES)
@@ -102,8 +132,11 @@ def test_feature_spec_follows_the_config() -> None:
     assert full.names()[:2] == ("activity", "recency")
     assert "type:play" in full.names() and "category:x" in full.names()
     assert full.names()[-1] == "factor:3"
-    bare = feature_spec(SegmentsConfig(event_mix=False, categories=False, factors=False,
-                                       recency=False), 4, categories=("x",))  # fmt: skip
+    bare = feature_spec(
+        SegmentsConfig(event_mix=False, categories=False, factors=False, recency=False),
+        4,
+        categories=("x",),
+    )
     assert bare.names() == ("activity",)
     assert FeatureSpec.from_json(full.to_json()) == full
     np.testing.assert_array_equal(feature_weights(("activity", "factor:0"), 0.5), [0.5, 1.0])
@@ -114,11 +147,16 @@ def test_feature_spec_follows_the_config() -> None:
 
 def _kmeans_assigner() -> SegmentAssigner:
     return SegmentAssigner(
-        method="kmeans", feature_names=("x", "y", "z"), scaler_mean=np.array([1.0, 1.0, 5.0]),
-        scaler_std=np.array([2.0, 0.5, 0.0]), with_mean=True, with_std=True,
-        feature_weights=np.array([1.0, 0.5, 1.0]), pca=np.eye(3)[:, :2],
+        method="kmeans",
+        feature_names=("x", "y", "z"),
+        scaler_mean=np.array([1.0, 1.0, 5.0]),
+        scaler_std=np.array([2.0, 0.5, 0.0]),
+        with_mean=True,
+        with_std=True,
+        feature_weights=np.array([1.0, 0.5, 1.0]),
+        pca=np.eye(3)[:, :2],
         centers=np.array([[0.0, 0.0], [2.0, 2.0]]),
-    )  # fmt: skip
+    )
 
 
 def test_kmeans_assigner_scales_weights_projects_and_takes_the_nearest_center() -> None:
@@ -135,17 +173,28 @@ def test_kmeans_assigner_scales_weights_projects_and_takes_the_nearest_center() 
 def test_assigner_bytes_round_trip() -> None:
     spec = FeatureSpec(activity=True, recency=False, factor_dim=1)
     gmm = SegmentAssigner(
-        method="gmm", feature_names=spec.names(), scaler_mean=np.zeros(2),
-        scaler_std=np.ones(2), with_mean=False, with_std=True, feature_weights=np.ones(2),
-        pca=np.eye(2), centers=np.array([[0.0, 0.0], [3.0, 0.0]]), weights=np.array([0.3, 0.7]),
-        covariances=np.array([np.eye(2), np.diag([1.0, 4.0])]), spec=spec,
-    )  # fmt: skip
+        method="gmm",
+        feature_names=spec.names(),
+        scaler_mean=np.zeros(2),
+        scaler_std=np.ones(2),
+        with_mean=False,
+        with_std=True,
+        feature_weights=np.ones(2),
+        pca=np.eye(2),
+        centers=np.array([[0.0, 0.0], [3.0, 0.0]]),
+        weights=np.array([0.3, 0.7]),
+        covariances=np.array([np.eye(2), np.diag([1.0, 4.0])]),
+        spec=spec,
+    )
     for assigner in (_kmeans_assigner(), gmm):
         data = assigner.to_bytes()
         assert len(data) < 10_000
         back = SegmentAssigner.from_bytes(data)
         assert (back.method, back.feature_names, back.spec) == (
-            assigner.method, assigner.feature_names, assigner.spec)  # fmt: skip
+            assigner.method,
+            assigner.feature_names,
+            assigner.spec,
+        )
         x = np.random.default_rng(0).normal(size=(20, 2 if assigner is gmm else 3))
         a, pa = assigner.assign(x)
         b, pb = back.assign(x)
@@ -167,11 +216,18 @@ def _npz_without_format() -> bytes:
 
 def test_gmm_probabilities_match_the_densities_by_hand() -> None:
     assigner = SegmentAssigner(
-        method="gmm", feature_names=("a", "b"), scaler_mean=np.zeros(2), scaler_std=np.ones(2),
-        with_mean=False, with_std=False, feature_weights=np.ones(2), pca=np.eye(2),
-        centers=np.array([[0.0, 0.0], [2.0, 0.0]]), weights=np.array([0.25, 0.75]),
+        method="gmm",
+        feature_names=("a", "b"),
+        scaler_mean=np.zeros(2),
+        scaler_std=np.ones(2),
+        with_mean=False,
+        with_std=False,
+        feature_weights=np.ones(2),
+        pca=np.eye(2),
+        centers=np.array([[0.0, 0.0], [2.0, 0.0]]),
+        weights=np.array([0.25, 0.75]),
         covariances=np.array([np.eye(2), np.diag([4.0, 1.0])]),
-    )  # fmt: skip
+    )
     x = np.array([[1.0, 1.0]])
 
     def density(point: np.ndarray, mean: np.ndarray, var: np.ndarray) -> float:
@@ -190,11 +246,15 @@ def test_gmm_probabilities_match_the_densities_by_hand() -> None:
 
 def test_distinctive_items_prefer_what_one_segment_over_represents() -> None:
     mass = pd.DataFrame(
-        [(0, "hit", 10.0), (1, "hit", 10.0),  # as frequent everywhere: not distinctive
-         (0, "rock", 5.0), (1, "rock", 1.0),  # over-represented in 0
-         (1, "jazz", 4.0)],  # only in 1
+        [
+            (0, "hit", 10.0),
+            (1, "hit", 10.0),  # as frequent everywhere: not distinctive
+            (0, "rock", 5.0),
+            (1, "rock", 1.0),  # over-represented in 0
+            (1, "jazz", 4.0),
+        ],  # only in 1
         columns=["segment", "item_id", "mass"],
-    )  # fmt: skip
+    )
     out = distinctive_items(mass, 5)
     assert [i for i, _ in out[0]] == ["rock"]
     assert next(i for i, _ in out[1]) == "jazz"
@@ -211,16 +271,28 @@ def test_confusion_matrix_counts_label_against_prediction() -> None:
 def test_markdown_escapes_titles_and_marks_the_chosen_k() -> None:
     item = {"item": "1", "title": "A|B", "score": 0.5}
     metrics = {
-        "users": 10, "features": ["f0", "f1"], "method": "kmeans", "k": 2, "k_range": [2, 3],
-        "silhouette": 0.5, "per_k": [{"k": 2, "silhouette": 0.5, "inertia": 1.0},
-                                     {"k": 3, "silhouette": 0.4, "inertia": 0.5}],
-        "explained_variance_threshold": 0.9, "n_components": 1, "explained_variance": [0.9, 0.1],
-        "classifier_agreement": 0.75, "confusion_matrix": [[1, 0], [1, 2]],
+        "users": 10,
+        "features": ["f0", "f1"],
+        "method": "kmeans",
+        "k": 2,
+        "k_range": [2, 3],
+        "silhouette": 0.5,
+        "per_k": [
+            {"k": 2, "silhouette": 0.5, "inertia": 1.0},
+            {"k": 3, "silhouette": 0.4, "inertia": 0.5},
+        ],
+        "explained_variance_threshold": 0.9,
+        "n_components": 1,
+        "explained_variance": [0.9, 0.1],
+        "classifier_agreement": 0.75,
+        "confusion_matrix": [[1, 0], [1, 2]],
         "classifier": {"name": "nb", "agreement": 0.75, "train_users": 6, "test_users": 4},
         "segment_sizes": {"0": 5, "1": 5},
-        "segments": [{"segment": 0, "users": 5, "distinctive": [item], "popular": [item]},
-                     {"segment": 1, "users": 5, "distinctive": [], "popular": []}],
-    }  # fmt: skip
+        "segments": [
+            {"segment": 0, "users": 5, "distinctive": [item], "popular": [item]},
+            {"segment": 1, "users": 5, "distinctive": [], "popular": []},
+        ],
+    }
     text = render_markdown(metrics)
     assert "| 2 **(chosen)** | 0.5000 |" in text
     assert "A\\|B" in text and "75.0%" in text

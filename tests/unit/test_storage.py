@@ -13,9 +13,15 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize(
     ("location", "uri"),
-    [("hdfs://nn:8020/models", True), ("s3a://bucket/x", True), ("file:///tmp/x", True),
-     ("/tmp/x", False), ("relative/dir", False), ("./a:b", False)],
-)  # fmt: skip
+    [
+        ("hdfs://nn:8020/models", True),
+        ("s3a://bucket/x", True),
+        ("file:///tmp/x", True),
+        ("/tmp/x", False),
+        ("relative/dir", False),
+        ("./a:b", False),
+    ],
+)
 def test_is_uri(location: str, uri: bool) -> None:
     assert storage.is_uri(location) is uri
 

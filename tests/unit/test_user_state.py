@@ -28,14 +28,18 @@ T = 1_700_000_000_000
 
 
 def _events(rows: list[tuple[str, str, str, int, float | None]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[E.EVENT_ID, E.ITEM_ID, E.EVENT_TYPE, E.EVENT_TIME,
-                                       E.VALUE])  # fmt: skip
+    return pd.DataFrame(rows, columns=[E.EVENT_ID, E.ITEM_ID, E.EVENT_TYPE, E.EVENT_TIME, E.VALUE])
 
 
 def test_merge_sums_event_weights_per_item_and_counts_behaviour() -> None:
     cfg = FeedbackConfig()
-    events = _events([("a", "x", "play", T, 30.0), ("b", "x", "like", T + 1, None),
-                      ("c", "y", "skip", T + 2, None)])  # fmt: skip
+    events = _events(
+        [
+            ("a", "x", "play", T, 30.0),
+            ("b", "x", "like", T + 1, None),
+            ("c", "y", "skip", T + 2, None),
+        ]
+    )
     state = merge(UserState(), events, 0, cfg)
     assert state is not None
     w = event_weights(cfg, events[E.EVENT_TYPE], events[E.VALUE])
@@ -106,8 +110,9 @@ def test_each_partition_of_a_micro_batch_applies_once() -> None:
 
 
 def test_a_state_written_before_partitions_were_recorded_covers_its_whole_micro_batch() -> None:
-    old = encode_state(merge(UserState(), _events([("a", "x", "play", T, 30.0)]), 4,
-                             FeedbackConfig()))  # type: ignore[arg-type]  # fmt: skip
+    old = encode_state(
+        merge(UserState(), _events([("a", "x", "play", T, 30.0)]), 4, FeedbackConfig())
+    )  # type: ignore[arg-type]
     legacy = json.loads(old)
     del legacy["parts"]
     state = decode_state(json.dumps(legacy))
@@ -130,8 +135,9 @@ def test_lists_follow_the_model_given_even_when_two_models_share_a_version_name(
         assert update is not None
         items = [item for item, _ in json.loads(update.payload)["items"]]
         ratings = np.array([update.state.weights["i1"]])
-        x = fold_in(factors, model.gram, np.array([1]), ratings, cfg.batch.reg_param,
-                    cfg.batch.alpha)  # fmt: skip
+        x = fold_in(
+            factors, model.gram, np.array([1]), ratings, cfg.batch.reg_param, cfg.batch.alpha
+        )
         assert x is not None
         ranked = [f"i{i}" for i in np.argsort(-(factors @ x.astype(np.float32))) if i != 1]
         assert items == ranked[:3]
