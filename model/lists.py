@@ -52,3 +52,18 @@ def rank_histories(
         for (row, _), best in zip(personal, top_n(stacked, matrix, seen, n), strict=True):
             out[row] = best
     return out
+
+
+def score_history(model: ItemModel, params: FoldInParams, history: History) -> np.ndarray | None:
+    """One history's score of every item in the catalogue (its own items included), exactly as
+    ``rank_histories`` ranks it; None when no rating is positive."""
+    if model.item_matrix is not None:
+        vector = history_vectors([history], len(model.item_ids), params.ease_binary)[0]
+        matrix = model.item_matrix
+    else:
+        vector = als_vectors(model, params, [history])[0]
+        matrix = model.item_factors
+    if vector is None:
+        return None
+    scores: np.ndarray = matrix @ np.asarray(vector, dtype=np.float32)
+    return scores

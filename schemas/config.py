@@ -251,6 +251,13 @@ class ServeConfig:
     max_events: int = 1000
     max_body_bytes: int = 1_048_576
     kafka_timeout_s: float = 10.0
+    # Item id -> categories for `category=` filters: JSON lines {"item_id", "categories"} or
+    # MovieLens u.item ("" for none: a category filter is then refused).
+    item_categories: str = ""
+    # POST /recommendations: at most this many items in a session; explanations name at most
+    # `explain_top` of the user's items per recommended item.
+    max_session_items: int = 500
+    explain_top: int = 3
 
 
 @dataclass(frozen=True)
@@ -497,6 +504,8 @@ def _check_values(cfg: Config) -> None:
         (cfg.serve.max_events >= 1, "serve.max_events must be >= 1"),
         (cfg.serve.max_body_bytes >= 1024, "serve.max_body_bytes must be >= 1024"),
         (cfg.serve.kafka_timeout_s > 0, "serve.kafka_timeout_s must be > 0"),
+        (cfg.serve.max_session_items >= 1, "serve.max_session_items must be >= 1"),
+        (cfg.serve.explain_top >= 1, "serve.explain_top must be >= 1"),
     ]
     from streamrec.schemas.events import event_contract
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
@@ -144,11 +144,44 @@ def item_list(raw: list[Any], n: int, exclude: Collection[str]) -> ItemList:
     version = decoded(raw[0])
     if raw[1] is None:
         return ItemList((), None, version)
-    rec = L.decode_list(raw[1], n, set(exclude))
+    blocked = exclude if isinstance(exclude, ItemFilter) else set(exclude)
+    rec = L.decode_list(raw[1], n, blocked)
     return ItemList(rec.items, rec.source, rec.model_version, rec.generated_ms, rec.watermark_ms)
 
 
 Exclusions = Collection[str] | Mapping[str, Collection[str]]
+
+
+class ItemFilter(Collection[str]):
+    """The items a lookup leaves out: the ``excluded`` ones, and with ``allowed`` categories,
+    every item in none of them (``categories`` maps an item to its categories; an item it does
+    not know is in none). A lookup whose list is left empty falls through to the next list."""
+
+    def __init__(
+        self,
+        excluded: Collection[str],
+        allowed: Collection[str] | None = None,
+        categories: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        self.excluded = frozenset(excluded)
+        self.allowed = None if allowed is None else frozenset(allowed)
+        self.categories = categories or {}
+
+    def __contains__(self, item: object) -> bool:
+        if item in self.excluded:
+            return True
+        if self.allowed is None:
+            return False
+        return self.categories.get(str(item), frozenset()).isdisjoint(self.allowed)
+
+    def __bool__(self) -> bool:
+        return bool(self.excluded) or self.allowed is not None
+
+    def __len__(self) -> int:
+        return len(self.excluded)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.excluded)
 
 
 def pick(
@@ -161,7 +194,7 @@ def pick(
 ) -> Recommendations:
     """The answer from the lists the script returned, in fallback order: the first one with an
     item left after ``exclude``, cut to ``n``. Pure: unit-tested without Redis."""
-    blocked = set(exclude)
+    blocked = exclude if isinstance(exclude, ItemFilter) else set(exclude)
     for raw in candidates:
         if raw is None:
             continue
@@ -342,6 +375,13 @@ class AsyncLookupClient:
 
     async def model_version(self) -> str | None:
         return decoded(await self._bounded(self.client.get(self._pointer)))
+
+    async def user_state(self, user_id: str) -> bytes | None:
+        """The streaming job's stored state of the user (model/user_state.py), None if none."""
+        check_user_id(user_id)
+        key = L.user_state_key(self.cfg.key_prefix, user_id)
+        raw = await self._bounded(self.client.hget(key, "state"))
+        return raw.encode("utf-8") if isinstance(raw, str) else raw
 
     async def has_lists(self, version: str) -> bool:
         key = L.popular_list_key(self.cfg.key_prefix, version)

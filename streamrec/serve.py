@@ -1,6 +1,10 @@
 """`streamrec serve`: the lookup over HTTP, on FastAPI and uvicorn.
 
     GET /recommendations/{user_id}?n=10&exclude=ITEM&exclude=ITEM   streamrec.lookup, as JSON
+        &category=C (repeat)   only items in one of these categories (serve.item_categories)
+        &diversity=0..1        MMR over the live model's item factors
+        &explain=true          each item's score split over the user's items (their state)
+    POST /recommendations            an anonymous session folded in against the live model
     GET /segments/{user_id}          the user's segment (and probabilities) under the version
     GET /similar/{item_id}?n=&exclude=   the items most like an item (published per version)
     GET /popular?n=&exclude=         the popular list of the live version
@@ -34,9 +38,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -48,20 +52,33 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamrec.errors import ServiceUnavailable, StackError
+from streamrec.errors import ModelStoreError, ServiceUnavailable, StackError
 from streamrec.lookup import (
     AsyncLookupClient,
     BadLookup,
+    ItemFilter,
     LookupClient,
+    Recommendations,
     max_item_id_length,
     max_user_id_length,
 )
 from streamrec.model import store
+from streamrec.model.user_state import decode_state
+from streamrec.personal import (
+    LiveModel,
+    LiveModels,
+    SessionItem,
+    diversified,
+    explanations,
+    rank_session,
+    read_item_categories,
+    session_history,
+)
 from streamrec.producer.publisher import EventPublisher
 from streamrec.schemas.config import (
     ENV_CONFIG_PATH,
@@ -139,6 +156,58 @@ def parse_n(params: Mapping[str, list[str]], cfg: ServeConfig) -> int:
     return n
 
 
+def parse_diversity(params: Mapping[str, list[str]]) -> float:
+    """``diversity``: 0 (the list's order) to 1 (each next item as unlike the chosen as can be)."""
+    values = params.get("diversity")
+    if not values:
+        return 0.0
+    try:
+        diversity = float(values[-1])
+    except ValueError:
+        diversity = -1.0
+    if not 0.0 <= diversity <= 1.0:
+        raise HttpError(400, f"diversity must be a number from 0 to 1, got {values[-1][:20]!r}")
+    return diversity
+
+
+def parse_flag(params: Mapping[str, list[str]], name: str) -> bool:
+    values = params.get(name)
+    if not values:
+        return False
+    if values[-1] not in ("true", "false", "1", "0"):
+        raise HttpError(400, f"{name} must be true or false, got {values[-1][:20]!r}")
+    return values[-1] in ("true", "1")
+
+
+def item_filter(
+    excluded: Sequence[str],
+    allowed: Sequence[str] | None,
+    categories: Mapping[str, frozenset[str]] | None,
+) -> ItemFilter:
+    """What a lookup leaves out; a category filter needs ``serve.item_categories``."""
+    if allowed and categories is None:
+        raise HttpError(400, "category filters need item metadata: set serve.item_categories")
+    return ItemFilter(excluded, allowed or None, categories)
+
+
+def with_explanations(body: dict[str, Any], found: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """An answer's items with their explanations (``model_score`` null for the others)."""
+    empty: dict[str, Any] = {"model_score": None, "because": []}
+    items = [{**item, **found.get(item["item_id"], empty)} for item in body["items"]]
+    return {**body, "items": items}
+
+
+def check_event_types(items: Sequence[SessionItem], weights: Mapping[str, float]) -> None:
+    """Every session event's type is one the live version weighs."""
+    for number, item in enumerate(items):
+        if item.event_type is not None and item.event_type not in weights:
+            raise HttpError(
+                400,
+                f"items.{number}.event_type must be one of {', '.join(sorted(weights))}, "
+                f"got {item.event_type[:40]!r}",
+            )
+
+
 class Headers(Protocol):
     """What the key check needs of request headers."""
 
@@ -171,14 +240,29 @@ class Item(BaseModel):
     score: float
 
 
+class Share(BaseModel):
+    item_id: str
+    share: float
+
+
+class ExplainedItem(Item):
+    """An item with ``explain=true``: the model's score of it for the user's history (their
+    items' shares sum to it) and the items that contributed most; null and empty for an item
+    the model does not know."""
+
+    model_score: float | None = None
+    because: list[Share] = []
+
+
 class RecommendationsBody(BaseModel):
-    user_id: str
-    items: list[Item]
-    source: Literal["stream", "batch", "segment", "popular"] | None
+    user_id: str | None
+    items: list[ExplainedItem]
+    source: Literal["stream", "batch", "segment", "popular", "session"] | None
     model_version: str | None
     generated_ms: int | None
     watermark_ms: int | None
     segment: int | None
+    unknown_items: list[str] | None = None
 
 
 class SegmentBody(BaseModel):
@@ -357,12 +441,16 @@ def create_app(cfg: Config) -> FastAPI:
     metrics = Metrics()
     publisher: list[EventPublisher] = []  # POST /events' producer, once opened
     publisher_lock = threading.Lock()
+    categories = (
+        read_item_categories(serve_cfg.item_categories) if serve_cfg.item_categories else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lookup = await AsyncLookupClient.open(
             cfg.redis, serve_cfg.redis_timeout_s, ping=False
         )
+        app.state.models = LiveModels(cfg.paths.model_store, cfg.feedback)
         # What is loaded now lives as long as the process: keep it out of the collector's
         # full passes, which would otherwise stall requests for tens of milliseconds.
         gc.collect()
@@ -418,6 +506,48 @@ def create_app(cfg: Config) -> FastAPI:
             raise HttpError(400, f"unknown query parameter {unknown[0][:40]!r}")
         return target
 
+    Categories = Annotated[
+        list[str] | None,
+        Query(description="keep only items in this category (repeat: any of them)"),
+    ]
+    Diversity = Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1,
+            description="0 (default): the list's order; up to 1: MMR over the model's item "
+            "factors picks each next item less like the ones before",
+        ),
+    ]
+    Explain = Annotated[
+        bool | None, Query(description="each item's top contributing items of the user")
+    ]
+
+    async def live_model(request: Request, version: str) -> LiveModel:
+        models: LiveModels = request.app.state.models
+        return await models.get(version)
+
+    async def personalised(
+        request: Request,
+        rec: Recommendations,
+        n: int,
+        diversity: float,
+        history_of: Any,
+    ) -> dict[str, Any]:
+        """``rec`` as JSON, diversified to ``n`` and explained when asked (``history_of``:
+        the live model -> the history to explain, or None for no explanations)."""
+        if rec.model_version is None or not rec.items or (not diversity and history_of is None):
+            return rec.to_json()
+        live = await live_model(request, rec.model_version)
+        if diversity:
+            rec = replace(rec, items=tuple(diversified(live, rec.items, n, diversity)))
+        body = rec.to_json()
+        if history_of is None:
+            return body
+        history = await history_of(live)
+        found = explanations(live, history, [i for i, _ in rec.items], serve_cfg.explain_top)
+        return with_explanations(body, found)
+
     @app.get(
         "/recommendations/{user_id:anything}",
         summary="a user's top n",
@@ -430,16 +560,102 @@ def create_app(cfg: Config) -> FastAPI:
         user_id: str,
         n: Count = None,
         exclude: Excluded = None,
+        category: Categories = None,
+        diversity: Diversity = None,
+        explain: Explain = None,
     ) -> Response:
         """The user's list, else their segment's, else the popular list, from one version.
-        ``user_id`` is URL-encoded whole (``/`` as ``%2F``)."""
-        target = target_of(request, {"n", "exclude"})
+        ``user_id`` is URL-encoded whole (``/`` as ``%2F``). Filters leave items out of the
+        stored lists (a list left empty falls through to the next); ``diversity`` reorders
+        the list with MMR; ``explain`` names the user's items behind each item's score."""
+        target = target_of(request, {"n", "exclude", "category", "diversity", "explain"})
         assert target.subject is not None
+        params = target.params
+        count, mix = parse_n(params, serve_cfg), parse_diversity(params)
+        blocked = item_filter(params.get("exclude", []), params.get("category"), categories)
         rec = await lookup(request).lookup(
-            target.subject, parse_n(target.params, serve_cfg), target.params.get("exclude", ())
+            target.subject, serve_cfg.max_n if mix else count, blocked
         )
         metrics.count_source(rec.source)
-        return _json(200, rec.to_json())
+        if not mix and not parse_flag(params, "explain"):
+            return _json(200, rec.to_json())
+        user = target.subject
+
+        async def user_history(live: LiveModel) -> Any:
+            return decode_state(await lookup(request).user_state(user)).interactions(live.index)
+
+        history_of = user_history if parse_flag(params, "explain") else None
+        return _json(200, await personalised(request, rec, count, mix, history_of))
+
+    ItemId = Annotated[str, StringConstraints(min_length=1, max_length=max_item_id_length())]
+
+    class SessionEvent(BaseModel):
+        """An item the session interacted with, weighed by the live version's feedback
+        transform (``event_type`` one of its weights' types; ``value`` as in an event)."""
+
+        item_id: ItemId
+        event_type: str
+        value: float | None = None
+
+    class SessionRequest(BaseModel):
+        """An anonymous session: the items it has (an id counts 1, an event its weight)."""
+
+        items: list[ItemId | SessionEvent] = Field(max_length=serve_cfg.max_session_items)
+        n: int | None = Field(None, ge=1, le=serve_cfg.max_n)
+        exclude: list[ItemId] = []
+        category: list[str] = []
+        diversity: float = Field(0.0, ge=0, le=1)
+        explain: bool = False
+
+    @app.post(
+        "/recommendations",
+        summary="an anonymous session's top n, folded in against the live model",
+        response_model=RecommendationsBody,
+        responses=errors,
+        dependencies=secured,
+    )
+    async def session_recommendations(request: Request, session: SessionRequest) -> Response:
+        """The session's items folded into the live version exactly as the stream folds a user
+        in, scored over the whole catalogue, its own items left out; nothing is stored. With
+        no item the model knows, the popular list. ``unknown_items`` lists the items the
+        model does not know."""
+        version = await lookup(request).model_version()
+        n = session.n or serve_cfg.default_n
+        blocked = item_filter(session.exclude, session.category, categories)
+        if version is None:
+            return _json(200, {**Recommendations("", (), None, None).to_json(), "user_id": None})
+        live = await live_model(request, version)
+        items = [
+            SessionItem(i) if isinstance(i, str) else SessionItem(i.item_id, i.event_type, i.value)
+            for i in session.items
+        ]
+        check_event_types(items, live.feedback.weights)
+        history, unknown = session_history(live, items)
+        ranked = rank_session(live, history, n, blocked, categories or {}, session.diversity)
+        if ranked is None:
+            pool = serve_cfg.max_n if session.diversity else n
+            popular = await lookup(request).popular(pool, blocked)
+            rec = Recommendations(
+                "",
+                popular.items,
+                popular.source,
+                popular.model_version,
+                popular.generated_ms,
+                popular.watermark_ms,
+            )
+        else:
+            ids, now_ms = live.model.item_ids, int(time.time() * 1000)
+            scored = tuple((ids[p], score) for p, score in ranked)
+            rec = Recommendations("", scored, "session", version, now_ms)
+        metrics.count_source(rec.source)
+
+        async def given(_: LiveModel) -> Any:
+            return history
+
+        history_of = given if session.explain else None
+        mix = session.diversity if ranked is None else 0.0
+        body = await personalised(request, rec, n, mix, history_of)
+        return _json(200, {**body, "user_id": None, "unknown_items": unknown})
 
     @app.get(
         "/segments/{user_id:anything}",
@@ -573,6 +789,10 @@ def create_app(cfg: Config) -> FastAPI:
     @app.exception_handler(BadLookup)
     async def bad_lookup(request: Request, exc: BadLookup) -> Response:
         return _error(400, str(exc))
+
+    @app.exception_handler(ModelStoreError)
+    async def no_model(request: Request, exc: ModelStoreError) -> Response:
+        return _error(503, f"the live model cannot be loaded from paths.model_store: {exc}")
 
     @app.exception_handler(ServiceUnavailable)
     async def redis_down(request: Request, exc: ServiceUnavailable) -> Response:

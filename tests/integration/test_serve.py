@@ -133,6 +133,7 @@ def test_health_metrics_and_openapi(server: str) -> None:
     status, doc, _ = get(f"{server}/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
+        "/recommendations",
         "/recommendations/{user_id}",
         "/segments/{user_id}",
         "/similar/{item_id}",
