@@ -84,9 +84,10 @@ def admin_client(kafka: KafkaConfig, timeout_ms: int = 10_000) -> KafkaAdminClie
         ) from exc
 
 
-def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = None) -> None:
-    """Create the events and dead-letter topics (and ``extra`` ones) unless they exist."""
-    wanted: dict[str, dict[str, Any]] = {
+def wanted_topics(kafka: KafkaConfig) -> dict[str, dict[str, Any]]:
+    """The topics the jobs need, as ``create_topics`` takes them: name -> partitions,
+    replication factor and topic configs. Pure."""
+    return {
         kafka.events_topic: {
             "num_partitions": kafka.partitions,
             "replication_factor": kafka.replication_factor,
@@ -98,7 +99,11 @@ def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = 
             "configs": DEAD_LETTER_TOPIC_CONFIG,
         },
     }
-    wanted.update(extra or {})
+
+
+def ensure_topics(kafka: KafkaConfig, extra: dict[str, dict[str, Any]] | None = None) -> None:
+    """Create the events and dead-letter topics (and ``extra`` ones) unless they exist."""
+    wanted = {**wanted_topics(kafka), **(extra or {})}
     admin = admin_client(kafka)
     try:
         existing = set(admin.list_topics())
