@@ -2,8 +2,8 @@
 
 Item factors travel once per executor as a broadcast; each Arrow batch of users is scored with
 one matrix product and a partial sort (model/scoring.py), training items removed. Spark's own
-``recommendForAllUsers`` is far slower on few cores (see ../shared/INFRA.md) and cannot remove
-seen items before cutting the list.
+``recommendForAllUsers`` cross-joins blocks of users and items and sorts each block, slow on
+few cores, and cannot remove seen items before cutting the list.
 """
 
 from __future__ import annotations
