@@ -59,8 +59,8 @@ from streamrec.redis_lists import (
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
+from streamrec.schemas.event_store import DATA_FILES
 from streamrec.spark import build_spark
-from streamrec.streaming.event_store import BATCH_ID
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class BatchResult:
 
 def read_event_store(spark: SparkSession, path: str) -> DataFrame:
     root = storage.absolute(path)
-    if not storage.filesystem(root).matches_any(root, f"{BATCH_ID}=*/*.parquet"):
+    if not storage.filesystem(root).matches_any(root, DATA_FILES):
         raise InputError(
             f"the event store {root} holds no events yet: run the streaming job first "
             "(`streamrec stream --available-now`)"

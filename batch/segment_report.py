@@ -28,7 +28,6 @@ from pyspark.sql import functions as F
 from streamrec.batch import segment_plots as plots
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, index_ids
 from streamrec.batch.interactions import RATING
-from streamrec.batch.item_metadata import read_movielens_items
 from streamrec.batch.rating_files import read_ratings
 from streamrec.batch.segment_markdown import PLOTS, render_markdown
 from streamrec.batch.segmentation import (
@@ -45,6 +44,7 @@ from streamrec.batch.segmentation import (
     user_feature_frame,
 )
 from streamrec.batch.train import train_als
+from streamrec.model.item_metadata import read_movielens_items
 from streamrec.model.segments import feature_spec
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config

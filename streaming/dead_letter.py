@@ -20,13 +20,12 @@ from pyspark.sql import functions as F
 
 from streamrec.kafka_topics import spark_options
 from streamrec.schemas.config import KafkaConfig
+from streamrec.schemas.event_store import SOURCE_OFFSET, SOURCE_PARTITION
 from streamrec.streaming.parse import (
     KAFKA_TIMESTAMP_MS,
     RAW_KEY,
     RAW_VALUE,
     REASON,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
 

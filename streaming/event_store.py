@@ -14,9 +14,8 @@ from pyspark.sql import functions as F
 
 from streamrec import storage
 from streamrec.schemas import events as E
-from streamrec.streaming.parse import REASON, SOURCE_OFFSET, SOURCE_PARTITION
-
-BATCH_ID = "batch_id"
+from streamrec.schemas.event_store import SOURCE_OFFSET, SOURCE_PARTITION, batch_folder_name
+from streamrec.streaming.parse import REASON
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:
@@ -29,4 +28,4 @@ def valid_events(parsed: DataFrame) -> DataFrame:
 
 
 def write_batch(events: DataFrame, store_path: str, batch_id: int) -> None:
-    events.write.mode("overwrite").parquet(storage.join(store_path, f"{BATCH_ID}={batch_id}"))
+    events.write.mode("overwrite").parquet(storage.join(store_path, batch_folder_name(batch_id)))

@@ -42,6 +42,7 @@ from streamrec.redis_lists import connect, decoded, delete_version
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, FeedbackConfig
+from streamrec.schemas.event_store import SOURCE_OFFSET, SOURCE_PARTITION
 from streamrec.spark import build_spark
 from streamrec.streaming.dead_letter import dead_letter_rows, write_dead_letters
 from streamrec.streaming.event_store import valid_events, write_batch
@@ -64,8 +65,6 @@ from streamrec.streaming.metrics import (
 )
 from streamrec.streaming.parse import (
     REASON,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
     max_ahead_ms,
     parse_records,
 )

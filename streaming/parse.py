@@ -20,12 +20,11 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config, StreamingConfig
+from streamrec.schemas.event_store import SOURCE_OFFSET, SOURCE_PARTITION
 
 # Columns of a parsed record besides the event's own fields.
 REASON = "dead_letter_reason"
 SOURCE_TOPIC = "source_topic"
-SOURCE_PARTITION = "source_partition"
-SOURCE_OFFSET = "source_offset"
 KAFKA_TIMESTAMP_MS = "kafka_timestamp_ms"
 RAW_KEY = "raw_key"
 RAW_VALUE = "raw_value"

@@ -288,6 +288,14 @@ def _cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
 
             result = tuning.run_tuning_bench(spark, cfg, args.data)
             print(tuning.table(result))
+    elif args.which == "session":
+        from streamrec.bench import session
+
+        session_params = session.SessionParams()
+        if args.duration:
+            session_params = dataclasses.replace(session_params, duration_s=args.duration)
+        result = session.run_session(spark, cfg, args.data, session_params)
+        print(session.table(result))
     elif args.which == "scoring":
         from streamrec.bench.scoring import run_scoring
 
@@ -347,7 +355,7 @@ def _cmd_recommend(cfg: Config, args: argparse.Namespace) -> int:
 
     titles: dict[str, str] = {}
     if args.items:
-        from streamrec.batch.item_metadata import read_movielens_items
+        from streamrec.model.item_metadata import read_movielens_items
 
         titles = read_movielens_items(args.items).titles
     with LookupClient.open(cfg.redis) as client:
@@ -569,12 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
             "tuning",
             "replay",
             "faults",
+            "session",
         ],
     )
     bench.add_argument(
         "--data",
         help="quality: folder with MovieLens 100K (ua.base, ua.test, u.data); tuning, replay: "
-        "a ratings file with times (u.data)",
+        "a ratings file with times (u.data); session: u.data (else synthetic events)",
     )
     bench.add_argument(
         "--steam",
@@ -595,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--duration",
         type=float,
-        help="freshness: seconds per rate (30); lookup: seconds per measurement (3)",
+        help="freshness: seconds per rate (30); lookup: seconds per measurement (3); "
+        "session: seconds per measurement (10)",
     )
     bench.add_argument(
         "--settle",

@@ -24,6 +24,7 @@ from streamrec.errors import ConfigError, InputError
 from streamrec.lookup import ItemFilter
 from streamrec.model import store
 from streamrec.model.feedback import event_weights
+from streamrec.model.item_metadata import parse_movielens_items
 from streamrec.model.lists import History, score_history
 from streamrec.model.rerank import diversify, explain
 from streamrec.model.store import FoldInParams, ItemModel
@@ -100,8 +101,6 @@ def read_item_categories(path: str) -> dict[str, frozenset[str]]:
     raw = file.read_bytes()
     if raw.lstrip().startswith(b"{"):
         return _json_lines_categories(raw.decode("utf-8"), path)
-    from streamrec.batch.item_metadata import parse_movielens_items
-
     meta = parse_movielens_items(raw.decode("latin-1"), path)
     return {item: frozenset(names) for item, names in meta.categories.items()}
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from streamrec.batch.item_metadata import MOVIELENS_GENRES
 from streamrec.batch.segment_report import PLOTS
 from streamrec.cli import main
+from streamrec.model.item_metadata import MOVIELENS_GENRES
 from streamrec.schemas.config import Config
 from tests.conftest import base_test_config
 

@@ -142,6 +142,7 @@ def test_openapi_is_generated_for_every_route(key: str) -> None:
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         EVENTS,
+        "/recommendations",
         RECOMMENDATIONS,
         SEGMENTS,
         SIMILAR,
@@ -152,7 +153,7 @@ def test_openapi_is_generated_for_every_route(key: str) -> None:
         METRICS,
     }
     params = {p["name"]: p for p in doc["paths"][RECOMMENDATIONS]["get"]["parameters"]}
-    assert set(params) == {"user_id", "n", "exclude"}
+    assert set(params) == {"user_id", "n", "exclude", "category", "diversity", "explain"}
     assert params["n"]["schema"]["anyOf"][0]["maximum"] == 40
     assert ("securitySchemes" in doc.get("components", {})) == bool(key)
     assert ("401" in doc["paths"][RECOMMENDATIONS]["get"]["responses"]) == bool(key)

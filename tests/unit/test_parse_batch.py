@@ -9,13 +9,12 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.schemas import events as E
+from streamrec.schemas.event_store import SOURCE_OFFSET, SOURCE_PARTITION
 from streamrec.streaming.parse import (
     KAFKA_TIMESTAMP_MS,
     RAW_KEY,
     RAW_VALUE,
     REASON,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
     SOURCE_TOPIC,
     parse_batch,
     parsed_schema,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.batch.item_metadata import MOVIELENS_GENRES, parse_movielens_items
 from streamrec.batch.segment_markdown import render_markdown
 from streamrec.batch.segment_report import confusion_matrix, distinctive_items
 from streamrec.errors import ConfigError, InputError
+from streamrec.model.item_metadata import MOVIELENS_GENRES, parse_movielens_items
 from streamrec.model.segments import (
     FeatureSpec,
     SegmentAssigner,
