@@ -14,9 +14,9 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streamrec.batch.evaluate import Split, make_split, score_model, score_popularity
 from streamrec.batch.interactions import RATING, to_interactions
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics
+from streamrec.batch.scores import Split, make_split, score_model, score_popularity
 from streamrec.errors import ModelStoreError
 from streamrec.model.lists import rank_histories
 from streamrec.model.store import FoldInParams, ItemModel, check_foldable, trained_setting

@@ -23,8 +23,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from streamrec.batch.evaluate import score_als, score_popularity, search_ease
 from streamrec.batch.holdout import before, time_cut, time_split
+from streamrec.batch.scores import score_als, score_popularity, search_ease
 from streamrec.batch.search import Trial, candidates, choose_family, successive_halving
 from streamrec.errors import InputError
 from streamrec.model.store import trained_setting, training_record

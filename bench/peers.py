@@ -17,16 +17,11 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
-from streamrec.batch.evaluate import (
-    EvalOptions,
-    ModelScore,
-    make_split,
-    training_input,
-    validation_split,
-)
+from streamrec.batch.evaluate import EvalOptions, training_input, validation_split
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.metrics import RankingMetrics, ranking_metrics
 from streamrec.batch.rating_files import RATING, read_ratings
+from streamrec.batch.scores import ModelScore, make_split
 from streamrec.batch.search import candidates, successive_halving
 from streamrec.schemas import events as E
 from streamrec.schemas.config import BatchConfig, FeedbackConfig

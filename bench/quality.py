@@ -35,16 +35,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from streamrec.batch.bayes import BayesParams
-from streamrec.batch.evaluate import (
-    EvalOptions,
-    evaluate,
-    make_split,
-    score_als,
-    score_bayes,
-    score_popularity,
-)
+from streamrec.batch.evaluate import EvalOptions, evaluate
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.rating_files import file_interactions, read_ratings
+from streamrec.batch.scores import make_split, score_als, score_bayes, score_popularity
 from streamrec.batch.scoring import FEATURES, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.bench.peers import LibrarySetting, implicit_library, implicit_peer
