@@ -45,8 +45,12 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The most micro-batch entries one request reads from the metrics stream, whatever the window:
-# what bounds the work and the payload when the stream holds 100,000 entries or more.
-MAX_ENTRIES = 10_000
+# what bounds the work (bench/console.py) and the payload when the stream holds 100,000
+# entries or more.
+MAX_ENTRIES = 5_000
+# A poll's answer is reused this long for the same window and points: tabs polling together
+# cost one read.
+STREAM_CACHE_S = 2.0
 STATIC = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
@@ -158,6 +162,7 @@ def console_router(cfg: Config, secured: Sequence[Any], errors: dict[int | str, 
     ``errors`` its documented error responses."""
     router = APIRouter()
     dead_letters = DeadLetterReader(cfg.kafka)
+    last_stream: dict[tuple[float, int], tuple[float, dict[str, Any]]] = {}
     model_store, prefix = cfg.paths.model_store, cfg.redis.key_prefix
 
     def api(path: str, summary: str, model: type[BaseModel]) -> Callable[[F], F]:
@@ -195,9 +200,13 @@ def console_router(cfg: Config, secured: Sequence[Any], errors: dict[int | str, 
     ) -> Response:
         """Per query (``lists``, ``archive``): event → Redis lag p50/p95/p99, records/s in
         and processed, micro-batch duration, dead letters/s, counts; at most ``points``
-        points from the newest ``MAX_ENTRIES`` (10,000) micro-batches of the last
-        ``minutes``. ``keeping_up`` judges the lists query from its newest micro-batches;
-        ``newest`` is the newest entry, however old."""
+        points from the newest 5,000 micro-batches of the last ``minutes`` (``truncated``
+        when there were more). ``keeping_up`` judges the lists query from its newest
+        micro-batches; ``newest`` is the newest entry, however old. An answer is reused for
+        2 s for the same parameters."""
+        cached = last_stream.get((minutes, points))
+        if cached is not None and time.monotonic() - cached[0] < STREAM_CACHE_S:
+            return _json(200, cached[1])
         client, key = lookup(request), L.stream_metrics_key(prefix)
         since = int(time.time() * 1000 - minutes * 60_000)
         async with client.client.pipeline(transaction=False) as pipe:
@@ -208,6 +217,8 @@ def console_router(cfg: Config, secured: Sequence[Any], errors: dict[int | str, 
         limit = cfg.streaming.max_offsets_per_trigger
         body = await asyncio.to_thread(stream_series, entries, newest, points, limit)
         body.update(total_entries=total, truncated=len(entries) >= MAX_ENTRIES)
+        last_stream.clear()  # one answer kept: any parameters a client sends cost no memory
+        last_stream[(minutes, points)] = (time.monotonic(), body)
         return _json(200, body)
 
     @api("/console/api/dead-letters", "the newest records of the dead-letter topic", DeadLetters)

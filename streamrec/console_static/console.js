@@ -51,11 +51,12 @@ function age(ms, now) {
 }
 const num = (v, digits = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
 
-// A line chart of `series` ([{name, values}]) against times `t` (ms) in an <svg>.
-function lineChart(svg, t, series) {
+// A line chart of `series` ([{name, values}]) against times `t` (ms) in an <svg>; `label`
+// writes the y axis' values.
+function lineChart(svg, t, series, label = shortNum) {
   svg.replaceChildren();
   const width = svg.clientWidth || 480, height = svg.clientHeight || 190;
-  const pad = { left: 44, right: 8, top: 16, bottom: 18 };
+  const pad = { left: 54, right: 8, top: 16, bottom: 18 };
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.dataset.points = String(t.length);
   const values = series.flatMap((s) => s.values).filter((v) => v !== null);
@@ -69,7 +70,7 @@ function lineChart(svg, t, series) {
   const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
   svg.append(svgEl("line", { class: "axis", x1: pad.left, x2: width - pad.right,
     y1: y(0), y2: y(0) }));
-  for (const v of [0, top / 2, top]) svg.append(text(pad.left - 4, y(v) + 3, shortNum(v), "end"));
+  for (const v of [0, top / 2, top]) svg.append(text(pad.left - 4, y(v) + 3, label(v), "end"));
   svg.append(text(pad.left, height - 4, clock(t0), "start"));
   svg.append(text(width - pad.right, height - 4, clock(t1), "end"));
   series.forEach((s, i) => {
@@ -97,6 +98,13 @@ function text(x, y, content, anchor, color) {
   return node;
 }
 
+// Milliseconds as a short duration: 850 ms, 2.5 s, 3.0 min, 1.2 h, 730.5 d.
+function duration(ms) {
+  const steps = [[86400000, "d"], [3600000, "h"], [60000, "min"], [1000, "s"]];
+  for (const [size, unit] of steps) if (ms >= size) return `${(ms / size).toFixed(1)} ${unit}`;
+  return `${ms.toFixed(0)} ms`;
+}
+
 function shortNum(v) {
   if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
@@ -109,10 +117,11 @@ async function refreshStream() {
   const lists = data.lists, archive = data.archive;
   lineChart($("chart-lag"), lists.t_ms, [
     { name: "p50", values: lists.lag_p50_ms }, { name: "p95", values: lists.lag_p95_ms },
-    { name: "p99", values: lists.lag_p99_ms }]);
+    { name: "p99", values: lists.lag_p99_ms }], duration);
   lineChart($("chart-rate"), lists.t_ms, [
     { name: "in", values: lists.input_rps }, { name: "processed", values: lists.processed_rps }]);
-  lineChart($("chart-duration"), lists.t_ms, [{ name: "lists", values: lists.duration_ms }]);
+  lineChart($("chart-duration"), lists.t_ms, [{ name: "lists", values: lists.duration_ms }],
+    duration);
   lineChart($("chart-dead"), archive.t_ms, [
     { name: "dead letters/s", values: archive.dead_letters_per_s }]);
   const batches = lists.batches.reduce((a, b) => a + b, 0);
@@ -129,7 +138,7 @@ async function refreshStream() {
   const newest = data.newest;
   $("status").textContent = newest
     ? `newest micro-batch ${age(newest.t_ms, Date.now())} ago (${newest.query} ` +
-      `${newest.batch}, model ${newest.model || "none"})`
+      `${newest.batch}${newest.query === "lists" ? `, model ${newest.model || "none"}` : ""})`
     : "no micro-batch recorded yet";
 }
 

@@ -205,7 +205,7 @@ def test_a_hundred_thousand_micro_batches_stay_a_bounded_payload(
 ) -> None:  # type: ignore[no-untyped-def]
     tab, errors = page
     key = L.stream_metrics_key(isolated_cfg.redis.key_prefix)
-    now_ms = int(redis_client.time()[0]) * 1000  # type: ignore[index]
+    now_ms = int(redis_client.time()[0]) * 1000
     _seed_metrics(redis_client, key, 100_000, now_ms)
     assert redis_client.xlen(key) == 100_000
     with ServerProcess(with_overrides(isolated_cfg, serve=dict(workers=1))) as server:
