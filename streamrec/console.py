@@ -202,8 +202,9 @@ def console_router(cfg: Config, secured: Sequence[Any], errors: dict[int | str, 
         and processed, micro-batch duration, dead letters/s, counts; at most ``points``
         points from the newest 5,000 micro-batches of the last ``minutes`` (``truncated``
         when there were more). ``keeping_up`` judges the lists query from its newest
-        micro-batches; ``newest`` is the newest entry, however old. An answer is reused for
-        2 s for the same parameters."""
+        micro-batches; ``newest`` is the newest entry, however old. Times are entry ids
+        (Redis's clock at XADD); the window ends at this server's clock. An answer is reused
+        for 2 s for the same parameters."""
         cached = last_stream.get((minutes, points))
         if cached is not None and time.monotonic() - cached[0] < STREAM_CACHE_S:
             return _json(200, cached[1])

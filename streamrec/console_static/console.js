@@ -161,6 +161,11 @@ function holdoutCell(holdout) {
 async function refreshModels() {
   const data = await api("/console/api/models");
   $("live-model").textContent = data.live ? `live model ${data.live}` : "no model yet";
+  if (!data.versions.length) {
+    const none = el("td", { colspan: 6 }, "no model in the store yet: run `streamrec batch run`");
+    $("model-table").tBodies[0].replaceChildren(el("tr", {}, none));
+    return;
+  }
   $("model-table").tBodies[0].replaceChildren(...data.versions.map((v) => {
     if (v.error) return el("tr", {}, el("td", {}, v.version), el("td", { colspan: 5 }, v.error));
     const p = v.params || {}, tuning = v.tuning || {}, gate = v.promotion || {};
@@ -179,9 +184,17 @@ async function refreshModels() {
 }
 
 const plotUrls = new Map();
+let plotsOf = null; // the version whose plots are shown
 async function refreshSegments() {
   const data = await api("/console/api/segments");
   const report = data.report;
+  if (data.version !== plotsOf) {
+    for (const url of plotUrls.values()) URL.revokeObjectURL(url);
+    plotUrls.clear();
+    $("plots").replaceChildren();
+    $("segment-table").tBodies[0].replaceChildren();
+    plotsOf = data.version;
+  }
   if (!report) {
     $("segment-caption").textContent = data.version ? `${data.version} has no segments` : "";
     return;
