@@ -57,6 +57,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from streamrec.console import console_router
 from streamrec.errors import ModelStoreError, ServiceUnavailable, StackError
 from streamrec.lookup import (
     AsyncLookupClient,
@@ -779,6 +780,8 @@ def create_app(cfg: Config) -> FastAPI:
     )
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.include_router(console_router(cfg, secured, errors))  # the operator page: /console
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, exc: HttpError) -> Response:

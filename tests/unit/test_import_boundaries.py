@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"][
     "setuptools"
 ]["package-dir"]
-# What the shared core is: the modules of streamrec/ that are not commands or the server.
-ENTRY_POINTS = {"cli", "demo", "serve", "personal"}
+# What the shared core is: the modules of streamrec/ that are not commands or the server (its
+# lookups, the operator page).
+ENTRY_POINTS = {"cli", "demo", "serve", "personal", "console", "console_data"}
 CORE = {p.stem for p in (ROOT / "streamrec").glob("*.py")} - ENTRY_POINTS - {"__init__"}
 
 # folder -> what its modules may import of streamrec besides themselves.

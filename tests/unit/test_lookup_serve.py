@@ -140,7 +140,8 @@ def test_openapi_is_generated_for_every_route(key: str) -> None:
     cfg = with_overrides(Config(), serve=dict(api_key=key, max_n=40))
     doc = create_app(cfg).openapi()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {
+    # The operator page's routes are tested with it (tests/integration/test_console_api.py).
+    assert {p for p in doc["paths"] if not p.startswith("/console")} == {
         EVENTS,
         "/recommendations",
         RECOMMENDATIONS,
