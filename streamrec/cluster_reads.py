@@ -136,6 +136,17 @@ def lists_plan(pointer: str, args: Sequence[str]) -> Plan:
     )
 
 
+def drive(plan: Plan, run: Callable[[Sequence[Command]], list[Any]]) -> list[Any]:
+    """The reply of ``plan``, each round's commands run by ``run`` (which returns their
+    replies in order)."""
+    replies: list[Any] | None = None
+    try:
+        while True:
+            replies = run(plan.send(replies))  # type: ignore[arg-type]
+    except StopIteration as done:
+        return list(done.value)
+
+
 PLANS: dict[str, Callable[[str, Sequence[str]], Plan]] = {
     L.LOOKUP_LUA: lookup_plan,
     L.READ_SEGMENT_LUA: segment_plan,
@@ -159,13 +170,7 @@ class ClusterScript:
         self.client, self.plan = client, _plan_for(lua)
 
     def __call__(self, keys: Sequence[str], args: Sequence[str]) -> list[Any]:
-        plan = self.plan(keys[0], args)
-        replies: list[Any] | None = None
-        try:
-            while True:
-                replies = self._round(plan.send(replies))  # type: ignore[arg-type]
-        except StopIteration as done:
-            return list(done.value)
+        return drive(self.plan(keys[0], args), self._round)
 
     def _round(self, commands: Sequence[Command]) -> list[Any]:
         if len(commands) == 1:
