@@ -1,8 +1,9 @@
 """Both jobs and every reader on a real Redis Cluster of three masters (stack/redis_cluster.py):
 a batch run publishes a version whose keys spread over the masters, a stream micro-batch from
 Kafka writes fresh lists, the sync and asyncio lookup clients answer from every fallback step,
-a second batch run switches versions and the previous version's keys are gone from every
-master, and `streamrec serve` answers from the cluster."""
+`streamrec state rebuild` restores states, a second batch run switches versions and the
+previous version's keys are gone from every master, and `streamrec serve` answers from the
+cluster."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from streamrec.serve import ServerProcess
 from streamrec.stack.redis_cluster import LocalCluster
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.job import run_stream
+from streamrec.streaming.state_rebuild import rebuild_states
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +176,10 @@ def test_jobs_and_lookups_on_a_redis_cluster(spark: SparkSession, cluster_cfg: C
     states = keys_per_master(client, f"{prefix}:st:u:*")
     assert sum(states.values()) == 2
     assert client.xlen(L.stream_metrics_key(prefix)) >= 1
+    # `streamrec state rebuild`: the users the stream has not seen get a state from the store.
+    report = rebuild_states(spark, cfg)
+    assert (report.users, report.missing, report.behind, report.version) == (41, 39, 1, first)
+    assert sum(keys_per_master(client, f"{prefix}:st:u:*").values()) == 41
 
     # 3. A second run switches to V2: V1's keys are gone from every master.
     second = run_batch(cfg, spark=spark).version
