@@ -112,11 +112,18 @@ def unavailable(cfg: RedisConfig, exc: Exception) -> ServiceUnavailable:
     how = (" as ACL user " + repr(cfg.username) if cfg.username else "") + (
         " over TLS" if cfg.tls else ""
     )
-    what = "Redis Cluster (startup node)" if cfg.cluster else "Redis"
+    what, start = (
+        (
+            "Redis Cluster (startup node)",
+            "a local cluster with `python -m streamrec.stack.redis_cluster start`",
+        )
+        if cfg.cluster
+        else ("Redis", "the local stack with `streamrec stack up`")
+    )
     return ServiceUnavailable(
         f"{what} at {cfg.host}:{cfg.port}{how} does not answer ({exc.__class__.__name__}: {exc}). "
-        "Start the local stack with `streamrec stack up`, or fix redis.host/redis.port (and "
-        "redis.username, REDIS_PASSWORD, redis.tls*, redis.cluster) in the config file."
+        f"Start {start}, or fix redis.host/redis.port (and redis.username, REDIS_PASSWORD, "
+        "redis.tls*, redis.cluster) in the config file."
     )
 
 
