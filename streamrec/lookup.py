@@ -27,15 +27,13 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
 from streamrec.cluster_reads import reader
 from streamrec.errors import StreamrecError
 from streamrec.redis_lists import (
     UNREACHABLE,
     RedisClient,
-    client_options,
+    async_client,
     connect,
     decoded,
     unavailable,
@@ -382,14 +380,6 @@ class AsyncLookupClient:
         args = [self.cfg.key_prefix]
         raw = await self._bounded(self._popular(keys=[self._pointer], args=args))
         return item_list(list(raw), n, exclude)
-
-
-def async_client(cfg: RedisConfig) -> aioredis.Redis | AsyncRedisCluster:
-    """The asyncio client for ``cfg`` (one node or Redis Cluster), retrying once; it connects
-    on first use."""
-    if cfg.cluster:
-        return AsyncRedisCluster(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
-    return aioredis.Redis(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
 
 
 def table(

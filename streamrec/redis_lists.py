@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
@@ -23,16 +26,13 @@ from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, 
 
 # A client of one Redis node or of a Redis Cluster (``redis.cluster`` in the config). Every
 # writer's Lua call touches one slot (docs/redis-layout.md), and pipelines are never MULTI, so
-# the writers take either; readers whose Lua spans slots branch on ``is_cluster``.
+# the writers take either; the readers whose Lua spans slots run streamrec/cluster_reads.py's
+# plans on a cluster instead.
 RedisClient = redis.Redis | RedisCluster
 
-# What makes a command worth retrying, or a Redis "not there": RedisClusterException is raised
-# (outside RedisError) when no startup node of a cluster answers.
+# The errors of a Redis that is not there (ServiceUnavailable for the caller): redis-py raises
+# RedisClusterException, which is not a RedisError, when no node of a cluster answers.
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException)
-
-
-def is_cluster(client: object) -> bool:
-    return isinstance(client, RedisCluster)
 
 
 def decoded(raw: bytes | str | None) -> str | None:
@@ -88,7 +88,8 @@ def connect(cfg: RedisConfig, patient: bool = True) -> RedisClient:
     once and then says so. Password, ACL user and TLS come from the config (which reads them
     from the environment); none of them is ever logged, and the error names only the host,
     port and user. With ``redis.cluster``, a ``RedisCluster`` that found every master from
-    ``host:port`` (its retries follow the same policy)."""
+    ``host:port``; redis-py 8.1's cluster client takes only the policy's number of retries,
+    which it makes at once, after refreshing its map of the cluster, without the backoff."""
     retry = retry_policy(cfg.retry_window_s if patient else 0.0)
     try:
         client: RedisClient = (
@@ -104,6 +105,14 @@ def connect(cfg: RedisConfig, patient: bool = True) -> RedisClient:
         client.close()
         raise unavailable(cfg, exc) from exc
     return client
+
+
+def async_client(cfg: RedisConfig) -> aioredis.Redis | AsyncRedisCluster:
+    """The asyncio client for ``cfg`` (one node or Redis Cluster) that the HTTP server's
+    lookups use: it retries once, and connects on first use."""
+    if cfg.cluster:
+        return AsyncRedisCluster(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
+    return aioredis.Redis(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
 
 
 def unavailable(cfg: RedisConfig, exc: Exception) -> ServiceUnavailable:
