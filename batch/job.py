@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -48,6 +47,7 @@ from streamrec.model.segments import feature_spec
 from streamrec.model.similar import similar_items
 from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
 from streamrec.redis_lists import (
+    RedisClient,
     Switch,
     connect,
     decoded,
@@ -349,7 +349,7 @@ def publish(
 
 
 def _publish_popular(
-    client: redis.Redis, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
+    client: RedisClient, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
 ) -> None:
     popular = L.RecList(
         tuple(popular_items(data.ratings, cfg.batch.top_n)),
@@ -363,7 +363,7 @@ def _publish_popular(
 
 
 def _publish_similar(
-    client: redis.Redis, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
+    client: RedisClient, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
 ) -> None:
     """Each item's most similar items (model/similar.py): ``GET /similar/{item_id}``. Skipped
     above ``batch.similar_max_items`` items, where the all-pairs pass would dominate the run."""
@@ -394,7 +394,7 @@ def _publish_similar(
 
 
 def _publish_segment_lists(
-    client: redis.Redis, cfg: Config, data: Prepared, segments: Segmentation, stamp: ListStamp
+    client: RedisClient, cfg: Config, data: Prepared, segments: Segmentation, stamp: ListStamp
 ) -> None:
     """Each segment's most popular items: the list of a user the model cannot personalise."""
     top = segment_top_items(data.ratings, segments.assignments, cfg.segments.top_n).collect()
@@ -444,7 +444,7 @@ def run_batch(cfg: Config, spark: SparkSession | None = None) -> BatchResult:
         client.close()
 
 
-def recover(client: redis.Redis, cfg: Config) -> None:
+def recover(client: RedisClient, cfg: Config) -> None:
     """Before a run (under the lock): the model store follows the version Redis serves, and
     what killed runs left goes: keys of versions readers do not follow, folders of versions
     never saved whole. Readers and the stream follow Redis's pointer, which moves first; a run

@@ -16,6 +16,7 @@ import redis
 from redis.lock import Lock
 
 from streamrec.errors import StreamrecError
+from streamrec.redis_lists import RedisClient
 from streamrec.schemas import redis_layout as L
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class RunLocked(StreamrecError):
 
 
 @contextmanager
-def exclusive_run(client: redis.Redis, prefix: str, ttl_s: float = LOCK_TTL_S) -> Iterator[None]:
+def exclusive_run(client: RedisClient, prefix: str, ttl_s: float = LOCK_TTL_S) -> Iterator[None]:
     """Hold the batch lock for the block, or raise ``RunLocked`` at once."""
     lock = Lock(client, L.batch_lock_key(prefix), timeout=ttl_s, thread_local=False)
     if not lock.acquire(blocking=False):

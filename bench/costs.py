@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import redis
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
@@ -48,7 +47,7 @@ from streamrec.batch.train import train_als
 from streamrec.model.scoring import top_n
 from streamrec.model.store import ItemModel, training_record
 from streamrec.model.user_state import UserState, encode_state
-from streamrec.redis_lists import connect, write_publish
+from streamrec.redis_lists import RedisClient, connect, pipelined_script, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig, with_overrides
@@ -172,7 +171,7 @@ def _model(rng: np.random.Generator, n_items: int, rank: int) -> ItemModel:
     return ItemModel(VERSION, [item_id(i) for i in range(n_items)], factors, f64.T @ f64, meta)
 
 
-def measure_stream(client: redis.Redis, cfg: Config, p: CostParams) -> dict[str, Any]:
+def measure_stream(client: RedisClient, cfg: Config, p: CostParams) -> dict[str, Any]:
     """finish_users per user at each catalogue size; then the stream's Redis step per user."""
     rng = np.random.default_rng(p.seed)
     per_catalogue: dict[str, float] = {}
@@ -188,7 +187,7 @@ def measure_stream(client: redis.Redis, cfg: Config, p: CostParams) -> dict[str,
             per_catalogue[str(n_items)] = (time.monotonic() - t) / len(states)
         del model, index
     prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
-    script = client.register_script(L.STREAM_WRITE_LUA)
+    script = pipelined_script(client, L.STREAM_WRITE_LUA)
     pipe = client.pipeline(transaction=False)
     t = time.monotonic()
     for u, update in enumerate(updates):
@@ -238,7 +237,7 @@ def measure_scoring(p: CostParams, rank: int, n: int) -> dict[str, Any]:
 
 
 def measure_publish(
-    spark: SparkSession, client: redis.Redis, cfg: Config, p: CostParams
+    spark: SparkSession, client: RedisClient, cfg: Config, p: CostParams
 ) -> dict[str, Any]:
     """Spark's publish path (encode + write on the executors) and one pipelined connection."""
     rng = np.random.default_rng(p.seed)
@@ -276,7 +275,7 @@ def measure_publish(
     }
 
 
-def measure_memory(client: redis.Redis, cfg: Config, used_before: int) -> dict[str, Any]:
+def measure_memory(client: RedisClient, cfg: Config, used_before: int) -> dict[str, Any]:
     prefix = cfg.redis.key_prefix
 
     def usage(pattern: str, limit: int = 2000) -> tuple[float, int]:
@@ -389,7 +388,7 @@ def extrapolate(units: dict[str, Any], target: Target, iterations: int) -> dict[
     }
 
 
-def _clear(client: redis.Redis, prefix: str) -> None:
+def _clear(client: RedisClient, prefix: str) -> None:
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 1000):
         client.unlink(*keys[start : start + 1000])

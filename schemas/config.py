@@ -78,6 +78,8 @@ class RedisConfig:
     # exponential backoff, for about this long: a Redis restart or a short freeze does not stop
     # them. Lookups retry once; a job's start-up check does not wait.
     retry_window_s: float = 60.0
+    # Redis Cluster: host:port is one startup node, the client finds the others (db must be 0).
+    cluster: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,6 +487,10 @@ def _check_values(cfg: Config) -> None:
             "{" not in cfg.redis.key_prefix and "}" not in cfg.redis.key_prefix,
             "redis.key_prefix must not contain '{' or '}': braces would move the Redis Cluster "
             "hash tag of every key (docs/redis-layout.md)",
+        ),
+        (
+            not (cfg.redis.cluster and cfg.redis.db != 0),
+            "redis.db must be 0 with redis.cluster: true (Redis Cluster has one database)",
         ),
         (
             not (cfg.redis.tls_cert_file or cfg.redis.tls_key_file)

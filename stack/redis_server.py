@@ -45,6 +45,14 @@ def _ready(cfg: Config) -> bool:
         return False
 
 
+def server_command(binary: str, host: str, port: int, folder: Path) -> list[str]:
+    """A redis-server in the foreground on ``host:port``, without persistence, in ``folder``."""
+    return [
+        *(binary, "--bind", host, "--port", str(port), "--dir", str(folder)),
+        *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+    ]
+
+
 def start(cfg: Config) -> str:
     proc = process(cfg)
     if proc.pid() is not None:
@@ -59,21 +67,7 @@ def start(cfg: Config) -> str:
         )
     h = home(cfg)
     h.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        binary,
-        "--bind",
-        cfg.redis.host,
-        "--port",
-        str(cfg.redis.port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-        "--dir",
-        str(h),
-    ]
+    cmd = server_command(binary, cfg.redis.host, cfg.redis.port, h)
     if cfg.redis.password:
         cmd += ["--requirepass", cfg.redis.password]
     pid = proc.start(cmd)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import redis
 from pyspark import Accumulator, Broadcast, TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -48,7 +47,7 @@ from streamrec.model.user_state import (
     merge_rows,
     weighed_rows,
 )
-from streamrec.redis_lists import connect, decoded
+from streamrec.redis_lists import RedisClient, connect, decoded, pipelined_script
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -243,7 +242,7 @@ MAX_WRITE_ROUNDS = 20
 
 
 def update_users(
-    client: redis.Redis,
+    client: RedisClient,
     groups: list[tuple[str, list[Row]]],
     model: ItemModel | None,
     cfg: Config,
@@ -257,7 +256,7 @@ def update_users(
     (outcome, event -> Redis lag per event in ms, list fence or 0)."""
     prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
     index = _index_of(model) if model is not None else {}
-    script = client.register_script(L.STREAM_WRITE_LUA)
+    script = pipelined_script(client, L.STREAM_WRITE_LUA)
     done: list[tuple[str, list[int], int] | None] = [None] * len(groups)
     pending = list(range(len(groups)))
     for _ in range(MAX_WRITE_ROUNDS):
@@ -340,7 +339,7 @@ def rescored_list_rows(
         try:
             states = read_states(client, prefix, users)
             updates = finish_users(states, model, _index_of(model), cfg, reference_ms)
-            script = client.register_script(L.FENCED_WRITE_LUA)
+            script = pipelined_script(client, L.FENCED_WRITE_LUA)
             pipe = client.pipeline(transaction=False)
             for user, update in zip(users, updates, strict=True):
                 if update.payload:
@@ -369,13 +368,13 @@ def rescored_list_rows(
     return users.repartition(list_partitions(cfg)).mapInPandas(per_partition, OUTCOME_ROWS)
 
 
-def read_states(client: redis.Redis, prefix: str, users: list[str]) -> list[UserState]:
+def read_states(client: RedisClient, prefix: str, users: list[str]) -> list[UserState]:
     """Every user's stored state (empty for a user the stream has not seen), one round trip."""
     return [state for state, _ in read_revisions(client, prefix, users)]
 
 
 def read_revisions(
-    client: redis.Redis, prefix: str, users: list[str]
+    client: RedisClient, prefix: str, users: list[str]
 ) -> list[tuple[UserState, str]]:
     """Every user's stored state and its revision ("" before the first write: what
     ``STREAM_WRITE_LUA`` compares), one round trip."""

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.compute as pc
-import redis
 from pyspark import Accumulator, Broadcast
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -38,7 +37,7 @@ from streamrec.errors import ModelStoreError, StreamrecError
 from streamrec.kafka_topics import ensure_topics, partition_bounds, spark_options
 from streamrec.model import store
 from streamrec.model.store import ItemModel
-from streamrec.redis_lists import connect, decoded, delete_version
+from streamrec.redis_lists import RedisClient, connect, decoded, delete_version
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, FeedbackConfig
@@ -87,7 +86,7 @@ class ModelHolder:
         self,
         spark: SparkSession,
         model_store: str,
-        client: redis.Redis,
+        client: RedisClient,
         prefix: str,
         feedback: FeedbackConfig,
     ) -> None:
@@ -434,7 +433,7 @@ def starting_after_event_store(spark: SparkSession, cfg: Config) -> str | None:
     return json.dumps({topic: {str(p): o for p, o in offsets.items()}})
 
 
-def check_run(client: redis.Redis, cfg: Config, new_run: bool) -> None:
+def check_run(client: RedisClient, cfg: Config, new_run: bool) -> None:
     """Refuse to start on a new checkpoint while Redis holds the states of an earlier run,
     unless told: the new run would read the topic from ``streaming.starting_offsets`` again
     and count in the states what they already hold."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from streamrec.redis_lists import decoded
+from streamrec.redis_lists import RedisClient, decoded
 from streamrec.schemas import redis_layout as L
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def lag_percentiles(lags_ms: Sequence[int] | np.ndarray) -> dict[str, float]:
     return {f"p{q}_ms": float(v) for q, v in zip((50, 95, 99), values, strict=True)}
 
 
-def record(client: redis.Redis, prefix: str, keep: int, metrics: BatchMetrics) -> None:
+def record(client: RedisClient, prefix: str, keep: int, metrics: BatchMetrics) -> None:
     """Log the micro-batch and add it to the metrics stream in Redis. Metrics are not worth a
     failed micro-batch: a Redis error here is logged, and the next batch tries again."""
     log.info("%s", metrics.summary())
@@ -111,7 +111,7 @@ def record(client: redis.Redis, prefix: str, keep: int, metrics: BatchMetrics) -
         log.warning("stream metrics not kept in Redis: %s", exc)
 
 
-def read_recent(client: redis.Redis, prefix: str, count: int = 100) -> list[dict[str, str]]:
+def read_recent(client: RedisClient, prefix: str, count: int = 100) -> list[dict[str, str]]:
     """The newest ``count`` metric entries, newest first, as string dicts."""
     entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrevrange(  # type: ignore[assignment]
         L.stream_metrics_key(prefix), count=count

@@ -27,7 +27,7 @@ from streamrec import storage
 from streamrec.errors import InputError, ModelStoreError
 from streamrec.model import store
 from streamrec.model.user_state import NO_BATCH, UserState, encode_state, merge
-from streamrec.redis_lists import connect, decoded
+from streamrec.redis_lists import connect, decoded, pipelined_script
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
@@ -107,7 +107,7 @@ def rebuild_states(spark: SparkSession, cfg: Config) -> RebuildReport:
         client = connect(redis_cfg)
         try:
             stored = read_revisions(client, prefix, [user for user, _ in groups])
-            script = client.register_script(L.STATE_REBUILD_LUA)
+            script = pipelined_script(client, L.STATE_REBUILD_LUA)
             pipe = client.pipeline(transaction=False)
             users, wanted = [], []
             for (user, rows), (state, rev) in zip(groups, stored, strict=True):

@@ -14,15 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
-import redis
-
 from streamrec.batch.job import run_batch
 from streamrec.errors import StreamrecError
 from streamrec.kafka_topics import admin_client, ensure_topics
 from streamrec.model import store
 from streamrec.producer.run import ProduceOptions, produce, publish_events
 from streamrec.producer.synthetic import SyntheticWorld
-from streamrec.redis_lists import connect, read_lists
+from streamrec.redis_lists import RedisClient, connect, read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
@@ -79,7 +77,7 @@ def reset_namespace(cfg: Config) -> None:
 
 
 def _wait_for_list(
-    client: redis.Redis,
+    client: RedisClient,
     cfg: Config,
     user: str,
     watermark: int,

@@ -11,7 +11,8 @@ Every answer is wholly from one model version, even while a batch publish switch
 With ``exclude``, the script returns every fallback list, the excluded items are left out,
 and a list with nothing left falls through to the next one. ``lookup_many`` asks for several
 users in the same single round trip. docs/redis-layout.md describes the same lookup for clients
-in other languages and on Redis Cluster.
+in other languages and on Redis Cluster. On Redis Cluster (``redis.cluster``) each script runs as
+a few commands instead (streamrec/cluster_reads.py) and gives the same reply, decoded here alike.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from streamrec.cluster_reads import reader
 from streamrec.errors import StreamrecError
-from streamrec.redis_lists import client_options, connect, decoded, unavailable
+from streamrec.redis_lists import (
+    UNREACHABLE,
+    RedisClient,
+    async_client,
+    connect,
+    decoded,
+    unavailable,
+)
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import RedisConfig
@@ -215,13 +223,13 @@ def pick(
 class LookupClient:
     """Lookups against one Redis (connection pool inside; safe to share between threads)."""
 
-    def __init__(self, client: redis.Redis, cfg: RedisConfig) -> None:
+    def __init__(self, client: RedisClient, cfg: RedisConfig) -> None:
         self.client, self.cfg = client, cfg
         self._pointer = L.current_model_key(cfg.key_prefix)
-        self._lookup = client.register_script(L.LOOKUP_LUA)
-        self._segment = client.register_script(L.READ_SEGMENT_LUA)
-        self._similar = client.register_script(L.READ_SIMILAR_LUA)
-        self._popular = client.register_script(L.READ_POPULAR_LUA)
+        self._lookup = reader(client, L.LOOKUP_LUA)
+        self._segment = reader(client, L.READ_SEGMENT_LUA)
+        self._similar = reader(client, L.READ_SIMILAR_LUA)
+        self._popular = reader(client, L.READ_POPULAR_LUA)
 
     @classmethod
     def open(cls, cfg: RedisConfig) -> LookupClient:
@@ -241,14 +249,14 @@ class LookupClient:
     def _call(self, script: Any, args: list[str]) -> list[Any]:
         try:
             return list(script(keys=[self._pointer], args=args))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNREACHABLE as exc:
             raise unavailable(self.cfg, exc) from exc
 
     def model_version(self) -> str | None:
         """The version readers follow now (None before the first publish)."""
         try:
             return decoded(self.client.get(self._pointer))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNREACHABLE as exc:
             raise unavailable(self.cfg, exc) from exc
 
     def has_lists(self, version: str) -> bool:
@@ -256,7 +264,7 @@ class LookupClient:
         writes, stands for them): False after Redis lost its data or the lists expired."""
         try:
             return bool(self.client.exists(L.popular_list_key(self.cfg.key_prefix, version)))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNREACHABLE as exc:
             raise unavailable(self.cfg, exc) from exc
 
     def lookup(self, user_id: str, n: int = 10, exclude: Collection[str] = ()) -> Recommendations:
@@ -343,19 +351,21 @@ class AsyncLookupClient:
     loop). Every call waits at most ``timeout_s`` in all, retries included, then raises
     ServiceUnavailable."""
 
-    def __init__(self, client: aioredis.Redis, cfg: RedisConfig, timeout_s: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis | AsyncRedisCluster, cfg: RedisConfig, timeout_s: float
+    ) -> None:
         self.client, self.cfg, self.timeout_s = client, cfg, timeout_s
         self._pointer = L.current_model_key(cfg.key_prefix)
-        self._lookup = client.register_script(L.LOOKUP_LUA)
-        self._segment = client.register_script(L.READ_SEGMENT_LUA)
-        self._similar = client.register_script(L.READ_SIMILAR_LUA)
-        self._popular = client.register_script(L.READ_POPULAR_LUA)
+        self._lookup = reader(client, L.LOOKUP_LUA)
+        self._segment = reader(client, L.READ_SEGMENT_LUA)
+        self._similar = reader(client, L.READ_SIMILAR_LUA)
+        self._popular = reader(client, L.READ_POPULAR_LUA)
 
     @classmethod
     async def open(cls, cfg: RedisConfig, timeout_s: float, ping: bool = True) -> AsyncLookupClient:
         """A client; with ``ping``, one that has answered (else ServiceUnavailable). Without,
         it connects on first use, so a server starts while Redis is away and answers 503."""
-        client = aioredis.Redis(**client_options(cfg), retry=AsyncRetry(NoBackoff(), 1))
+        client = async_client(cfg)
         lookups = cls(client, cfg, timeout_s)
         if ping:
             await lookups._bounded(client.ping())
@@ -368,7 +378,7 @@ class AsyncLookupClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await call
-        except (redis.ConnectionError, redis.TimeoutError, TimeoutError) as exc:
+        except (*UNREACHABLE, TimeoutError) as exc:
             if isinstance(exc, TimeoutError) and not isinstance(exc, redis.TimeoutError):
                 exc = redis.TimeoutError(f"no answer within {self.timeout_s:g} s")
             raise unavailable(self.cfg, exc) from exc

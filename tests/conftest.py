@@ -10,11 +10,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from streamrec.schemas.config import Config, with_overrides
+
+if TYPE_CHECKING:
+    from streamrec.stack.redis_cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +56,19 @@ def stack_cfg() -> Iterator[Config]:
         kafka_broker.process(cfg).stop()
     if started["redis"] != "already running":
         redis_server.process(cfg).stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A local Redis Cluster of three masters on 27001-27003 (stack/redis_cluster.py), for the
+    tests that ask for it; stopped at the end if this session started it."""
+    from streamrec.stack.redis_cluster import LocalCluster
+
+    cluster = LocalCluster(REPO / ".streamrec" / "test-redis-cluster", first_port=27001)
+    started = cluster.start()
+    yield cluster
+    if started != "already running":
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

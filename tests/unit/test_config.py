@@ -282,6 +282,7 @@ def test_top_level_not_a_mapping_names_file(tmp_path: Path) -> None:
         ("feedback:\n  weights: {play: 1.0, listen: 2.0}\n", "feedback.weights.listen"),
         ("redis:\n  key_prefix: 'streamrec:'\n", "redis.key_prefix"),
         ("redis:\n  key_prefix: ''\n", "redis.key_prefix"),
+        ("redis:\n  cluster: true\n  db: 1\n", "redis.db"),
         ("streaming:\n  starting_offsets: middle\n", "streaming.starting_offsets"),
         ("streaming:\n  trigger_seconds: -1\n", "streaming.trigger_seconds"),
         ("streaming:\n  max_offsets_per_trigger: 0\n", "streaming.max_offsets_per_trigger"),
