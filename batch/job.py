@@ -1,65 +1,64 @@
-"""`streamrec batch run`: event store -> implicit ALS -> model store -> Redis lists."""
+"""`streamrec batch run`: event store -> implicit ALS (or EASE) -> model store -> Redis lists.
+
+The steps live beside it: batch/prepare.py (input), batch/tuning.py and batch/holdout.py (the
+setting and the promotion gate), batch/segment_version.py (segments), batch/publish.py (every
+Redis write). This module runs them in order, under the run lock, and decides what is live."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from streamrec import storage
 from streamrec.batch.holdout import SUPERSEDED, Decision, holdout_metrics, promotion_decision
-from streamrec.batch.ids import ITEM_INDEX, USER_INDEX, check_index_range, extend_index
-from streamrec.batch.interactions import RATING, dedupe_events, to_interactions
+from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
+from streamrec.batch.interactions import RATING
+from streamrec.batch.prepare import Prepared, prepare
 from streamrec.batch.publish import (
     NEWEST_MS,
     ListStamp,
     popular_items,
+    remove_unfollowed_versions,
+    switch_to,
     user_lists,
     write_list_rows,
+    write_popular_list,
+    write_segment_lists,
+    write_similar_lists,
 )
 from streamrec.batch.run_lock import exclusive_run
 from streamrec.batch.scoring import FEATURES, RATINGS, SEEN, rank_histories, rank_users
-from streamrec.batch.segment_report import write_report
-from streamrec.batch.segmentation import FEATURES as SEG_FEATURES
+from streamrec.batch.segment_version import Segmentation, segment_users
 from streamrec.batch.segmentation import (
     ITEMS,
     SCORES,
     SEGMENT,
-    save_pipeline,
     segment_top_items,
-    train_segments,
-    user_feature_frame,
 )
 from streamrec.batch.train import train_als, train_ease
 from streamrec.batch.tuning import choose_parameters
-from streamrec.errors import InputError, ModelStoreError
+from streamrec.errors import ModelStoreError
 from streamrec.model import store
 from streamrec.model.describe import write_promotion
-from streamrec.model.segments import feature_spec
-from streamrec.model.similar import similar_items
-from streamrec.model.store import SEGMENT_ASSIGNER, ItemModel
+from streamrec.model.store import ItemModel
 from streamrec.redis_lists import (
     RedisClient,
     Switch,
     connect,
     decoded,
-    delete_version,
-    switch_version,
-    versions_with_keys,
-    write_lists,
 )
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
-from streamrec.schemas.event_store import DATA_FILES
 from streamrec.spark import build_spark
 
 log = logging.getLogger(__name__)
@@ -113,124 +112,6 @@ class BatchResult:
             f"{self.lists_kept_newer} kept (stream lists newer than the data cut){quality}"
             f"{setting}; {self.decision}; {steps}"
         )
-
-
-def read_event_store(spark: SparkSession, path: str) -> DataFrame:
-    root = storage.absolute(path)
-    if not storage.filesystem(root).matches_any(root, DATA_FILES):
-        raise InputError(
-            f"the event store {root} holds no events yet: run the streaming job first "
-            "(`streamrec stream --available-now`)"
-        )
-    return spark.read.parquet(root)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The training input: deduplicated events, their ratings, and the id maps."""
-
-    events: DataFrame
-    ratings: DataFrame
-    users: DataFrame
-    items: DataFrame
-    indexed: DataFrame
-    n_events: int
-    n_users: int
-    n_interactions: int
-    data_cut_ms: int
-
-
-def prepare(spark: SparkSession, cfg: Config) -> Prepared:
-    events = dedupe_events(read_event_store(spark, cfg.paths.event_store)).cache()
-    n_events = events.count()
-    data_cut_ms = int(events.agg(F.max(E.EVENT_TIME)).collect()[0][0])
-    ratings = to_interactions(events, cfg.feedback, data_cut_ms)
-    # The previous model's id maps, extended append-only (cached: used by several joins).
-    previous = store.current_version(cfg.paths.model_store)
-    users = extend_index(
-        _previous_map(spark, cfg, previous, "users"), ratings, E.USER_ID, USER_INDEX
-    ).cache()
-    items = extend_index(
-        _previous_map(spark, cfg, previous, "items"), ratings, E.ITEM_ID, ITEM_INDEX
-    ).cache()
-    check_index_range(users, USER_INDEX, "user")
-    check_index_range(items, ITEM_INDEX, "item")
-    indexed = ratings.join(users, E.USER_ID).join(items, E.ITEM_ID).cache()
-    n_users = indexed.select(E.USER_ID).distinct().count()
-    return Prepared(
-        events, ratings, users, items, indexed, n_events, n_users, indexed.count(), data_cut_ms
-    )
-
-
-def _previous_map(
-    spark: SparkSession, cfg: Config, version: str | None, kind: str
-) -> DataFrame | None:
-    if version is None:
-        return None
-    path = store.id_map_dir(cfg.paths.model_store, version, kind)
-    if not storage.filesystem(path).exists(path):
-        log.warning("model %s has no %s id map; ids are numbered afresh", version, kind)
-        return None
-    # Read into memory: the next version's map is written over the same store, and a lazy
-    # reader must not see a folder that pruning removes.
-    return spark.read.parquet(path).cache()
-
-
-@dataclass
-class Segmentation:
-    """A version's segments: the assignments to publish and the summary kept in meta.json."""
-
-    assignments: DataFrame  # user_id, segment[, probabilities]
-    summary: dict[str, Any]
-
-
-def segment_users(
-    spark: SparkSession, cfg: Config, als: ALSModel, data: Prepared, version: str
-) -> Segmentation | None:
-    """Fit the segment pipeline on every user's features (ALS factor and behaviour), save it
-    and its plain-array assigner into the version's folder, and write the validation report
-    beside them (``segments/report/``)."""
-    if not cfg.segments.enabled:
-        return None
-    factors = als.userFactors.join(data.users, als.userFactors.id == data.users[USER_INDEX])
-    factors = factors.select(E.USER_ID, F.col("features").alias(SEG_FEATURES))
-    spec = feature_spec(cfg.segments, cfg.batch.rank)
-    features = user_feature_frame(spark, data.events, factors, data.data_cut_ms, spec, None).cache()
-    try:
-        result = train_segments(features, cfg.segments, spec)
-    except InputError as exc:  # too few users to segment: lists still publish
-        log.warning("batch: no segments for %s: %s", version, exc)
-        features.unpersist()
-        return None
-    folder = store.version_dir(cfg.paths.model_store, version)
-    save_pipeline(result, storage.join(folder, "segments", "pipeline"))
-    store.write_version_file(
-        cfg.paths.model_store, version, SEGMENT_ASSIGNER, result.assigner.to_bytes()
-    )
-    with tempfile.TemporaryDirectory(prefix="streamrec-segments-") as tmp:
-        # matplotlib writes local files; they are then copied to the store, wherever it is.
-        metrics = write_report(result, features, data.ratings, tmp)
-        for report_file in sorted(Path(tmp).iterdir()):
-            store.write_version_file(
-                cfg.paths.model_store,
-                version,
-                f"segments/report/{report_file.name}",
-                report_file.read_bytes(),
-            )
-    features.unpersist()
-    summary = {
-        key: metrics[key]
-        for key in (
-            "method",
-            "k",
-            "silhouette",
-            "n_components",
-            "classifier_agreement",
-            "segment_sizes",
-        )
-    }
-    summary["features"] = list(spec.names())
-    return Segmentation(result.assignments, summary)
 
 
 def save_model(
@@ -326,13 +207,14 @@ def publish(
         rows = user_lists(ranked.join(newest, E.USER_ID, "left"), cfg, stamp)
         written, kept = write_list_rows(rows, cfg)
         if segments is not None:
-            _publish_segment_lists(client, cfg, data, segments, stamp)
-        _publish_popular(client, cfg, data, model, stamp)
-        _publish_similar(client, cfg, data, model, stamp)
-        # The switch: one atomic step; then the previous version's keys go.
-        switch = switch_version(client, cfg.redis.key_prefix, model.version)
-        if not switch.switched:
-            delete_version(client, cfg.redis.key_prefix, model.version)
+            top = segment_top_items(data.ratings, segments.assignments, cfg.segments.top_n)
+            segment_lists = [
+                (r[SEGMENT], list(zip(r[ITEMS], r[SCORES], strict=True))) for r in top.collect()
+            ]
+            write_segment_lists(client, cfg, stamp, segment_lists)
+        write_popular_list(client, cfg, stamp, popular_items(data.ratings, cfg.batch.top_n))
+        write_similar_lists(client, cfg, stamp, model)
+        switch = switch_to(client, cfg.redis.key_prefix, model.version)
     finally:
         client.close()
     if switch.switched:
@@ -346,76 +228,6 @@ def publish(
     else:
         log.warning("batch: %s not published: the newer %s is live", model.version, switch.newer)
     return written, kept, switch
-
-
-def _publish_popular(
-    client: RedisClient, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
-) -> None:
-    popular = L.RecList(
-        tuple(popular_items(data.ratings, cfg.batch.top_n)),
-        L.SOURCE_POPULAR,
-        model.version,
-        stamp.generated_ms,
-        data.data_cut_ms,
-    )
-    key = L.popular_list_key(cfg.redis.key_prefix, model.version)
-    write_lists(client, [(key, L.encode_list(popular), data.data_cut_ms)], cfg.lists.ttl_seconds)
-
-
-def _publish_similar(
-    client: RedisClient, cfg: Config, data: Prepared, model: ItemModel, stamp: ListStamp
-) -> None:
-    """Each item's most similar items (model/similar.py): ``GET /similar/{item_id}``. Skipped
-    above ``batch.similar_max_items`` items, where the all-pairs pass would dominate the run."""
-    items = len(model.item_ids)
-    if items > cfg.batch.similar_max_items:
-        log.info(
-            "batch: similar items skipped: %d items > batch.similar_max_items %d",
-            items,
-            cfg.batch.similar_max_items,
-        )
-        return
-    positions, scores = similar_items(model.item_factors, cfg.batch.top_n)
-    rows = []
-    for item, near, values in zip(model.item_ids, positions, scores, strict=True):
-        found = near >= 0
-        if not found.any():
-            continue
-        ranked = tuple(
-            (model.item_ids[i], float(v)) for i, v in zip(near[found], values[found], strict=True)
-        )
-        rec = L.RecList(
-            ranked, L.SOURCE_SIMILAR, stamp.model_version, stamp.generated_ms, data.data_cut_ms
-        )
-        key = L.similar_list_key(cfg.redis.key_prefix, stamp.model_version, item)
-        rows.append((key, L.encode_list(rec), data.data_cut_ms))
-    write_lists(client, rows, cfg.lists.ttl_seconds)
-    log.info("batch: %d items' similar items published", len(rows))
-
-
-def _publish_segment_lists(
-    client: RedisClient, cfg: Config, data: Prepared, segments: Segmentation, stamp: ListStamp
-) -> None:
-    """Each segment's most popular items: the list of a user the model cannot personalise."""
-    top = segment_top_items(data.ratings, segments.assignments, cfg.segments.top_n).collect()
-    rows = [
-        (
-            L.segment_list_key(cfg.redis.key_prefix, stamp.model_version, r[SEGMENT]),
-            L.encode_list(
-                L.RecList(
-                    tuple(zip(r[ITEMS], r[SCORES], strict=True)),
-                    L.SOURCE_SEGMENT,
-                    stamp.model_version,
-                    stamp.generated_ms,
-                    data.data_cut_ms,
-                )
-            ),
-            data.data_cut_ms,
-        )
-        for r in top
-    ]
-    write_lists(client, rows, cfg.lists.ttl_seconds)
-    log.info("batch: %d segment lists published", len(rows))
 
 
 def _current_model(cfg: Config, version: str | None) -> ItemModel | None:
@@ -454,21 +266,22 @@ def recover(client: RedisClient, cfg: Config) -> None:
     if live and live != store.current_version(model_store) and live in store.versions(model_store):
         store.promote(model_store, live)
         log.warning("batch: the model store's current is now %s, the version Redis serves", live)
-    for version in sorted(versions_with_keys(client, prefix) - {live}):
-        removed = delete_version(client, prefix, version)
-        log.warning(
-            "batch: removed %d keys of %s, a version readers do not follow", removed, version
-        )
+    remove_unfollowed_versions(client, prefix, live)
     for folder in store.remove_incomplete(model_store):
         log.warning("batch: removed %s, a version a killed run left half-written", folder)
 
 
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    timings[step] = time.monotonic() - started
+
+
 def _run_locked(cfg: Config, spark: SparkSession) -> BatchResult:
     timings: dict[str, float] = {}
-
-    t = time.monotonic()
-    data = prepare(spark, cfg)
-    timings["prepare"] = time.monotonic() - t
+    with _timed(timings, "prepare"):
+        data = prepare(spark, cfg)
     log.info(
         "batch: %d events -> %d interactions of %d users, data cut %d",
         data.n_events,
@@ -476,50 +289,29 @@ def _run_locked(cfg: Config, spark: SparkSession) -> BatchResult:
         data.n_users,
         data.data_cut_ms,
     )
-
     current = _current_model(cfg, store.current_version(cfg.paths.model_store))
-    t = time.monotonic()
-    tuning = choose_parameters(data.events, cfg, None if current is None else current.meta)
-    timings["tune"] = time.monotonic() - t
+    with _timed(timings, "tune"):
+        tuning = choose_parameters(data.events, cfg, None if current is None else current.meta)
     # From here on, the run's own setting: chosen, or kept from the current model.
     run_cfg = replace(cfg, batch=tuning.chosen)
-
-    t = time.monotonic()
-    holdout = holdout_metrics(data.events, run_cfg, current)
-    timings["evaluate"] = time.monotonic() - t
-
-    t = time.monotonic()
-    als = train_als(data.indexed, run_cfg.batch, cfg.spark.shuffle_partitions)
-    timings["train"] = time.monotonic() - t
-
+    with _timed(timings, "evaluate"):
+        holdout = holdout_metrics(data.events, run_cfg, current)
+    with _timed(timings, "train"):
+        als = train_als(data.indexed, run_cfg.batch, cfg.spark.shuffle_partitions)
     version = store.new_version_name()
-    t = time.monotonic()
-    segments = segment_users(spark, run_cfg, als, data, version)
-    timings["segments"] = time.monotonic() - t
-
-    t = time.monotonic()
-    model = save_model(run_cfg, als, data, version, holdout, segments, tuning.record)
-    timings["save"] = time.monotonic() - t
+    with _timed(timings, "segments"):
+        segments = segment_users(spark, run_cfg, als, data, version)
+    with _timed(timings, "save"):
+        model = save_model(run_cfg, als, data, version, holdout, segments, tuning.record)
 
     decision = promotion_decision(holdout, cfg.batch.promote_margin)
     write_promotion(cfg.paths.model_store, model.version, asdict(decision))
     written = kept = 0
     if decision.promote:
-        t = time.monotonic()
-        # Lists first, then Redis's pointer (readers and the stream follow it), then the
-        # store's: a run killed in between leaves one version live, which recover() finishes.
-        written, kept, switch = publish(spark, run_cfg, als, data, model, segments)
-        timings["publish"] = time.monotonic() - t
-        if switch.switched:
-            store.promote(cfg.paths.model_store, model.version)
-            pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
-            if pruned:
-                log.info("batch: removed old model versions %s", ", ".join(pruned))
-        else:
-            decision = Decision(
-                False, f"not published: the newer {switch.newer} is live", SUPERSEDED
+        with _timed(timings, "publish"):
+            written, kept, decision = _publish_promoted(
+                spark, run_cfg, als, data, model, segments, decision
             )
-            write_promotion(cfg.paths.model_store, model.version, asdict(decision))
     else:
         live = None if current is None else current.version
         log.warning("batch: model %s %s; %s stays current", model.version, decision.reason, live)
@@ -547,3 +339,27 @@ def _run_locked(cfg: Config, spark: SparkSession) -> BatchResult:
     )
     log.info("batch: %s", result.summary())
     return result
+
+
+def _publish_promoted(
+    spark: SparkSession,
+    cfg: Config,
+    als: ALSModel,
+    data: Prepared,
+    model: ItemModel,
+    segments: Segmentation | None,
+    decision: Decision,
+) -> tuple[int, int, Decision]:
+    """Lists first, then Redis's pointer (readers and the stream follow it), then the store's:
+    a run killed in between leaves one version live, which recover() finishes. Returns the
+    lists written and kept, and ``decision``, refused when a newer version is live."""
+    written, kept, switch = publish(spark, cfg, als, data, model, segments)
+    if not switch.switched:
+        decision = Decision(False, f"not published: the newer {switch.newer} is live", SUPERSEDED)
+        write_promotion(cfg.paths.model_store, model.version, asdict(decision))
+        return written, kept, decision
+    store.promote(cfg.paths.model_store, model.version)
+    pruned = store.prune(cfg.paths.model_store, cfg.batch.keep_versions)
+    if pruned:
+        log.info("batch: removed old model versions %s", ", ".join(pruned))
+    return written, kept, decision

@@ -1,9 +1,13 @@
-"""Publish top-N lists for every user to Redis: ranked (batch/scoring.py), encoded and written
-on the executors, one Redis pipeline per partition."""
+"""The batch job's Redis side: every user's top-N list (ranked by batch/scoring.py, encoded and
+written on the executors, one Redis pipeline per partition), the segment, popular and similar
+items' lists, the switch of readers to the new version, and the removal of versions nobody
+follows. Key names come from schemas/redis_layout.py; version removal from
+streamrec/redis_lists.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +18,23 @@ from pyspark.sql import types as T
 
 from streamrec.batch.interactions import RATING
 from streamrec.batch.scoring import ITEMS, SCORES
-from streamrec.redis_lists import connect, write_publish
+from streamrec.model.similar import similar_items
+from streamrec.model.store import ItemModel
+from streamrec.redis_lists import (
+    RedisClient,
+    Switch,
+    connect,
+    delete_version,
+    switch_version,
+    versions_with_keys,
+    write_lists,
+    write_publish,
+)
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
+
+log = logging.getLogger(__name__)
 
 SEGMENT = "segment"
 NEWEST_MS = "newest_ms"
@@ -140,3 +157,84 @@ def popular_items(ratings: DataFrame, n: int) -> list[tuple[str, float]]:
         .collect()
     )
     return [(r[E.ITEM_ID], float(r["users"])) for r in top]
+
+
+def _encoded(stamp: ListStamp, source: str, items: Sequence[tuple[str, float]]) -> bytes:
+    rec = L.RecList(
+        tuple(items), source, stamp.model_version, stamp.generated_ms, stamp.watermark_ms
+    )
+    return L.encode_list(rec)
+
+
+def write_popular_list(
+    client: RedisClient, cfg: Config, stamp: ListStamp, items: Sequence[tuple[str, float]]
+) -> None:
+    """The version's popular list: what a user nobody knows gets."""
+    key = L.popular_list_key(cfg.redis.key_prefix, stamp.model_version)
+    payload = _encoded(stamp, L.SOURCE_POPULAR, items)
+    write_lists(client, [(key, payload, stamp.watermark_ms)], cfg.lists.ttl_seconds)
+
+
+def write_segment_lists(
+    client: RedisClient,
+    cfg: Config,
+    stamp: ListStamp,
+    lists: Sequence[tuple[int, Sequence[tuple[str, float]]]],
+) -> None:
+    """Each segment's most popular items: the list of a user the model cannot personalise."""
+    rows = [
+        (
+            L.segment_list_key(cfg.redis.key_prefix, stamp.model_version, segment),
+            _encoded(stamp, L.SOURCE_SEGMENT, items),
+            stamp.watermark_ms,
+        )
+        for segment, items in lists
+    ]
+    write_lists(client, rows, cfg.lists.ttl_seconds)
+    log.info("batch: %d segment lists published", len(rows))
+
+
+def write_similar_lists(
+    client: RedisClient, cfg: Config, stamp: ListStamp, model: ItemModel
+) -> None:
+    """Each item's most similar items (model/similar.py): ``GET /similar/{item_id}``. Skipped
+    above ``batch.similar_max_items`` items, where the all-pairs pass would dominate the run."""
+    items = len(model.item_ids)
+    if items > cfg.batch.similar_max_items:
+        log.info(
+            "batch: similar items skipped: %d items > batch.similar_max_items %d",
+            items,
+            cfg.batch.similar_max_items,
+        )
+        return
+    positions, scores = similar_items(model.item_factors, cfg.batch.top_n)
+    rows = []
+    for item, near, values in zip(model.item_ids, positions, scores, strict=True):
+        found = near >= 0
+        if not found.any():
+            continue
+        ranked = [
+            (model.item_ids[i], float(v)) for i, v in zip(near[found], values[found], strict=True)
+        ]
+        key = L.similar_list_key(cfg.redis.key_prefix, stamp.model_version, item)
+        rows.append((key, _encoded(stamp, L.SOURCE_SIMILAR, ranked), stamp.watermark_ms))
+    write_lists(client, rows, cfg.lists.ttl_seconds)
+    log.info("batch: %d items' similar items published", len(rows))
+
+
+def switch_to(client: RedisClient, prefix: str, version: str) -> Switch:
+    """Readers follow ``version`` from now on, in one atomic step, and the previous version's
+    keys go; a newer live version refuses the switch, and then this version's keys go."""
+    switch = switch_version(client, prefix, version)
+    if not switch.switched:
+        delete_version(client, prefix, version)
+    return switch
+
+
+def remove_unfollowed_versions(client: RedisClient, prefix: str, live: str | None) -> None:
+    """The keys of every version but the live one: what runs killed mid-publish left."""
+    for version in sorted(versions_with_keys(client, prefix) - {live}):
+        removed = delete_version(client, prefix, version)
+        log.warning(
+            "batch: removed %d keys of %s, a version readers do not follow", removed, version
+        )

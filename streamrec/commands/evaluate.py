@@ -179,7 +179,7 @@ def _event_store(cfg: Config, batch: BatchConfig, args: argparse.Namespace) -> i
     """The batch job's own judgement: a time split of the event store (newest share held out)."""
     from streamrec.batch.holdout import holdout_metrics
     from streamrec.batch.interactions import dedupe_events
-    from streamrec.batch.job import read_event_store
+    from streamrec.batch.prepare import read_event_store
     from streamrec.spark import build_spark
 
     share = args.holdout_share if args.holdout_share is not None else batch.holdout_share or 0.1

@@ -80,4 +80,4 @@ def test_the_walk_sees_the_real_tree() -> None:
     assert {"redis_lists", "lookup", "errors", "storage"} <= CORE
     assert layer_of("streamrec.batch.job") == "batch"
     assert layer_of("streamrec.serve") == "entry" and layer_of("streamrec.errors") == "core"
-    assert "streamrec.schemas.event_store" in imports_of(ROOT / "batch" / "job.py")
+    assert "streamrec.schemas.event_store" in imports_of(ROOT / "batch" / "prepare.py")
