@@ -24,7 +24,7 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, dump_config, with_overrides
 from streamrec.streaming.event_store import write_batch
-from streamrec.streaming.job import ModelHolder
+from streamrec.streaming.model_holder import ModelHolder
 
 pytestmark = pytest.mark.integration
 
