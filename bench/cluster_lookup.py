@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.bench.lookup import LookupParams, _python_client, _seed
-from streamrec.schemas.config import Config, load_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import load_config, with_overrides
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open
 from streamrec.stack.redis_cluster import LocalCluster

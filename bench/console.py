@@ -25,7 +25,8 @@ from typing import Any
 import redis
 
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, load_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import load_config, with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.streaming.metrics import LISTS, BatchMetrics
 

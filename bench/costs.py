@@ -50,7 +50,8 @@ from streamrec.model.user_state import UserState, encode_state
 from streamrec.redis_lists import RedisClient, connect, pipelined_script, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig, with_overrides
+from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.fresh_lists import finish_users
 
 VERSION = "vbench-costs"

@@ -57,7 +57,8 @@ from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config, with_overrides
 from streamrec.schemas.redis_layout import decode_list
 from streamrec.spark import build_spark
 from streamrec.stack import kafka_broker, manager

@@ -39,7 +39,8 @@ import numpy as np
 from streamrec.lookup import LookupClient
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open

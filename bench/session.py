@@ -40,7 +40,8 @@ from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from streamrec.errors import ServiceUnavailable
 from streamrec.lookup import BadLookup, LookupClient, max_user_id_length
-from streamrec.schemas.config import Config, ServeConfig, load_config
+from streamrec.schemas.config import Config, ServeConfig
+from streamrec.schemas.config_loader import load_config
 from streamrec.serve import HttpError, Target, health_of, parse_n, parse_target
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from streamrec.batch.rating_files import DEFAULT_EVENT_TYPES, RATING, read_ratin
 from streamrec.model.describe import family_label
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.event_store import write_batch
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from streamrec.commands import bench, demo, evaluate, jobs, lookup, produce, segments, stack
 from streamrec.errors import StreamrecError
-from streamrec.schemas.config import ENV_CONFIG_PATH, Config, load_config
+from streamrec.schemas.config import ENV_CONFIG_PATH, Config
+from streamrec.schemas.config_loader import load_config
 
 log = logging.getLogger("streamrec")
 
@@ -28,7 +29,7 @@ def _config_help() -> str:
     import textwrap
     import typing
 
-    from streamrec.schemas.config import ENV_ALIASES, env_override_name
+    from streamrec.schemas.config_loader import ENV_ALIASES, env_override_name
 
     lines = [
         f"Config: --config FILE, else ${ENV_CONFIG_PATH}, else the built-in defaults; then the",

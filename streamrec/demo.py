@@ -23,7 +23,8 @@ from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import RedisClient, connect, read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.spark import build_spark
 from streamrec.stack import manager
 from streamrec.streaming.job import StreamQueries, StreamReport, run_stream, start_stream

@@ -81,14 +81,8 @@ from streamrec.personal import (
     session_history,
 )
 from streamrec.producer.publisher import EventPublisher
-from streamrec.schemas.config import (
-    ENV_CONFIG_PATH,
-    ENV_OVERRIDE_PREFIX,
-    Config,
-    ServeConfig,
-    dump_config,
-    load_config,
-)
+from streamrec.schemas.config import ENV_CONFIG_PATH, Config, ServeConfig
+from streamrec.schemas.config_loader import ENV_OVERRIDE_PREFIX, dump_config, load_config
 from streamrec.schemas.events import validate_event
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 
 if TYPE_CHECKING:
     from streamrec.stack.redis_cluster import LocalCluster

@@ -22,7 +22,8 @@ from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.streaming.job import run_stream
 from streamrec.streaming.metrics import LISTS, BatchMetrics, read_recent

@@ -22,7 +22,8 @@ from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.dead_letter import (
     H_OFFSET,
     H_PARTITION,

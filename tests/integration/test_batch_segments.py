@@ -20,7 +20,8 @@ from streamrec.model.segments import adjusted_rand_index, feature_spec, user_fea
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

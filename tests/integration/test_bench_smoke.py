@@ -17,7 +17,8 @@ from streamrec.bench.replay import table as replay_table
 from streamrec.bench.scoring import run_scoring
 from streamrec.bench.tuning import run_tuning_bench
 from streamrec.bench.tuning import table as tuning_table
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 
 pytestmark = pytest.mark.integration
 

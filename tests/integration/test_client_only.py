@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, dump_config
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = """
 import importlib.util, json, sys
 from streamrec.lookup import LookupClient
-from streamrec.schemas.config import load_config
+from streamrec.schemas.config_loader import load_config
 
 heavy = ("pyspark", "kafka", "numpy", "pandas", "pyarrow", "scipy")
 installed = [name for name in heavy if importlib.util.find_spec(name) is not None]

@@ -50,7 +50,8 @@ from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config, with_overrides
 from streamrec.streaming.job import run_stream
 from streamrec.streaming.metrics import ARCHIVE, LISTS, read_recent
 from tests.conftest import REPO, read_topic

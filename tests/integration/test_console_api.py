@@ -15,7 +15,8 @@ from streamrec.console_data import DeadLetterReader
 from streamrec.kafka_topics import client_options
 from streamrec.model.user_state import UserState, encode_state
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.streaming import dead_letter as D
 from tests.integration.test_lookup import publish

@@ -17,7 +17,8 @@ from streamrec.model.lists import rank_histories
 from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.fresh_lists import OUTCOME, WRITTEN, fresh_list_rows
 

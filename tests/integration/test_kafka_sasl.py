@@ -18,7 +18,8 @@ from streamrec.kafka_topics import client_options, ensure_topics
 from streamrec.producer.invalid import malformed
 from streamrec.producer.run import publish_events
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.stack import kafka_broker
 from streamrec.streaming.job import run_stream
 

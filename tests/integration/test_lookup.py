@@ -20,7 +20,8 @@ from streamrec.errors import ServiceUnavailable
 from streamrec.lookup import BadLookup, LookupClient
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config, with_overrides
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.job import run_batch
 from streamrec.model import store
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,8 @@ from streamrec.model.store import fold_in_params, load_item_model
 from streamrec.model.user_state import UserState, encode_state, merge
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.streaming.event_store import write_batch
 

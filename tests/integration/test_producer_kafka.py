@@ -20,7 +20,8 @@ from streamrec.errors import ServiceUnavailable
 from streamrec.producer.invalid import RawRecord, malformed
 from streamrec.producer.publisher import EventPublisher
 from streamrec.producer.run import ProduceOptions, produce, publish_events
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.schemas.events import (
     EVENT_ID,
     EVENT_TIME,

@@ -19,7 +19,8 @@ from streamrec.model import store
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import read_lists
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

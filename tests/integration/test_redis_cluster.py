@@ -25,7 +25,8 @@ from streamrec.producer.run import publish_events
 from streamrec.redis_lists import connect, switch_version, versions_with_keys, write_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
 from streamrec.stack.redis_cluster import LocalCluster
 from streamrec.streaming.event_store import write_batch

@@ -22,7 +22,8 @@ from streamrec.model.user_state import NO_BATCH, UserState, decode_state, encode
 from streamrec.redis_lists import connect
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import health_of
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.state_rebuild import rebuild_states

@@ -53,7 +53,7 @@ def test_many_rows_in_chunks(isolated_cfg: Config) -> None:
 
 def test_missing_redis_says_how_to_start_it() -> None:
     from streamrec.errors import ServiceUnavailable
-    from streamrec.schemas.config import with_overrides
+    from streamrec.schemas.config_loader import with_overrides
 
     cfg = with_overrides(Config(), redis=dict(port=1))
     with pytest.raises(ServiceUnavailable, match="streamrec stack up"):

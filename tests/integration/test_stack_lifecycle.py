@@ -25,7 +25,8 @@ from kafka.admin import NewTopic
 
 from streamrec.errors import ServiceUnavailable, StackError
 from streamrec.kafka_topics import admin_client
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.stack import kafka_broker, manager, redis_server
 from streamrec.stack.process import port_open
 from tests.conftest import base_test_config

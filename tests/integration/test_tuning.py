@@ -14,7 +14,8 @@ from streamrec.batch.job import run_batch
 from streamrec.cli import main
 from streamrec.model import store
 from streamrec.schemas import events as E
-from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config, with_overrides
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,8 @@ from streamrec.model import store
 from streamrec.redis_lists import versions_with_keys
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, dump_config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import dump_config, with_overrides
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.model_holder import ModelHolder
 

@@ -12,13 +12,8 @@ import pytest
 import yaml
 
 from streamrec.errors import ConfigError, StreamrecError
-from streamrec.schemas.config import (
-    ENV_CONFIG_PATH,
-    Config,
-    load_config,
-    parse_config,
-    with_overrides,
-)
+from streamrec.schemas.config import ENV_CONFIG_PATH, Config
+from streamrec.schemas.config_loader import load_config, parse_config, with_overrides
 
 pytestmark = pytest.mark.unit
 
@@ -454,7 +449,7 @@ def test_serve_values_checked(tmp_path: Path, text: str, key: str) -> None:
 
 
 def test_dump_config_round_trips_with_secrets_only_in_the_environment() -> None:
-    from streamrec.schemas.config import dump_config
+    from streamrec.schemas.config_loader import dump_config
 
     cfg = with_overrides(
         Config(),
@@ -518,7 +513,7 @@ def test_help_lists_every_environment_override() -> None:
     from typing import get_origin, get_type_hints
 
     from streamrec.cli import build_parser
-    from streamrec.schemas.config import ENV_ALIASES, env_override_name
+    from streamrec.schemas.config_loader import ENV_ALIASES, env_override_name
 
     text = " ".join(build_parser().format_help().split())
     for section, section_type in get_type_hints(Config).items():

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streamrec.schemas.config import Config, load_config
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import load_config
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,8 @@ from streamrec.model.store import (
     trained_setting,
     training_record,
 )
-from streamrec.schemas.config import BatchConfig, FeedbackConfig, parse_config
+from streamrec.schemas.config import BatchConfig, FeedbackConfig
+from streamrec.schemas.config_loader import parse_config
 
 
 def _feedback(seed: int = 3, users: int = 40, items: int = 12) -> np.ndarray:

@@ -2,7 +2,8 @@ import pytest
 
 from streamrec.errors import StackError
 from streamrec.kafka_topics import client_options, jaas_quoted, spark_options
-from streamrec.schemas.config import Config, KafkaConfig, with_overrides
+from streamrec.schemas.config import Config, KafkaConfig
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.stack.kafka_broker import properties_escaped, server_properties
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from streamrec.errors import ServiceUnavailable
-from streamrec.schemas.config import Config, ServeConfig, with_overrides
+from streamrec.schemas.config import Config, ServeConfig
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import (
     EVENTS,
     HEALTH,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.schemas.config import Config, with_overrides
+from streamrec.schemas.config import Config
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.runs import (
     BATCHES_PER_RUN,
     fence_id,

@@ -21,7 +21,8 @@ from streamrec.model.segments import (
     feature_weights,
     user_features,
 )
-from streamrec.schemas.config import SegmentsConfig, parse_config
+from streamrec.schemas.config import SegmentsConfig
+from streamrec.schemas.config_loader import parse_config
 
 pytestmark = pytest.mark.unit
 

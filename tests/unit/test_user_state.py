@@ -18,7 +18,8 @@ from streamrec.model.store import FoldInParams, ItemModel, check_foldable
 from streamrec.model.user_state import UserState, decode_state, encode_state, merge
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
-from streamrec.schemas.config import Config, FeedbackConfig, with_overrides
+from streamrec.schemas.config import Config, FeedbackConfig
+from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.fresh_lists import update_user
 from tests.conftest import trained_with
 
