@@ -50,6 +50,7 @@ from streamrec.model.user_state import UserState, encode_state
 from streamrec.redis_lists import RedisClient, connect, pipelined_script, write_publish
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import BatchConfig, Config, FeedbackConfig
 from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.fresh_lists import finish_users
@@ -188,7 +189,7 @@ def measure_stream(client: RedisClient, cfg: Config, p: CostParams) -> dict[str,
             per_catalogue[str(n_items)] = (time.monotonic() - t) / len(states)
         del model, index
     prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
-    script = pipelined_script(client, L.STREAM_WRITE_LUA)
+    script = pipelined_script(client, LUA.STREAM_WRITE_LUA)
     pipe = client.pipeline(transaction=False)
     t = time.monotonic()
     for u, update in enumerate(updates):

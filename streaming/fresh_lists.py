@@ -50,6 +50,7 @@ from streamrec.model.user_state import (
 from streamrec.redis_lists import RedisClient, connect, decoded, pipelined_script
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import Config
 from streamrec.streaming.parse import max_ahead_ms, record_millis, valid_event_frame
 
@@ -256,7 +257,7 @@ def update_users(
     (outcome, event -> Redis lag per event in ms, list fence or 0)."""
     prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
     index = _index_of(model) if model is not None else {}
-    script = pipelined_script(client, L.STREAM_WRITE_LUA)
+    script = pipelined_script(client, LUA.STREAM_WRITE_LUA)
     done: list[tuple[str, list[int], int] | None] = [None] * len(groups)
     pending = list(range(len(groups)))
     for _ in range(MAX_WRITE_ROUNDS):
@@ -339,7 +340,7 @@ def rescored_list_rows(
         try:
             states = read_states(client, prefix, users)
             updates = finish_users(states, model, _index_of(model), cfg, reference_ms)
-            script = pipelined_script(client, L.FENCED_WRITE_LUA)
+            script = pipelined_script(client, LUA.FENCED_WRITE_LUA)
             pipe = client.pipeline(transaction=False)
             for user, update in zip(users, updates, strict=True):
                 if update.payload:

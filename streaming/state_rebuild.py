@@ -30,6 +30,7 @@ from streamrec.model.user_state import NO_BATCH, UserState, encode_state, merge
 from streamrec.redis_lists import connect, decoded, pipelined_script
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import Config
 from streamrec.streaming.fresh_lists import OUTCOME as LIST_OUTCOME
 from streamrec.streaming.fresh_lists import WRITTEN, read_revisions, rescored_list_rows
@@ -107,7 +108,7 @@ def rebuild_states(spark: SparkSession, cfg: Config) -> RebuildReport:
         client = connect(redis_cfg)
         try:
             stored = read_revisions(client, prefix, [user for user, _ in groups])
-            script = pipelined_script(client, L.STATE_REBUILD_LUA)
+            script = pipelined_script(client, LUA.STATE_REBUILD_LUA)
             pipe = client.pipeline(transaction=False)
             users, wanted = [], []
             for (user, rows), (state, rev) in zip(groups, stored, strict=True):

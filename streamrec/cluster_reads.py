@@ -25,6 +25,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 
 Command = tuple[str, ...]
 # A round's commands out, their replies in; the script's reply at the end.
@@ -148,11 +149,11 @@ def drive(plan: Plan, run: Callable[[Sequence[Command]], list[Any]]) -> list[Any
 
 
 PLANS: dict[str, Callable[[str, Sequence[str]], Plan]] = {
-    L.LOOKUP_LUA: lookup_plan,
-    L.READ_SEGMENT_LUA: segment_plan,
-    L.READ_SIMILAR_LUA: similar_plan,
-    L.READ_POPULAR_LUA: popular_plan,
-    L.READ_LISTS_LUA: lists_plan,
+    LUA.LOOKUP_LUA: lookup_plan,
+    LUA.READ_SEGMENT_LUA: segment_plan,
+    LUA.READ_SIMILAR_LUA: similar_plan,
+    LUA.READ_POPULAR_LUA: popular_plan,
+    LUA.READ_LISTS_LUA: lists_plan,
 }
 
 

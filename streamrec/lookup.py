@@ -40,6 +40,7 @@ from streamrec.redis_lists import (
 )
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import RedisConfig
 
 T = TypeVar("T")
@@ -226,10 +227,10 @@ class LookupClient:
     def __init__(self, client: RedisClient, cfg: RedisConfig) -> None:
         self.client, self.cfg = client, cfg
         self._pointer = L.current_model_key(cfg.key_prefix)
-        self._lookup = reader(client, L.LOOKUP_LUA)
-        self._segment = reader(client, L.READ_SEGMENT_LUA)
-        self._similar = reader(client, L.READ_SIMILAR_LUA)
-        self._popular = reader(client, L.READ_POPULAR_LUA)
+        self._lookup = reader(client, LUA.LOOKUP_LUA)
+        self._segment = reader(client, LUA.READ_SEGMENT_LUA)
+        self._similar = reader(client, LUA.READ_SIMILAR_LUA)
+        self._popular = reader(client, LUA.READ_POPULAR_LUA)
 
     @classmethod
     def open(cls, cfg: RedisConfig) -> LookupClient:
@@ -356,10 +357,10 @@ class AsyncLookupClient:
     ) -> None:
         self.client, self.cfg, self.timeout_s = client, cfg, timeout_s
         self._pointer = L.current_model_key(cfg.key_prefix)
-        self._lookup = reader(client, L.LOOKUP_LUA)
-        self._segment = reader(client, L.READ_SEGMENT_LUA)
-        self._similar = reader(client, L.READ_SIMILAR_LUA)
-        self._popular = reader(client, L.READ_POPULAR_LUA)
+        self._lookup = reader(client, LUA.LOOKUP_LUA)
+        self._segment = reader(client, LUA.READ_SEGMENT_LUA)
+        self._similar = reader(client, LUA.READ_SIMILAR_LUA)
+        self._popular = reader(client, LUA.READ_POPULAR_LUA)
 
     @classmethod
     async def open(cls, cfg: RedisConfig, timeout_s: float, ping: bool = True) -> AsyncLookupClient:

@@ -21,8 +21,9 @@ from redis.retry import Retry
 from streamrec import cluster_reads
 from streamrec.errors import ServiceUnavailable
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import RedisConfig
-from streamrec.schemas.redis_layout import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
+from streamrec.schemas.redis_lua import FENCED_WRITE_LUA, PUBLISH_WRITE_LUA, READ_LISTS_LUA
 
 # A client of one Redis node or of a Redis Cluster (``redis.cluster`` in the config). Every
 # writer's Lua call touches one slot (docs/redis-layout.md), and pipelines are never MULTI, so
@@ -256,7 +257,7 @@ def switch_version(client: RedisClient, prefix: str, new_version: str) -> Switch
     """Point readers at ``new_version`` (one atomic step, forward only), then unlink the
     previous version's keys. A newer live version refuses the switch: nothing changes."""
     pointer = L.current_model_key(prefix)
-    switched, other = client.eval(L.SWITCH_FORWARD_LUA, 1, pointer, new_version)
+    switched, other = client.eval(LUA.SWITCH_FORWARD_LUA, 1, pointer, new_version)
     if not int(switched):
         return Switch(False, None, decoded(other))
     previous = decoded(other) or None

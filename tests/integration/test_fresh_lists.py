@@ -14,6 +14,7 @@ from streamrec.model.store import ItemModel
 from streamrec.model.user_state import decode_state
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import Config
 from streamrec.streaming.fresh_lists import (
     EVENTS,
@@ -199,7 +200,7 @@ def test_the_stream_write_only_lands_on_the_revision_it_read(
     def write(rev: str, state: bytes) -> int:
         return int(
             redis_client.eval(
-                L.STREAM_WRITE_LUA, 2, list_key, state_key, b"", 0, 60, rev, state, "", ""
+                LUA.STREAM_WRITE_LUA, 2, list_key, state_key, b"", 0, 60, rev, state, "", ""
             )
         )
 

@@ -25,6 +25,7 @@ from streamrec.producer.run import publish_events
 from streamrec.redis_lists import connect, switch_version, versions_with_keys, write_lists
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
 from streamrec.serve import ServerProcess
@@ -221,7 +222,7 @@ def test_plans_reply_as_the_lua_scripts_do(isolated_cfg: Config, redis_client: r
         by_script = redis_client.eval(lua, 1, pointer, *args)
         assert drive(PLANS[lua](pointer, args), run) == by_script, (lua[:40], args)
 
-    for lua, args in [(L.LOOKUP_LUA, [prefix, "0", "a"]), (L.READ_POPULAR_LUA, [prefix])]:
+    for lua, args in [(LUA.LOOKUP_LUA, [prefix, "0", "a"]), (LUA.READ_POPULAR_LUA, [prefix])]:
         same(lua, args)  # before the first publish
 
     def user(user_id: str) -> str:
@@ -245,11 +246,11 @@ def test_plans_reply_as_the_lua_scripts_do(isolated_cfg: Config, redis_client: r
     users = ["a", "b", "c", "nobody", "a b:{c}"]
     for every in ("0", "1"):
         for some in (users, ["a"], ["b"], ["nobody"]):
-            same(L.LOOKUP_LUA, [prefix, every, *some])
+            same(LUA.LOOKUP_LUA, [prefix, every, *some])
     for who in ("a", "b", "nobody"):
-        same(L.READ_SEGMENT_LUA, [prefix, who])
+        same(LUA.READ_SEGMENT_LUA, [prefix, who])
     for item in ("x/1", "unknown"):
-        same(L.READ_SIMILAR_LUA, [prefix, item])
-    same(L.READ_POPULAR_LUA, [prefix])
-    same(L.READ_LISTS_LUA, [prefix, *users])
-    same(L.READ_LISTS_LUA, [prefix])
+        same(LUA.READ_SIMILAR_LUA, [prefix, item])
+    same(LUA.READ_POPULAR_LUA, [prefix])
+    same(LUA.READ_LISTS_LUA, [prefix, *users])
+    same(LUA.READ_LISTS_LUA, [prefix])

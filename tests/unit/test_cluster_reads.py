@@ -23,6 +23,7 @@ from streamrec.cluster_reads import (
 )
 from streamrec.lookup import answers, item_list, segment_info
 from streamrec.schemas import redis_layout as L
+from streamrec.schemas import redis_lua as LUA
 
 P = "p"
 POINTER = L.current_model_key(P)
@@ -174,4 +175,4 @@ def test_reader_refuses_a_script_it_has_no_plan_for() -> None:
     # reader() dispatches on the client's class alone: an unconnected instance is enough.
     unconnected = RedisCluster.__new__(RedisCluster)
     with pytest.raises(ValueError, match="no Redis Cluster plan"):
-        reader(unconnected, L.STREAM_WRITE_LUA)
+        reader(unconnected, LUA.STREAM_WRITE_LUA)

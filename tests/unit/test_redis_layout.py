@@ -13,13 +13,9 @@ import numpy as np
 import pytest
 
 from streamrec.schemas.redis_layout import (
-    FENCED_WRITE_LUA,
     FIELD_FENCE,
     FIELD_LIST,
     LIST_FORMAT_VERSION,
-    LOOKUP_LUA,
-    READ_LISTS_LUA,
-    READ_SEGMENT_LUA,
     SOURCE_BATCH,
     SOURCE_POPULAR,
     SOURCE_STREAM,
@@ -34,6 +30,12 @@ from streamrec.schemas.redis_layout import (
     user_state_key,
     version_keys_pattern,
     version_prefix,
+)
+from streamrec.schemas.redis_lua import (
+    FENCED_WRITE_LUA,
+    LOOKUP_LUA,
+    READ_LISTS_LUA,
+    READ_SEGMENT_LUA,
 )
 
 pytestmark = pytest.mark.unit
