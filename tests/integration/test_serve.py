@@ -98,6 +98,18 @@ def test_fallbacks_exclude_and_n(server: str) -> None:
     assert get(f"{server}/elsewhere")[0] == 404
 
 
+def test_fast_path_answers_as_the_declared_route(server: str) -> None:
+    # ``n=2`` is the fast path's (RecommendationsFastPath); ``n=%2B2`` (+2) it leaves to the
+    # declared FastAPI route, which reads it as 2: the answers must be the same, byte for byte.
+    for uid in (*ODD_IDS, "seg-only", "never-seen"):
+        path = f"{server}/recommendations/{quote(uid, safe='')}?exclude=shared&n="
+        fast, routed = get(path + "2"), get(path + "%2B2")
+        assert fast[:2] == routed[:2] and fast[1]["user_id"] == uid
+        assert [(k, v) for k, v in fast[2].items() if k != "date"] == [
+            (k, v) for k, v in routed[2].items() if k != "date"
+        ]
+
+
 def test_segments(server: str) -> None:
     status, body, _ = get(f"{server}/segments/{quote(ODD_IDS[0], safe='')}")
     assert (status, body) == (

@@ -24,6 +24,7 @@ from streamrec.serve import (
     EventsRefused,
     HttpError,
     Metrics,
+    RecommendationsFastPath,
     authorized,
     create_app,
     events_of,
@@ -238,3 +239,13 @@ def test_events_body_is_an_array_or_one_event_each_keeping_the_contract() -> Non
         with pytest.raises(HttpError) as error:
             events_of(body, 10)
         assert error.value.status == status
+
+
+def test_fast_path_takes_exactly_the_routes_query_parameters() -> None:
+    doc = create_app(Config()).openapi()
+    declared = {
+        p["name"] for p in doc["paths"][RECOMMENDATIONS]["get"]["parameters"] if p["in"] == "query"
+    }
+    # A parameter added to the route needs a decision in the fast path too: requests without
+    # it get the parameter's default from the route and the fast path's old rule from it.
+    assert declared == RecommendationsFastPath.QUERY
