@@ -9,11 +9,15 @@ On the local stack's Redis (started if it does not answer), in its own key prefi
    and throughput, as a ratio to a plain redis-py GET loop of a list-sized value on the same
    Redis in the same run (the floor a Lua lookup cannot beat); plus lookup_many;
 3. a real `streamrec serve` process, then the threaded baseline server
-   (bench/threaded_server.py), each under an open-loop load generator in this process (requests
-   sent on a fixed schedule over keep-alive connections; a request's latency counts from its
-   scheduled time, so a server that falls behind is charged for the wait): p50/p99 at
-   ``http_rate`` requests/s, then the rates of ``ramp_rates`` in turn up to the first one not
-   held (p99 over ``p99_limit_ms`` or under 95% of the rate achieved);
+   (bench/threaded_server.py), each under the same open-loop load generator (bench/loadgen.py:
+   a process of its own on uvloop; request k is due at start + k/rate whatever the server does,
+   goes out on an idle one of ``http_connections`` keep-alive connections or queues for one,
+   and its latency counts from its due time, so a server that falls behind is charged for the
+   wait): p50/p99 at ``http_rate`` requests/s, then the rates of ``ramp_rates`` (steps of 500/s)
+   in turn until ``ramp_misses`` rates in a row are not held (p99 over ``p99_limit_ms``, an
+   error, or under 95% of the rate achieved); the highest rate held is the server's figure.
+   Every step also reports the cores (from /proc) the generator, the server's processes,
+   Redis and everything else on the machine used meanwhile;
 4. ``redis-benchmark`` GET on the same Redis, one connection and 50: the server's ceiling.
 
 Every figure is a ratio or a latency measured in the same run; nothing is asserted on time.
@@ -21,7 +25,6 @@ Every figure is a ratio or a latency measured in the same run; nothing is assert
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -32,10 +35,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import numpy as np
 
+from streamrec.bench import cpu
+from streamrec.bench.loadgen import LoadGenerator
 from streamrec.lookup import LookupClient
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
@@ -56,7 +61,8 @@ class LookupParams:
     n: int = 10
     duration_s: float = 3.0
     http_rate: float = 500.0
-    ramp_rates: tuple[float, ...] = (1000.0, 1500.0, 2000.0, 3000.0, 4000.0)
+    ramp_rates: tuple[float, ...] = tuple(float(r) for r in range(1000, 10_001, 500))
+    ramp_misses: int = 2
     http_connections: int = 8
     p99_limit_ms: float = 10.0
     many_batch: int = 50
@@ -192,99 +198,65 @@ def _python_client(
     }
 
 
-def http_load(
-    url: str, paths: list[str], rate: float, duration_s: float, connections: int
+def _step(
+    gen: LoadGenerator,
+    url: str,
+    paths: list[str],
+    rate: float,
+    params: LookupParams,
+    groups: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """Open-loop load over keep-alive connections: request k is due at start + k/rate and its
-    latency runs from then, so a late answer also delays (and charges) the requests queued
-    behind it. One thread, asyncio: the generator adds as little of its own delay as it can."""
-    return asyncio.run(_load(url, paths, rate, duration_s, connections))
+    """One run of the generator at ``rate``, with the cores each process group used meanwhile."""
+    before, started = cpu.snapshot(groups), time.perf_counter()
+    step = gen.run(url, paths, rate, params.duration_s, params.http_connections)
+    step["cores"] = cpu.cores_used(before, cpu.snapshot(groups), time.perf_counter() - started)
+    return step
 
 
-async def _load(
-    url: str, paths: list[str], rate: float, duration_s: float, connections: int
-) -> dict[str, Any]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for p in paths]
-    total = max(1, int(rate * duration_s))
-    loop = asyncio.get_running_loop()
-    streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
-    start = loop.time() + 0.05
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    async def connection(first: int) -> None:
-        reader, writer = streams[first]
-        try:
-            for k in range(first, total, connections):
-                due = start + k / rate
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                writer.write(requests[k % len(requests)])
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    errors.append(head.split(b"\r\n")[0].decode())
-                latencies.append(loop.time() - due)
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(c) for c in range(connections)))
-    elapsed = loop.time() - start
-    ms = np.array(latencies) * 1000
-    return {
-        "rate_asked": rate,
-        "rate_achieved": len(latencies) / elapsed,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
+def _ramp(run: Callable[[float], dict[str, Any]], params: LookupParams) -> tuple[list, float]:
+    """The ramp's steps and the highest rate held; it stops after ``ramp_misses`` rates in a
+    row not held (one noisy step on a shared machine does not end it)."""
+    ramp, held, misses = [], 0.0, 0
+    for rate in params.ramp_rates:
+        step = run(rate)
+        step["held"] = (
+            step["p99_ms"] < params.p99_limit_ms
+            and step["errors"] == 0
+            and step["rate_achieved"] >= 0.95 * rate
+        )
+        ramp.append(step)
+        held, misses = (rate, 0) if step["held"] else (held, misses + 1)
+        if misses == params.ramp_misses:
+            break
+    return ramp, held
 
 
 def _http(
-    cfg: Config, users: list[str], params: LookupParams, threaded: bool = False
+    cfg: Config,
+    users: list[str],
+    params: LookupParams,
+    gen: LoadGenerator,
+    redis_pids: list[int],
+    threaded: bool = False,
 ) -> dict[str, Any]:
     order = list(users)
     random.Random(11).shuffle(order)
     paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
     with ServerProcess(cfg, threaded=threaded) as server:
-        http_load(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
-        at_rate = http_load(
-            server.url, paths, params.http_rate, params.duration_s, params.http_connections
-        )
+        gen.run(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
+        # After the warm-up: uvicorn's workers start after the socket is bound.
+        groups = {"generator": [gen.pid], "server": cpu.tree(server.proc.pid), "redis": redis_pids}
+
+        def run(paths: list[str], rate: float) -> dict[str, Any]:
+            return _step(gen, server.url, paths, rate, params, groups)
+
+        at_rate = run(paths, params.http_rate)
         # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
         similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
         random.Random(12).shuffle(similar_paths)
-        similar = (
-            None  # the threaded baseline has no /similar
-            if threaded
-            else http_load(
-                server.url,
-                similar_paths,
-                params.http_rate,
-                params.duration_s,
-                params.http_connections,
-            )
-        )
-        ramp, held = [], 0.0
-        for rate in params.ramp_rates:
-            step = http_load(server.url, paths, rate, params.duration_s, params.http_connections)
-            step["held"] = (
-                step["p99_ms"] < params.p99_limit_ms
-                and step["errors"] == 0
-                and step["rate_achieved"] >= 0.95 * rate
-            )
-            ramp.append(step)
-            if not step["held"]:
-                break
-            held = rate
+        # The threaded baseline has no /similar.
+        similar = None if threaded else run(similar_paths, params.http_rate)
+        ramp, held = _ramp(lambda rate: run(paths, rate), params)
     if at_rate["p99_ms"] < params.p99_limit_ms and at_rate["errors"] == 0:
         held = max(held, params.http_rate)
     return {
@@ -293,7 +265,20 @@ def _http(
         "ramp": ramp,
         "highest_rate_held": held,
         "connections": params.http_connections,
+        "server_processes": len(groups["server"]),
     }
+
+
+def _redis_pids(cfg: Config) -> list[int]:
+    """Redis's pid when it runs on this machine (its CPU is then counted), else none."""
+    if cfg.redis.host not in ("127.0.0.1", "localhost", "::1"):
+        return []
+    client = connect(cfg.redis)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    return [pid] if Path(f"/proc/{pid}").exists() else []
 
 
 def redis_benchmark_binary() -> str | None:
@@ -349,8 +334,10 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
     load_before = os.getloadavg()
     version, users, sample = _seed(cfg, params)
     python = _python_client(cfg, users, sample, params)
-    http = _http(cfg, users, params)
-    threaded = _http(cfg, users, params, threaded=True)
+    redis_pids = _redis_pids(cfg)
+    with LoadGenerator() as gen:
+        http = _http(cfg, users, params, gen, redis_pids)
+        threaded = _http(cfg, users, params, gen, redis_pids, threaded=True)
     ceiling = _redis_benchmark(cfg, len(sample), params)
     if "get_c1" in ceiling:
         python["plain_get_vs_redis_benchmark_c1"] = (
@@ -361,6 +348,7 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
         "model_version": version,
         "cpus": os.cpu_count(),
         "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
         "python_client": python,
         "http": http,
         "http_threaded": threaded,
@@ -389,10 +377,12 @@ def table(result: dict[str, Any]) -> str:
         *(("threaded ramp", step) for step in old["ramp"]),
     ]
     for name, r in rows:
+        cores = " ".join(f"{k} {v:.2f}" for k, v in r["cores"].items() if k != "machine")
         lines.append(
             f"{name:<15} {r['rate_asked']:6.0f}/s asked, {r['rate_achieved']:6.0f}/s "
             f"done  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
             f"errors {r['errors']}{'' if 'held' not in r else '  held ' + str(r['held'])}"
+            f"  cores: {cores}"
         )
     ratio = result["highest_rate_vs_threaded"]
     lines.append(

@@ -262,7 +262,7 @@ def test_redis_going_away(tmp_path: Path, stack_cfg: Config) -> None:
 def test_five_thousand_idle_connections_then_normal_traffic(data: Config) -> None:
     import resource
 
-    from streamrec.bench.lookup import http_load
+    from streamrec.bench.loadgen import http_load
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 6000 <= hard or hard == resource.RLIM_INFINITY:
