@@ -8,14 +8,16 @@ On the local stack's Redis (started if it does not answer), in its own key prefi
 2. the Python client (streamrec.lookup) on one connection, for ``duration_s``: latency p50/p99
    and throughput, as a ratio to a plain redis-py GET loop of a list-sized value on the same
    Redis in the same run (the floor a Lua lookup cannot beat); plus lookup_many;
-3. a real `streamrec serve` process, then the threaded baseline server
-   (bench/threaded_server.py), each under the same open-loop load generator (bench/loadgen.py:
-   a process of its own on uvloop; request k is due at start + k/rate whatever the server does,
-   goes out on an idle one of ``http_connections`` keep-alive connections or queues for one,
-   and its latency counts from its due time, so a server that falls behind is charged for the
-   wait): p50/p99 at ``http_rate`` requests/s, then the rates of ``ramp_rates`` (steps of 500/s)
-   in turn until ``ramp_misses`` rates in a row are not held (p99 over ``p99_limit_ms``, an
-   error, or under 95% of the rate achieved); the highest rate held is the server's figure.
+3. a real `streamrec serve` process and the threaded baseline server
+   (bench/threaded_server.py), both up at once, under the same open-loop load generator
+   (bench/loadgen.py: a process of its own on uvloop; request k is due at start + k/rate
+   whatever the server does, goes out on an idle one of ``http_connections`` keep-alive
+   connections or queues for one, and its latency counts from its due time, so a server that
+   falls behind is charged for the wait): p50/p99 at ``http_rate`` requests/s, then the rates
+   of ``ramp_rates`` (steps of 500/s), the two servers' steps interleaved rate by rate so that
+   both meet the same load from the rest of the machine, each until ``ramp_misses`` of its
+   rates in a row are not held (p99 over ``p99_limit_ms``, an error, or under 95% of the rate
+   achieved); the highest rate held is the server's figure.
    Every step also reports the cores (from /proc) the generator, the server's processes,
    Redis and everything else on the machine used meanwhile;
 4. ``redis-benchmark`` GET on the same Redis, one connection and 50: the server's ceiling.
@@ -25,6 +27,7 @@ Every figure is a ratio or a latency measured in the same run; nothing is assert
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -213,60 +216,77 @@ def _step(
     return step
 
 
-def _ramp(run: Callable[[float], dict[str, Any]], params: LookupParams) -> tuple[list, float]:
-    """The ramp's steps and the highest rate held; it stops after ``ramp_misses`` rates in a
-    row not held (one noisy step on a shared machine does not end it)."""
-    ramp, held, misses = [], 0.0, 0
-    for rate in params.ramp_rates:
-        step = run(rate)
-        step["held"] = (
-            step["p99_ms"] < params.p99_limit_ms
-            and step["errors"] == 0
-            and step["rate_achieved"] >= 0.95 * rate
-        )
-        ramp.append(step)
-        held, misses = (rate, 0) if step["held"] else (held, misses + 1)
-        if misses == params.ramp_misses:
-            break
-    return ramp, held
+Step = Callable[[list[str], float], dict[str, Any]]
+
+
+def _held(step: dict[str, Any], rate: float, params: LookupParams) -> bool:
+    return (
+        step["p99_ms"] < params.p99_limit_ms
+        and step["errors"] == 0
+        and step["rate_achieved"] >= 0.95 * rate
+    )
+
+
+def _ramps(
+    runs: dict[str, Callable[[float], dict[str, Any]]], params: LookupParams
+) -> dict[str, tuple[list[dict[str, Any]], float]]:
+    """Each server's ramp and highest rate held, their steps interleaved rate by rate (the
+    first to go alternates) so that both meet the same machine; a server's ramp stops after
+    ``ramp_misses`` rates in a row not held (one noisy step does not end it)."""
+    ramps: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    held, misses = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0)
+    for i, rate in enumerate(params.ramp_rates):
+        names = [name for name in runs if misses[name] < params.ramp_misses]
+        for name in names[::-1] if i % 2 else names:
+            step = runs[name](rate)
+            step["held"] = _held(step, rate, params)
+            ramps[name].append(step)
+            held[name], misses[name] = (rate, 0) if step["held"] else (held[name], misses[name] + 1)
+    return {name: (ramps[name], held[name]) for name in runs}
 
 
 def _http(
-    cfg: Config,
-    users: list[str],
-    params: LookupParams,
-    gen: LoadGenerator,
-    redis_pids: list[int],
-    threaded: bool = False,
-) -> dict[str, Any]:
+    cfg: Config, users: list[str], params: LookupParams, gen: LoadGenerator, redis_pids: list[int]
+) -> dict[str, dict[str, Any]]:
+    """``streamrec serve`` (``http``) and the threaded baseline (``http_threaded``), both up
+    at once and loaded in turn by the same generator."""
     order = list(users)
     random.Random(11).shuffle(order)
     paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
-    with ServerProcess(cfg, threaded=threaded) as server:
-        gen.run(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
-        # After the warm-up: uvicorn's workers start after the socket is bound.
-        groups = {"generator": [gen.pid], "server": cpu.tree(server.proc.pid), "redis": redis_pids}
-
-        def run(paths: list[str], rate: float) -> dict[str, Any]:
-            return _step(gen, server.url, paths, rate, params, groups)
-
-        at_rate = run(paths, params.http_rate)
-        # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
-        similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
-        random.Random(12).shuffle(similar_paths)
-        # The threaded baseline has no /similar.
-        similar = None if threaded else run(similar_paths, params.http_rate)
-        ramp, held = _ramp(lambda rate: run(paths, rate), params)
-    if at_rate["p99_ms"] < params.p99_limit_ms and at_rate["errors"] == 0:
-        held = max(held, params.http_rate)
-    return {
-        "at_rate": at_rate,
-        "similar_at_rate": similar,
-        "ramp": ramp,
-        "highest_rate_held": held,
-        "connections": params.http_connections,
-        "server_processes": len(groups["server"]),
-    }
+    # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
+    similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
+    random.Random(12).shuffle(similar_paths)
+    with ServerProcess(cfg) as new, ServerProcess(cfg, threaded=True) as threaded:
+        servers = {"http": new, "http_threaded": threaded}
+        runs: dict[str, Step] = {}
+        processes: dict[str, int] = {}
+        for name, server in servers.items():
+            gen.run(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
+            # After the warm-up: uvicorn's workers start after the socket is bound.
+            groups = {
+                "generator": [gen.pid],
+                "server": cpu.tree(server.proc.pid),
+                "redis": redis_pids,
+            }
+            runs[name] = functools.partial(_step, gen, server.url, params=params, groups=groups)
+            processes[name] = len(groups["server"])
+        out: dict[str, dict[str, Any]] = {
+            name: {
+                "at_rate": run(paths, params.http_rate),
+                # The threaded baseline has no /similar.
+                "similar_at_rate": None if name != "http" else run(similar_paths, params.http_rate),
+                "connections": params.http_connections,
+                "server_processes": processes[name],
+            }
+            for name, run in runs.items()
+        }
+        ramps = _ramps({name: functools.partial(run, paths) for name, run in runs.items()}, params)
+    for name, (ramp, held) in ramps.items():
+        at_rate = out[name]["at_rate"]
+        if _held(at_rate, params.http_rate, params):
+            held = max(held, params.http_rate)
+        out[name].update(ramp=ramp, highest_rate_held=held)
+    return out
 
 
 def _redis_pids(cfg: Config) -> list[int]:
@@ -336,8 +356,8 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
     python = _python_client(cfg, users, sample, params)
     redis_pids = _redis_pids(cfg)
     with LoadGenerator() as gen:
-        http = _http(cfg, users, params, gen, redis_pids)
-        threaded = _http(cfg, users, params, gen, redis_pids, threaded=True)
+        both = _http(cfg, users, params, gen, redis_pids)
+    http, threaded = both["http"], both["http_threaded"]
     ceiling = _redis_benchmark(cfg, len(sample), params)
     if "get_c1" in ceiling:
         python["plain_get_vs_redis_benchmark_c1"] = (
