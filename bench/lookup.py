@@ -19,7 +19,8 @@ On the local stack's Redis (started if it does not answer), in its own key prefi
    rates in a row are not held (p99 over ``p99_limit_ms``, an error, or under 95% of the rate
    achieved); the highest rate held is the server's figure.
    Every step also reports the cores (from /proc) the generator, the server's processes,
-   Redis and everything else on the machine used meanwhile;
+   Redis and everything else on the machine used meanwhile, and the server's CPU time a
+   request (its median over the ramp is the per-request cost, compared as a ratio too);
 4. ``redis-benchmark`` GET on the same Redis, one connection and 50: the server's ceiling.
 
 Every figure is a ratio or a latency measured in the same run; nothing is asserted on time.
@@ -27,7 +28,6 @@ Every figure is a ratio or a latency measured in the same run; nothing is assert
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -38,17 +38,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
-from streamrec.bench import cpu
 from streamrec.bench.loadgen import LoadGenerator
+from streamrec.bench.lookup_http import measure_servers, redis_pids_of
 from streamrec.lookup import LookupClient
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open
 
@@ -201,106 +199,6 @@ def _python_client(
     }
 
 
-def _step(
-    gen: LoadGenerator,
-    url: str,
-    paths: list[str],
-    rate: float,
-    params: LookupParams,
-    groups: dict[str, list[int]],
-) -> dict[str, Any]:
-    """One run of the generator at ``rate``, with the cores each process group used meanwhile."""
-    before, started = cpu.snapshot(groups), time.perf_counter()
-    step = gen.run(url, paths, rate, params.duration_s, params.http_connections)
-    step["cores"] = cpu.cores_used(before, cpu.snapshot(groups), time.perf_counter() - started)
-    return step
-
-
-Step = Callable[[list[str], float], dict[str, Any]]
-
-
-def _held(step: dict[str, Any], rate: float, params: LookupParams) -> bool:
-    return (
-        step["p99_ms"] < params.p99_limit_ms
-        and step["errors"] == 0
-        and step["rate_achieved"] >= 0.95 * rate
-    )
-
-
-def _ramps(
-    runs: dict[str, Callable[[float], dict[str, Any]]], params: LookupParams
-) -> dict[str, tuple[list[dict[str, Any]], float]]:
-    """Each server's ramp and highest rate held, their steps interleaved rate by rate (the
-    first to go alternates) so that both meet the same machine; a server's ramp stops after
-    ``ramp_misses`` rates in a row not held (one noisy step does not end it)."""
-    ramps: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
-    held, misses = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0)
-    for i, rate in enumerate(params.ramp_rates):
-        names = [name for name in runs if misses[name] < params.ramp_misses]
-        for name in names[::-1] if i % 2 else names:
-            step = runs[name](rate)
-            step["held"] = _held(step, rate, params)
-            ramps[name].append(step)
-            held[name], misses[name] = (rate, 0) if step["held"] else (held[name], misses[name] + 1)
-    return {name: (ramps[name], held[name]) for name in runs}
-
-
-def _http(
-    cfg: Config, users: list[str], params: LookupParams, gen: LoadGenerator, redis_pids: list[int]
-) -> dict[str, dict[str, Any]]:
-    """``streamrec serve`` (``http``) and the threaded baseline (``http_threaded``), both up
-    at once and loaded in turn by the same generator."""
-    order = list(users)
-    random.Random(11).shuffle(order)
-    paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
-    # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
-    similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
-    random.Random(12).shuffle(similar_paths)
-    with ServerProcess(cfg) as new, ServerProcess(cfg, threaded=True) as threaded:
-        servers = {"http": new, "http_threaded": threaded}
-        runs: dict[str, Step] = {}
-        processes: dict[str, int] = {}
-        for name, server in servers.items():
-            gen.run(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
-            # After the warm-up: uvicorn's workers start after the socket is bound.
-            groups = {
-                "generator": [gen.pid],
-                "server": cpu.tree(server.proc.pid),
-                "redis": redis_pids,
-            }
-            runs[name] = functools.partial(_step, gen, server.url, params=params, groups=groups)
-            processes[name] = len(groups["server"])
-        out: dict[str, dict[str, Any]] = {
-            name: {
-                "at_rate": run(paths, params.http_rate),
-                # The threaded baseline has no /similar.
-                "similar_at_rate": None if name != "http" else run(similar_paths, params.http_rate),
-                "connections": params.http_connections,
-                "server_processes": processes[name],
-            }
-            for name, run in runs.items()
-        }
-        ramps = _ramps({name: functools.partial(run, paths) for name, run in runs.items()}, params)
-    for name, (ramp, held) in ramps.items():
-        at_rate = out[name]["at_rate"]
-        if _held(at_rate, params.http_rate, params):
-            held = max(held, params.http_rate)
-        out[name].update(ramp=ramp, highest_rate_held=held)
-    return out
-
-
-def _redis_pids(cfg: Config) -> list[int]:
-    """Redis's pid when it runs on this machine (its CPU is then counted), else none."""
-    if cfg.redis.host not in ("127.0.0.1", "localhost", "::1"):
-        return []
-    client = connect(cfg.redis)
-    try:
-        pid = int(client.info("server")["process_id"])
-    finally:
-        client.close()
-    return [pid] if Path(f"/proc/{pid}").exists() else []
-
-
 def redis_benchmark_binary() -> str | None:
     """redis-benchmark on PATH, else next to the redis-server the local stack runs."""
     found = shutil.which("redis-benchmark")
@@ -354,9 +252,9 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
     load_before = os.getloadavg()
     version, users, sample = _seed(cfg, params)
     python = _python_client(cfg, users, sample, params)
-    redis_pids = _redis_pids(cfg)
+    redis_pids = redis_pids_of(cfg)
     with LoadGenerator() as gen:
-        both = _http(cfg, users, params, gen, redis_pids)
+        both = measure_servers(cfg, users, params, gen, redis_pids)
     http, threaded = both["http"], both["http_threaded"]
     ceiling = _redis_benchmark(cfg, len(sample), params)
     if "get_c1" in ceiling:
@@ -375,6 +273,8 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
         "highest_rate_vs_threaded": http["highest_rate_held"] / threaded["highest_rate_held"]
         if threaded["highest_rate_held"]
         else None,
+        "server_cpu_per_request_vs_threaded": http["server_cpu_us_per_request"]
+        / threaded["server_cpu_us_per_request"],
         "redis_benchmark": ceiling,
     }
 
@@ -409,6 +309,11 @@ def table(result: dict[str, Any]) -> str:
         f"highest HTTP rate held with p99 < {result['params']['p99_limit_ms']:.0f} ms: "
         f"{web['highest_rate_held']:.0f}/s; the threaded baseline {old['highest_rate_held']:.0f}/s"
         + ("" if ratio is None else f" ({ratio:.2f}x)")
+    )
+    lines.append(
+        f"server CPU a request (median over the ramp): {web['server_cpu_us_per_request']:.0f} us;"
+        f" the threaded baseline {old['server_cpu_us_per_request']:.0f} us "
+        f"({result['server_cpu_per_request_vs_threaded']:.2f}x)"
     )
     for clients in (1, 50):
         if f"get_c{clients}" in rb:

@@ -9,7 +9,8 @@ import pytest
 
 from streamrec.bench.cpu import CpuSnapshot, cores_used
 from streamrec.bench.loadgen import content_length
-from streamrec.bench.lookup import LookupParams, _ramps
+from streamrec.bench.lookup import LookupParams
+from streamrec.bench.lookup_http import _ramps
 
 
 def _steps(p99_by_rate: dict[float, float], share: float = 1.0) -> Any:
