@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, cast
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -50,10 +50,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.datastructures import Headers as StarletteHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamrec.errors import ServiceUnavailable, StackError
 from streamrec.lookup import (
@@ -326,106 +324,6 @@ class MetricsMiddleware:
             self.metrics.observe(name, status, time.perf_counter() - started)
 
 
-class RecommendationsFastPath:
-    """GET /recommendations/{user_id} answered in the ASGI layer, before Starlette's routing
-    and FastAPI's per-request parameter handling (together most of the hot route's Python
-    time). It takes only a request it answers exactly as the declared route would: the route's
-    own query parameters (``QUERY``) with a plain decimal ``n``, and the API key when one is
-    set. Every other request (a bad id or ``n``, another parameter, no key, another route) goes
-    on to the declared route, which also stays the OpenAPI description. Keep ``QUERY`` and
-    ``answer`` in step with ``recommendations`` in ``create_app``."""
-
-    QUERY = frozenset({"n", "exclude"})
-    HEAD = "/recommendations/"
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, cfg: ServeConfig, key: bytes) -> None:
-        self.app, self.metrics, self.cfg, self.key = app, metrics, cfg, key
-        self.route: Any = None  # the declared route, for MetricsMiddleware's label
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self.taken(scope)
-        if target is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route or self.declared(scope)
-        response = await self.answer(scope["app"].state.lookup, target)
-        await response(scope, receive, send)
-
-    def taken(self, scope: Scope) -> Target | None:
-        """The request's target when this path answers it, else None."""
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return None
-        if not scope["path"].startswith(self.HEAD):
-            return None
-        try:
-            target = parse_target(raw_target(scope))
-        except HttpError:
-            return None
-        n = target.params.get("n")
-        if target.route != RECOMMENDATIONS or not self.QUERY.issuperset(target.params):
-            return None
-        if n and not (n[-1].isascii() and n[-1].isdigit() and 1 <= int(n[-1]) <= self.cfg.max_n):
-            return None
-        if self.key and not authorized(self.key, StarletteHeaders(scope=scope)):
-            return None
-        return target
-
-    async def answer(self, lookup: AsyncLookupClient, target: Target) -> Response:
-        assert target.subject is not None
-        try:
-            rec = await lookup.lookup(
-                target.subject, parse_n(target.params, self.cfg), target.params.get("exclude", ())
-            )
-        except BadLookup as exc:
-            return _error(400, str(exc))
-        except ServiceUnavailable as exc:
-            return _error(503, str(exc))
-        self.metrics.count_source(rec.source)
-        return _json(200, rec.to_json())
-
-    def declared(self, scope: Scope) -> Any:
-        routes = scope["app"].router.routes
-        self.route = next(r for r in routes if getattr(r, "path_format", "") == RECOMMENDATIONS)
-        return self.route
-
-
-class _CoalescedWrites:
-    """A connection's transport whose writes in one turn of the event loop leave in one send:
-    uvicorn writes a response's head and body apart, which for a small answer costs two send
-    calls and two TCP segments (and two wake-ups of the client)."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport, self._pending = transport, bytearray()
-        self._loop = asyncio.get_running_loop()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending += data
-
-    def _flush(self) -> None:
-        if self._pending and not self._transport.is_closing():
-            self._transport.write(bytes(self._pending))
-        self._pending.clear()
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._pending)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a response's writes coalesced (``_CoalescedWrites``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(cast(asyncio.Transport, _CoalescedWrites(transport)))
-
-
 def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
     body = orjson.dumps(payload)
     return Response(body, status_code=status, media_type=_JSON, headers=headers)
@@ -485,6 +383,9 @@ def create_app(cfg: Config) -> FastAPI:
         docs_url=None,  # Swagger UI would fetch its assets from a CDN
         redoc_url=None,
     )
+    # Imported here: streamrec.serve_fast builds on this module's parsing and responses.
+    from streamrec.serve_fast import RecommendationsFastPath
+
     app.add_middleware(RecommendationsFastPath, metrics=metrics, cfg=serve_cfg, key=key)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -715,6 +616,8 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
     bound and Redis has answered."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from streamrec.serve_fast import CoalescingHttpToolsProtocol
 
     LookupClient.open(cfg.redis).close()  # Redis answers, or say how to start it, now
     workers = cfg.serve.workers or os.cpu_count() or 1

@@ -24,13 +24,13 @@ from streamrec.serve import (
     EventsRefused,
     HttpError,
     Metrics,
-    RecommendationsFastPath,
     authorized,
     create_app,
     events_of,
     parse_n,
     parse_target,
 )
+from streamrec.serve_fast import RecommendationsFastPath
 
 pytestmark = pytest.mark.unit
 
