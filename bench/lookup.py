@@ -8,12 +8,19 @@ On the local stack's Redis (started if it does not answer), in its own key prefi
 2. the Python client (streamrec.lookup) on one connection, for ``duration_s``: latency p50/p99
    and throughput, as a ratio to a plain redis-py GET loop of a list-sized value on the same
    Redis in the same run (the floor a Lua lookup cannot beat); plus lookup_many;
-3. a real `streamrec serve` process, then the threaded baseline server
-   (bench/threaded_server.py), each under an open-loop load generator in this process (requests
-   sent on a fixed schedule over keep-alive connections; a request's latency counts from its
-   scheduled time, so a server that falls behind is charged for the wait): p50/p99 at
-   ``http_rate`` requests/s, then the rates of ``ramp_rates`` in turn up to the first one not
-   held (p99 over ``p99_limit_ms`` or under 95% of the rate achieved);
+3. a real `streamrec serve` process and the threaded baseline server
+   (bench/threaded_server.py), both up at once, under the same open-loop load generator
+   (bench/loadgen.py: a process of its own on uvloop; request k is due at start + k/rate
+   whatever the server does, goes out on an idle one of ``http_connections`` keep-alive
+   connections or queues for one, and its latency counts from its due time, so a server that
+   falls behind is charged for the wait): p50/p99 at ``http_rate`` requests/s, then the rates
+   of ``ramp_rates`` (steps of 500/s), the two servers' steps interleaved rate by rate so that
+   both meet the same load from the rest of the machine, each until ``ramp_misses`` of its
+   rates in a row are not held (p99 over ``p99_limit_ms``, an error, or under 95% of the rate
+   achieved); the highest rate held is the server's figure.
+   Every step also reports the cores (from /proc) the generator, the server's processes,
+   Redis and everything else on the machine used meanwhile, and the server's CPU time a
+   request (its median over the ramp is the per-request cost, compared as a ratio too);
 4. ``redis-benchmark`` GET on the same Redis, one connection and 50: the server's ceiling.
 
 Every figure is a ratio or a latency measured in the same run; nothing is asserted on time.
@@ -21,7 +28,6 @@ Every figure is a ratio or a latency measured in the same run; nothing is assert
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -32,16 +38,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from streamrec.bench.loadgen import LoadGenerator
+from streamrec.bench.lookup_http import measure_servers, redis_pids_of
 from streamrec.lookup import LookupClient
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open
 
@@ -57,7 +63,8 @@ class LookupParams:
     n: int = 10
     duration_s: float = 3.0
     http_rate: float = 500.0
-    ramp_rates: tuple[float, ...] = (1000.0, 1500.0, 2000.0, 3000.0, 4000.0)
+    ramp_rates: tuple[float, ...] = tuple(float(r) for r in range(1000, 10_001, 500))
+    ramp_misses: int = 2
     http_connections: int = 8
     p99_limit_ms: float = 10.0
     many_batch: int = 50
@@ -193,110 +200,6 @@ def _python_client(
     }
 
 
-def http_load(
-    url: str, paths: list[str], rate: float, duration_s: float, connections: int
-) -> dict[str, Any]:
-    """Open-loop load over keep-alive connections: request k is due at start + k/rate and its
-    latency runs from then, so a late answer also delays (and charges) the requests queued
-    behind it. One thread, asyncio: the generator adds as little of its own delay as it can."""
-    return asyncio.run(_load(url, paths, rate, duration_s, connections))
-
-
-async def _load(
-    url: str, paths: list[str], rate: float, duration_s: float, connections: int
-) -> dict[str, Any]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for p in paths]
-    total = max(1, int(rate * duration_s))
-    loop = asyncio.get_running_loop()
-    streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
-    start = loop.time() + 0.05
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    async def connection(first: int) -> None:
-        reader, writer = streams[first]
-        try:
-            for k in range(first, total, connections):
-                due = start + k / rate
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                writer.write(requests[k % len(requests)])
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    errors.append(head.split(b"\r\n")[0].decode())
-                latencies.append(loop.time() - due)
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(c) for c in range(connections)))
-    elapsed = loop.time() - start
-    ms = np.array(latencies) * 1000
-    return {
-        "rate_asked": rate,
-        "rate_achieved": len(latencies) / elapsed,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
-
-
-def _http(
-    cfg: Config, users: list[str], params: LookupParams, threaded: bool = False
-) -> dict[str, Any]:
-    order = list(users)
-    random.Random(11).shuffle(order)
-    paths = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in order]
-    with ServerProcess(cfg, threaded=threaded) as server:
-        http_load(server.url, paths, 200.0, 0.5, params.http_connections)  # warm-up
-        at_rate = http_load(
-            server.url, paths, params.http_rate, params.duration_s, params.http_connections
-        )
-        # Items like an item, at the rate the issue names for /similar (the catalogue's ids).
-        similar_paths = [f"/similar/item-{i}?n={params.n}" for i in range(params.items)]
-        random.Random(12).shuffle(similar_paths)
-        similar = (
-            None  # the threaded baseline has no /similar
-            if threaded
-            else http_load(
-                server.url,
-                similar_paths,
-                params.http_rate,
-                params.duration_s,
-                params.http_connections,
-            )
-        )
-        ramp, held = [], 0.0
-        for rate in params.ramp_rates:
-            step = http_load(server.url, paths, rate, params.duration_s, params.http_connections)
-            step["held"] = (
-                step["p99_ms"] < params.p99_limit_ms
-                and step["errors"] == 0
-                and step["rate_achieved"] >= 0.95 * rate
-            )
-            ramp.append(step)
-            if not step["held"]:
-                break
-            held = rate
-    if at_rate["p99_ms"] < params.p99_limit_ms and at_rate["errors"] == 0:
-        held = max(held, params.http_rate)
-    return {
-        "at_rate": at_rate,
-        "similar_at_rate": similar,
-        "ramp": ramp,
-        "highest_rate_held": held,
-        "connections": params.http_connections,
-    }
-
-
 def redis_benchmark_binary() -> str | None:
     """redis-benchmark on PATH, else next to the redis-server the local stack runs."""
     found = shutil.which("redis-benchmark")
@@ -350,8 +253,10 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
     load_before = os.getloadavg()
     version, users, sample = _seed(cfg, params)
     python = _python_client(cfg, users, sample, params)
-    http = _http(cfg, users, params)
-    threaded = _http(cfg, users, params, threaded=True)
+    redis_pids = redis_pids_of(cfg)
+    with LoadGenerator() as gen:
+        both = measure_servers(cfg, users, params, gen, redis_pids)
+    http, threaded = both["http"], both["http_threaded"]
     ceiling = _redis_benchmark(cfg, len(sample), params)
     if "get_c1" in ceiling:
         python["plain_get_vs_redis_benchmark_c1"] = (
@@ -362,12 +267,15 @@ def run_lookup(cfg: Config, params: LookupParams) -> dict[str, Any]:
         "model_version": version,
         "cpus": os.cpu_count(),
         "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
         "python_client": python,
         "http": http,
         "http_threaded": threaded,
         "highest_rate_vs_threaded": http["highest_rate_held"] / threaded["highest_rate_held"]
         if threaded["highest_rate_held"]
         else None,
+        "server_cpu_per_request_vs_threaded": http["server_cpu_us_per_request"]
+        / threaded["server_cpu_us_per_request"],
         "redis_benchmark": ceiling,
     }
 
@@ -390,16 +298,23 @@ def table(result: dict[str, Any]) -> str:
         *(("threaded ramp", step) for step in old["ramp"]),
     ]
     for name, r in rows:
+        cores = " ".join(f"{k} {v:.2f}" for k, v in r["cores"].items() if k != "machine")
         lines.append(
             f"{name:<15} {r['rate_asked']:6.0f}/s asked, {r['rate_achieved']:6.0f}/s "
             f"done  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
             f"errors {r['errors']}{'' if 'held' not in r else '  held ' + str(r['held'])}"
+            f"  cores: {cores}"
         )
     ratio = result["highest_rate_vs_threaded"]
     lines.append(
         f"highest HTTP rate held with p99 < {result['params']['p99_limit_ms']:.0f} ms: "
         f"{web['highest_rate_held']:.0f}/s; the threaded baseline {old['highest_rate_held']:.0f}/s"
         + ("" if ratio is None else f" ({ratio:.2f}x)")
+    )
+    lines.append(
+        f"server CPU a request (median over the ramp): {web['server_cpu_us_per_request']:.0f} us;"
+        f" the threaded baseline {old['server_cpu_us_per_request']:.0f} us "
+        f"({result['server_cpu_per_request_vs_threaded']:.2f}x)"
     )
     for clients in (1, 50):
         if f"get_c{clients}" in rb:

@@ -27,14 +27,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pandas as pd
 import redis
 from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
-from streamrec.bench.loadgen import LoadGenerator
+from streamrec.bench.loadgen import LoadGenerator, get_requests, post_requests
 from streamrec.model.user_state import UserState, encode_state, merge
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect
@@ -103,25 +103,8 @@ def _sessions(events: pd.DataFrame, params: SessionParams) -> list[bytes]:
     return [json.dumps(body).encode() for body in bodies]
 
 
-def _post(url: str, bodies: list[bytes], extra: dict[str, Any] | None = None) -> list[bytes]:
-    parts = urlsplit(url)
-    head = f"POST /recommendations HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-    out = []
-    for body in bodies:
-        if extra:
-            body = json.dumps({**json.loads(body), **extra}).encode()
-        out.append(
-            f"{head}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-    return out
-
-
-def _get(url: str, paths: list[str]) -> list[bytes]:
-    parts = urlsplit(url)
-    return [
-        f"GET {p} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n\r\n".encode() for p in paths
-    ]
+def _with(body: bytes, extra: dict[str, Any]) -> bytes:
+    return json.dumps({**json.loads(body), **extra}).encode()
 
 
 def _write_states(cfg: Config, events: pd.DataFrame, users: list[str]) -> None:
@@ -175,15 +158,16 @@ def _family(
     _write_states(cfg, events, users)
     plain = [f"/recommendations/{quote(u, safe='')}?n={params.n}" for u in users]
     options = f"&explain=true&diversity={params.diversity}"
+    mixed = {"explain": True, "diversity": params.diversity}
     out: dict[str, Any] = {"model_version": version, "items": int(events[E.ITEM_ID].nunique())}
     with ServerProcess(cfg) as server:
         runs = {
-            "get_list": _get(server.url, plain),
-            "post_session": _post(server.url, sessions),
-            "post_session_explain_diversity": _post(
-                server.url, sessions, {"explain": True, "diversity": params.diversity}
+            "get_list": get_requests(server.url, plain),
+            "post_session": post_requests(server.url, "/recommendations", sessions),
+            "post_session_explain_diversity": post_requests(
+                server.url, "/recommendations", [_with(b, mixed) for b in sessions]
             ),
-            "get_list_explain_diversity": _get(server.url, [p + options for p in plain]),
+            "get_list_explain_diversity": get_requests(server.url, [p + options for p in plain]),
         }
         for requests in runs.values():  # warm-up: the model loads, the code paths run once
             gen.run_requests(server.url, requests, 100.0, 1.0, params.connections)

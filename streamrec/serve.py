@@ -466,6 +466,10 @@ def create_app(cfg: Config) -> FastAPI:
         docs_url=None,  # Swagger UI would fetch its assets from a CDN
         redoc_url=None,
     )
+    # Imported here: streamrec.serve_fast builds on this module's parsing and responses.
+    from streamrec.serve_fast import RecommendationsFastPath
+
+    app.add_middleware(RecommendationsFastPath, metrics=metrics, cfg=serve_cfg, key=key)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     api_key_header = APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False)
@@ -830,6 +834,8 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from streamrec.serve_fast import CoalescingHttpToolsProtocol
+
     LookupClient.open(cfg.redis).close()  # Redis answers, or say how to start it, now
     workers = cfg.serve.workers or os.cpu_count() or 1
     options: dict[str, Any] = dict(
@@ -837,7 +843,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
         port=cfg.serve.port if port is None else port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         timeout_keep_alive=cfg.serve.idle_timeout_s,
         limit_concurrency=cfg.serve.max_connections,

@@ -180,6 +180,12 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
     assert similar["requests"] == 40 and similar["errors"] == 0
     baseline = result["http_threaded"]  # the same load on the threaded server, same run
     assert baseline["at_rate"]["requests"] == 40 and baseline["at_rate"]["errors"] == 0
+    assert len(baseline["ramp"]) == 1 and baseline["ramp"][0]["requests"] == 80
+    # Who used the cores meanwhile: the generator (its own process), the servers, Redis.
+    for step in (web["at_rate"], *web["ramp"], baseline["at_rate"]):
+        assert set(step["cores"]) == {"generator", "server", "redis", "machine", "others"}
+        assert min(step["cores"].values()) >= 0  # 10 ms ticks: a short step may show 0
+    assert web["server_processes"] > baseline["server_processes"] == 1
     assert "threaded" in lookup_table(result)
     assert result["redis_benchmark"]["get_c1"]["per_s"] > 0
     assert "redis-benchmark GET" in lookup_table(result)

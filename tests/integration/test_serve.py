@@ -99,6 +99,18 @@ def test_fallbacks_exclude_and_n(server: str) -> None:
     assert get(f"{server}/elsewhere")[0] == 404
 
 
+def test_fast_path_answers_as_the_declared_route(server: str) -> None:
+    # ``n=2`` is the fast path's (RecommendationsFastPath); ``n=%2B2`` (+2) it leaves to the
+    # declared FastAPI route, which reads it as 2: the answers must be the same, byte for byte.
+    for uid in (*ODD_IDS, "seg-only", "never-seen"):
+        path = f"{server}/recommendations/{quote(uid, safe='')}?exclude=shared&n="
+        fast, routed = get(path + "2"), get(path + "%2B2")
+        assert fast[:2] == routed[:2] and fast[1]["user_id"] == uid
+        assert [(k, v) for k, v in fast[2].items() if k != "date"] == [
+            (k, v) for k, v in routed[2].items() if k != "date"
+        ]
+
+
 def test_segments(server: str) -> None:
     status, body, _ = get(f"{server}/segments/{quote(ODD_IDS[0], safe='')}")
     assert (status, body) == (
@@ -253,7 +265,7 @@ def test_redis_going_away(tmp_path: Path, stack_cfg: Config) -> None:
 def test_five_thousand_idle_connections_then_normal_traffic(data: Config) -> None:
     import resource
 
-    from streamrec.bench.lookup import http_load
+    from streamrec.bench.loadgen import http_load
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 6000 <= hard or hard == resource.RLIM_INFINITY:

@@ -20,7 +20,9 @@ PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text
 ]["package-dir"]
 # What the shared core is: the modules of streamrec/ that are not commands or the server (its
 # lookups, the operator page).
-ENTRY_POINTS = {"cli", "demo", "serve", "personal", "console", "console_data"}
+ENTRY_POINTS = {"cli", "demo", "personal"} | {
+    p.stem for p in (ROOT / "streamrec").glob("*.py") if p.stem.startswith(("serve", "console"))
+}
 CORE = {p.stem for p in (ROOT / "streamrec").glob("*.py")} - ENTRY_POINTS - {"__init__"}
 
 # folder -> what its modules may import of streamrec besides themselves.

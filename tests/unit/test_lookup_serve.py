@@ -31,6 +31,7 @@ from streamrec.serve import (
     parse_n,
     parse_target,
 )
+from streamrec.serve_fast import RecommendationsFastPath
 
 pytestmark = pytest.mark.unit
 
@@ -241,3 +242,16 @@ def test_events_body_is_an_array_or_one_event_each_keeping_the_contract() -> Non
         with pytest.raises(HttpError) as error:
             events_of(body, 10)
         assert error.value.status == status
+
+
+def test_fast_path_takes_exactly_the_routes_query_parameters() -> None:
+    doc = create_app(Config()).openapi()
+    declared = {
+        p["name"] for p in doc["paths"][RECOMMENDATIONS]["get"]["parameters"] if p["in"] == "query"
+    }
+    # A parameter added to the route needs a decision in the fast path too: requests without
+    # it get the parameter's default from the route and the fast path's old rule from it. The
+    # model-side options (their defaults change nothing) always go to the declared route.
+    model_side = {"category", "diversity", "explain"}
+    assert declared == RecommendationsFastPath.QUERY | model_side
+    assert not RecommendationsFastPath.QUERY & model_side
