@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
+from streamrec.bench.server_process import ServerProcess
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import load_config, with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.streaming.metrics import LISTS, BatchMetrics
 
 SIZES = (1_000, 5_000, 100_000)

@@ -16,9 +16,9 @@ import numpy as np
 
 from streamrec.bench import cpu
 from streamrec.bench.loadgen import LoadGenerator
+from streamrec.bench.server_process import ServerProcess
 from streamrec.redis_lists import connect
 from streamrec.schemas.config import Config
-from streamrec.serve import ServerProcess
 
 if TYPE_CHECKING:
     from streamrec.bench.lookup import LookupParams

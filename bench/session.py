@@ -35,6 +35,7 @@ from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
 from streamrec.bench.loadgen import LoadGenerator, get_requests, post_requests
+from streamrec.bench.server_process import ServerProcess
 from streamrec.model.user_state import UserState, encode_state, merge
 from streamrec.producer.synthetic import SyntheticWorld
 from streamrec.redis_lists import connect
@@ -42,7 +43,6 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.stack import redis_server
 from streamrec.stack.process import port_open
 from streamrec.streaming.event_store import write_batch

@@ -24,7 +24,8 @@ from streamrec.errors import ServiceUnavailable
 from streamrec.lookup import BadLookup, LookupClient, max_user_id_length
 from streamrec.schemas.config import Config, ServeConfig
 from streamrec.schemas.config_loader import load_config
-from streamrec.serve import HttpError, Target, health_of, parse_n, parse_target
+from streamrec.serve_http import HttpError, Target, parse_n, parse_target
+from streamrec.serve_ops import health_of
 
 log = logging.getLogger(__name__)
 

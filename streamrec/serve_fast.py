@@ -14,14 +14,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from streamrec.errors import ServiceUnavailable
 from streamrec.lookup import AsyncLookupClient, BadLookup
 from streamrec.schemas.config import ServeConfig
-from streamrec.serve import (
+from streamrec.serve_http import (
     RECOMMENDATIONS,
     HttpError,
     Metrics,
     Target,
-    _error,
-    _json,
     authorized,
+    error_response,
+    json_response,
     parse_n,
     parse_target,
     raw_target,
@@ -79,11 +79,11 @@ class RecommendationsFastPath:
                 target.subject, parse_n(target.params, self.cfg), target.params.get("exclude", ())
             )
         except BadLookup as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         except ServiceUnavailable as exc:
-            return _error(503, str(exc))
+            return error_response(503, str(exc))
         self.metrics.count_source(rec.source)
-        return _json(200, rec.to_json())
+        return json_response(200, rec.to_json())
 
     def declared(self, scope: Scope) -> Any:
         routes = scope["app"].router.routes

@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
+from streamrec.bench.server_process import ServerProcess
 from streamrec.console import MAX_ENTRIES
 from streamrec.producer.invalid import KINDS, RawRecord, malformed
 from streamrec.producer.run import publish_events
@@ -24,7 +25,6 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.streaming.job import run_stream
 from streamrec.streaming.metrics import LISTS, BatchMetrics, read_recent
 from tests.conftest import REPO

@@ -11,13 +11,13 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
+from streamrec.bench.server_process import ServerProcess
 from streamrec.console_data import DeadLetterReader
 from streamrec.kafka_topics import client_options
 from streamrec.model.user_state import UserState, encode_state
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.streaming import dead_letter as D
 from tests.integration.test_lookup import publish
 from tests.integration.test_serve import API_KEY, get

@@ -16,6 +16,7 @@ import redis
 from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
+from streamrec.bench.server_process import ServerProcess
 from streamrec.model.lists import rank_histories
 from streamrec.model.store import fold_in_params, load_item_model
 from streamrec.model.user_state import UserState, encode_state, merge
@@ -23,7 +24,6 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
+from streamrec.bench.server_process import ServerProcess
 from streamrec.schemas import events as E
 from streamrec.schemas.config import Config
-from streamrec.serve import ServerProcess
 from streamrec.streaming.job import run_stream
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from redis.cluster import RedisCluster
 
 from streamrec.batch.job import run_batch
+from streamrec.bench.server_process import ServerProcess
 from streamrec.cluster_reads import PLANS, Command, drive
 from streamrec.lookup import AsyncLookupClient, LookupClient
 from streamrec.producer.run import publish_events
@@ -28,7 +29,6 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas import redis_lua as LUA
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.stack.redis_cluster import LocalCluster
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.job import run_stream

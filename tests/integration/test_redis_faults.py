@@ -24,7 +24,7 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import health_of
+from streamrec.serve_ops import health_of
 from streamrec.streaming.event_store import write_batch
 from streamrec.streaming.state_rebuild import rebuild_states
 

@@ -20,9 +20,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamrec.bench.server_process import ServerProcess
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from tests.integration.test_lookup import ODD_IDS, OwnRedisServer, publish
 
 pytestmark = pytest.mark.integration

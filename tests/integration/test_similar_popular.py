@@ -13,12 +13,12 @@ import redis
 from pyspark.sql import SparkSession
 
 from streamrec.batch.job import run_batch
+from streamrec.bench.server_process import ServerProcess
 from streamrec.lookup import LookupClient
 from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import ServerProcess
 from streamrec.streaming.event_store import write_batch
 
 pytestmark = pytest.mark.integration

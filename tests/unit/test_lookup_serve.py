@@ -11,7 +11,9 @@ import pytest
 from streamrec.errors import ServiceUnavailable
 from streamrec.schemas.config import Config, ServeConfig
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.serve import (
+from streamrec.serve import create_app
+from streamrec.serve_fast import RecommendationsFastPath
+from streamrec.serve_http import (
     EVENTS,
     HEALTH,
     LIVEZ,
@@ -26,12 +28,10 @@ from streamrec.serve import (
     HttpError,
     Metrics,
     authorized,
-    create_app,
     events_of,
     parse_n,
     parse_target,
 )
-from streamrec.serve_fast import RecommendationsFastPath
 
 pytestmark = pytest.mark.unit
 
@@ -198,7 +198,7 @@ def test_health_tells_ok_no_model_degraded_and_unavailable_apart(
     status: int,
     word: str,
 ) -> None:
-    from streamrec.serve import health_of
+    from streamrec.serve_ops import health_of
 
     if stored:
         (tmp_path / "current").write_text(stored)
