@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from streamrec.errors import ServiceUnavailable
-from streamrec.lookup import BadLookup, LookupClient, max_user_id_length
+from streamrec.lookup import LookupClient
+from streamrec.lookup_answers import BadLookup, max_user_id_length
 from streamrec.schemas.config import Config, ServeConfig
 from streamrec.schemas.config_loader import load_config
 from streamrec.serve_http import HttpError, Target, parse_n, parse_target

@@ -43,7 +43,6 @@ from streamrec.model.user_state import (
     UserState,
     decode_state,
     encode_state,
-    merge,
     merge_rows,
     weighed_rows,
 )
@@ -87,29 +86,6 @@ class UserUpdate:
     fence: int
     segment: str  # "" when the version has no segments
     segment_p: str
-
-
-def update_user(
-    state: UserState,
-    events: pd.DataFrame,
-    batch_id: int,
-    model: ItemModel | None,
-    index: dict[str, int],
-    cfg: Config,
-    reference_ms: int,
-) -> UserUpdate | None:
-    """One user's state, list and segment after a micro-batch; None when the micro-batch was
-    applied already. Without a model yet only the state grows. Pure: what the executors do for
-    every user of a partition at once."""
-    merged = merge(
-        state,
-        events,
-        batch_id,
-        cfg.feedback,
-        cfg.streaming.state_max_items,
-        cfg.streaming.state_max_ids,
-    )
-    return None if merged is None else finish_users([merged], model, index, cfg, reference_ms)[0]
 
 
 def finish_users(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from streamrec.redis_lists import RedisClient, decoded
+from streamrec.redis_lists import RedisClient
 from streamrec.schemas import redis_layout as L
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,3 @@ def record(client: RedisClient, prefix: str, keep: int, metrics: BatchMetrics) -
         )
     except redis.RedisError as exc:
         log.warning("stream metrics not kept in Redis: %s", exc)
-
-
-def read_recent(client: RedisClient, prefix: str, count: int = 100) -> list[dict[str, str]]:
-    """The newest ``count`` metric entries, newest first, as string dicts."""
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrevrange(  # type: ignore[assignment]
-        L.stream_metrics_key(prefix), count=count
-    )
-    return [{str(decoded(k)): str(decoded(v)) for k, v in values.items()} for _, values in entries]

@@ -33,7 +33,8 @@ from pydantic import BaseModel
 from streamrec.batch.segment_markdown import PLOTS
 from streamrec.console_data import DeadLetterReader, state_summary, stream_series
 from streamrec.errors import ModelStoreError, ServiceUnavailable
-from streamrec.lookup import AsyncLookupClient, check_user_id
+from streamrec.lookup import AsyncLookupClient
+from streamrec.lookup_answers import check_user_id
 from streamrec.model import store
 from streamrec.model.describe import describe
 from streamrec.model.user_state import decode_state

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import ConfigError, InputError
-from streamrec.lookup import ItemFilter
+from streamrec.lookup_answers import ItemFilter
 from streamrec.model import store
 from streamrec.model.feedback import event_weights
 from streamrec.model.item_metadata import parse_movielens_items

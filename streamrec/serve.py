@@ -46,10 +46,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader
 
 from streamrec.console import console_router
-from streamrec.lookup import (
-    AsyncLookupClient,
-    LookupClient,
-)
+from streamrec.lookup import AsyncLookupClient, LookupClient
 from streamrec.personal import (
     LiveModels,
     read_item_categories,

@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamrec.errors import ServiceUnavailable
-from streamrec.lookup import AsyncLookupClient, BadLookup
+from streamrec.lookup import AsyncLookupClient
+from streamrec.lookup_answers import BadLookup
 from streamrec.schemas.config import ServeConfig
 from streamrec.serve_http import (
     RECOMMENDATIONS,

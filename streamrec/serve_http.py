@@ -22,12 +22,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamrec.lookup import (
-    AsyncLookupClient,
-    ItemFilter,
-    max_item_id_length,
-    max_user_id_length,
-)
+from streamrec.lookup import AsyncLookupClient
+from streamrec.lookup_answers import ItemFilter, max_item_id_length, max_user_id_length
 from streamrec.personal import (
     SessionItem,
 )

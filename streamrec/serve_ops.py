@@ -14,11 +14,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streamrec.errors import ModelStoreError, ServiceUnavailable
-from streamrec.lookup import (
-    AsyncLookupClient,
-    BadLookup,
-    LookupClient,
-)
+from streamrec.lookup import AsyncLookupClient, LookupClient
+from streamrec.lookup_answers import BadLookup
 from streamrec.model import store
 from streamrec.producer.publisher import EventPublisher
 from streamrec.schemas.config import Config, ServeConfig

@@ -13,10 +13,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from streamrec.lookup import (
-    Recommendations,
-    max_item_id_length,
-)
+from streamrec.lookup_answers import Recommendations, max_item_id_length
 from streamrec.model.user_state import decode_state
 from streamrec.personal import (
     LiveModel,

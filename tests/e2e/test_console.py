@@ -26,8 +26,9 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import with_overrides
 from streamrec.streaming.job import run_stream
-from streamrec.streaming.metrics import LISTS, BatchMetrics, read_recent
+from streamrec.streaming.metrics import LISTS, BatchMetrics
 from tests.conftest import REPO
+from tests.support import read_recent
 
 pytestmark = pytest.mark.e2e
 

@@ -34,10 +34,10 @@ from streamrec.streaming.dead_letter import (
     H_VALUE_SHA256,
     MAX_DEAD_LETTER_VALUE_BYTES,
 )
-from streamrec.streaming.fresh_lists import update_user
 from streamrec.streaming.job import run_stream
-from streamrec.streaming.metrics import ARCHIVE, LISTS, read_recent
+from streamrec.streaming.metrics import ARCHIVE, LISTS
 from tests.conftest import read_topic, source_digest
+from tests.support import read_recent, update_user
 
 pytestmark = pytest.mark.e2e
 

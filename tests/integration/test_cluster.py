@@ -53,8 +53,9 @@ from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import dump_config, with_overrides
 from streamrec.streaming.job import run_stream
-from streamrec.streaming.metrics import ARCHIVE, LISTS, read_recent
+from streamrec.streaming.metrics import ARCHIVE, LISTS
 from tests.conftest import REPO, read_topic
+from tests.support import read_recent
 
 pytestmark = pytest.mark.integration
 

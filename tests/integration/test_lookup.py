@@ -17,7 +17,8 @@ import redis
 
 from streamrec.cli import main
 from streamrec.errors import ServiceUnavailable
-from streamrec.lookup import BadLookup, LookupClient
+from streamrec.lookup import LookupClient
+from streamrec.lookup_answers import BadLookup
 from streamrec.redis_lists import connect, switch_version, write_lists, write_publish
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config

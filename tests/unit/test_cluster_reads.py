@@ -21,7 +21,7 @@ from streamrec.cluster_reads import (
     segment_plan,
     similar_plan,
 )
-from streamrec.lookup import answers, item_list, segment_info
+from streamrec.lookup_answers import answers, item_list, segment_info
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas import redis_lua as LUA
 

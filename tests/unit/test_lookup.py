@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.lookup import (
+from streamrec.lookup import table
+from streamrec.lookup_answers import (
     BadLookup,
     Recommendations,
     check_user_id,
     max_user_id_length,
     pick,
-    table,
 )
 from streamrec.schemas import redis_layout as L
 

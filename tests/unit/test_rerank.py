@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.lookup import ItemFilter, pick
+from streamrec.lookup_answers import ItemFilter, pick
 from streamrec.model.ease import fit_ease, gram_matrix
 from streamrec.model.lists import rank_histories, score_history
 from streamrec.model.rerank import diversify, explain

@@ -20,8 +20,8 @@ from streamrec.schemas import events as E
 from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config, FeedbackConfig
 from streamrec.schemas.config_loader import with_overrides
-from streamrec.streaming.fresh_lists import update_user
 from tests.conftest import trained_with
+from tests.support import update_user
 
 pytestmark = pytest.mark.unit
 
