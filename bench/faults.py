@@ -39,93 +39,36 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
-from streamrec.batch.job import run_batch
+from streamrec.bench.fault_counts import (
+    FaultParams,
+    Outcome,
+    caught_up,
+    count_load,
+    states_complete,
+    stored_counts,
+    topic_keys,
+)
+from streamrec.bench.faults_switch import batch_switch
 from streamrec.demo import namespace_config, reset_namespace
-from streamrec.kafka_topics import client_options
 from streamrec.producer.invalid import KINDS, malformed
 from streamrec.producer.run import publish_events
 from streamrec.producer.synthetic import SyntheticWorld
-from streamrec.redis_lists import connect, decoded
 from streamrec.schemas import events as E
-from streamrec.schemas import redis_layout as L
 from streamrec.schemas.config import Config
 from streamrec.schemas.config_loader import dump_config, with_overrides
-from streamrec.schemas.redis_layout import decode_list
 from streamrec.spark import build_spark
 from streamrec.stack import kafka_broker, manager
 from streamrec.stack.process import port_open
-from streamrec.streaming.fresh_lists import read_states
 from streamrec.streaming.job import StreamReport, run_stream, start_stream
-from streamrec.streaming.state_rebuild import rebuild_states
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FaultParams:
-    valid: int = 10_000
-    malformed: int = 10_000
-    load_events: int = 6_000
-    rate: float = 400.0
-    down_s: float = 10.0
-    freeze_s: float = 30.0
-    broker_down_s: float = 30.0
-    # The stream SIGKILLed at this many random points under a slower steady load.
-    stream_kills: int = 3
-    kill_load_events: int = 4_000
-    kill_rate: float = 50.0
-    # The batch job run twice under a steady producer, the second switch timed.
-    switch_rate: float = 100.0
-    seed: int = 7
-    faults: tuple[str, ...] = (
-        "poison",
-        "redis_restart",
-        "redis_freeze",
-        "broker_stop",
-        "stream_kill",
-        "batch_switch",
-    )
-
-
-SHORT = FaultParams(
-    valid=1_000,
-    malformed=1_000,
-    load_events=1_200,
-    rate=300.0,
-    down_s=3.0,
-    freeze_s=5.0,
-    broker_down_s=5.0,
-    kill_load_events=1_800,
-    kill_rate=40.0,
-    switch_rate=60.0,
-)
-
-
-@dataclass
-class Outcome:
-    fault: str
-    sent: int
-    stored: int
-    lost: int
-    doubled: int
-    halted: bool
-    malformed: int = 0
-    dead_lettered: int = 0
-    bad_lost: int = 0
-    bad_doubled: int = 0
-    state_doubled: int = 0
-    states_rebuilt: int = 0
-    seconds: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class OwnRedis:
@@ -170,35 +113,6 @@ class OwnRedis:
         os.kill(self.proc.pid, sig)
 
 
-def _topic_keys(cfg: Config, topic: str) -> list[bytes | None]:
-    """The keys of every record in ``topic``, from the beginning to its current end."""
-    consumer = KafkaConsumer(
-        **client_options(cfg.kafka),
-        bootstrap_servers=cfg.kafka.bootstrap_servers.split(","),
-        enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-    )
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        keys: list[bytes | None] = []
-        while any(consumer.position(p) < ends[p] for p in parts):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                keys.extend(record.key for record in batch)
-        return keys
-    finally:
-        consumer.close()
-
-
-def _stored(spark: SparkSession, cfg: Config, sent: set[str]) -> tuple[int, int, int]:
-    """(stored rows of sent events, lost, doubled) in the event store."""
-    rows = spark.read.parquet(cfg.paths.event_store).select(E.EVENT_ID).collect()
-    counts = Counter(r[E.EVENT_ID] for r in rows if r[E.EVENT_ID] in sent)
-    return sum(counts.values()), len(sent - set(counts)), sum(n - 1 for n in counts.values())
-
-
 def _poison(spark: SparkSession, cfg: Config, params: FaultParams) -> Outcome:
     world = SyntheticWorld(users=300, items=200, segments=4, seed=11)
     valid = list(world.events(params.valid))
@@ -216,8 +130,8 @@ def _poison(spark: SparkSession, cfg: Config, params: FaultParams) -> Outcome:
     except Exception:  # a crash of the stream is the fault being counted
         log.exception("faults: the stream failed on poison records")
         halted = True
-    stored, lost, doubled = _stored(spark, cfg, {e[E.EVENT_ID] for e in valid})
-    keys = _topic_keys(cfg, cfg.kafka.dead_letter_topic)
+    stored, lost, doubled = stored_counts(spark, cfg, {e[E.EVENT_ID] for e in valid})
+    keys = topic_keys(cfg, cfg.kafka.dead_letter_topic)
     distinct = len(set(keys))
     return Outcome(
         "poison",
@@ -255,43 +169,11 @@ def _under_load(
             faulting.join()
         publish_events(cfg, events[third:], rate=params.rate)
         faulting.join()
-        halted = not _caught_up(queries.lists, deadline_s=120)
+        halted = not caught_up(queries.lists, deadline_s=120)
         halted = halted or not all(q.isActive for q in queries.all)
     finally:
         queries.stop_gracefully()
-    return _count_load(spark, cfg, events, name, halted)
-
-
-def _count_load(
-    spark: SparkSession, cfg: Config, events: list[dict[str, Any]], name: str, halted: bool
-) -> Outcome:
-    """The counts once the stream is stopped: the archive query catches up, lost states are
-    rebuilt, then the event store and every user's state are compared with what was sent."""
-    run_stream(cfg, available_now=True, spark=spark)
-    rebuilt = rebuild_states(spark, cfg).written
-    users = sorted({e[E.USER_ID] for e in events})
-    client = connect(cfg.redis)
-    try:
-        states = read_states(client, cfg.redis.key_prefix, users)
-    finally:
-        client.close()
-    sent_by_user = Counter(e[E.USER_ID] for e in events)
-    pairs = list(zip(users, states, strict=True))
-    state_doubled = sum(1 for u, st in pairs if st.events > sent_by_user[u])
-    # Users whose state misses events: what Redis lost at a restart without persistence.
-    state_short = sum(1 for u, st in pairs if st.events < sent_by_user[u])
-    stored, lost, doubled = _stored(spark, cfg, {e[E.EVENT_ID] for e in events})
-    return Outcome(
-        name,
-        len(events),
-        stored,
-        lost,
-        doubled,
-        halted,
-        state_doubled=state_doubled,
-        states_rebuilt=rebuilt,
-        detail={"users": len(users), "state_short": state_short},
-    )
+    return count_load(spark, cfg, events, name, halted)
 
 
 def _stream_kills(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Path) -> Outcome:
@@ -328,169 +210,13 @@ def _stream_kills(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Pa
         stream.wait()
         stream = start()
     producer.join()
-    halted = not _states_complete(cfg, events, deadline_s=240) or stream.poll() is not None
+    halted = not states_complete(cfg, events, deadline_s=240) or stream.poll() is not None
     if stream.poll() is None:
         os.killpg(stream.pid, signal.SIGTERM)
         stream.wait(timeout=60)
-    outcome = _count_load(spark, cfg, events, "stream_kill", halted)
+    outcome = count_load(spark, cfg, events, "stream_kill", halted)
     outcome.detail["killed_at_s"] = [round(at, 1) for at in kill_at]
     return outcome
-
-
-class SwitchWatch:
-    """A reader around a version switch: it copies the live version's user lists every poll
-    until the pointer moves, then times when each user whose last list under the old version
-    was fresher than their list under the new one sees one at least as fresh."""
-
-    def __init__(self, cfg: Config, users: list[str], poll_s: float = 0.02) -> None:
-        self.cfg, self.users, self.poll_s = cfg, users, poll_s
-        self.before: dict[str, int] = {}  # user -> the old version's list fence at the switch
-        self.visible_s: dict[str, float] = {}
-        self.waiting: list[str] = []
-        self.switched_to: str | None = None
-
-    def _fences(self, client: Any, version: str) -> dict[str, int]:
-        """Each user's list fence as a reader decodes it (watermark_ms), one round trip."""
-        prefix = self.cfg.redis.key_prefix
-        pipe = client.pipeline(transaction=False)
-        for user in self.users:
-            pipe.hget(L.user_list_key(prefix, version, user), "list")
-        raw = pipe.execute()
-        return {
-            u: decode_list(r, limit=0).watermark_ms
-            for u, r in zip(self.users, raw, strict=True)
-            if r is not None
-        }
-
-    def run(self, old: str, deadline_s: float, stop: threading.Event) -> None:
-        prefix = self.cfg.redis.key_prefix
-        client = connect(self.cfg.redis)
-        try:
-            while not stop.is_set():
-                live = decoded(client.get(L.current_model_key(prefix)))
-                if live is not None and live != old:
-                    switched, self.switched_to = time.monotonic(), live
-                    break
-                self.before = self._fences(client, old) or self.before
-                time.sleep(self.poll_s)
-            else:
-                return
-            after = self._fences(client, self.switched_to)
-            self.waiting = [u for u, t in self.before.items() if after.get(u, -1) < t]
-            pending = set(self.waiting)
-            while pending and time.monotonic() - switched < deadline_s:
-                now = self._fences(client, self.switched_to)
-                for u in list(pending):
-                    if now.get(u, -1) >= self.before[u]:
-                        self.visible_s[u] = time.monotonic() - switched
-                        pending.discard(u)
-                time.sleep(self.poll_s)
-        finally:
-            client.close()
-
-
-def _batch_switch(spark: SparkSession, cfg: Config, params: FaultParams, tmp: Path) -> Outcome:
-    """A first version trained on the first events, then the stream running under a steady
-    producer while a second batch run (its own process, ``streamrec batch run``) trains and
-    switches; a reader (``SwitchWatch``) times the switch."""
-    world = SyntheticWorld(users=200, items=150, segments=4, seed=19)
-    pool = world.events(1_000_000)
-    sent: list[dict[str, Any]] = []
-    stop_sending = threading.Event()
-
-    def until_stopped() -> Any:
-        for event in pool:
-            if stop_sending.is_set():
-                return
-            sent.append(event)
-            yield event
-
-    # The switch is what is timed: the runs train at the configured setting, untuned.
-    untuned = with_overrides(cfg, batch=dict(tune_every=0, holdout_share=0.0))
-    config = tmp / "switch.yaml"
-    text, env = dump_config(untuned)
-    config.write_text(text, "utf-8")
-    first_events = [next(pool) for _ in range(1_000)]
-    sent += first_events
-    publish_events(cfg, first_events)
-    run_stream(cfg, available_now=True, spark=spark)
-    first = run_batch(untuned, spark=spark).version
-
-    queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
-    producer = threading.Thread(
-        target=publish_events, args=(cfg, until_stopped()), kwargs={"rate": params.switch_rate}
-    )
-    watch = SwitchWatch(cfg, world.user_ids)
-    stop_watching = threading.Event()
-    halted, code = False, 0
-    try:
-        producer.start()
-        # The stream loads the first version and writes fresh lists under it; the archive
-        # query stores the new events for the second run.
-        time.sleep(cfg.streaming.archive_trigger_seconds + 5.0)
-        watcher = threading.Thread(target=watch.run, args=(first, 30.0, stop_watching))
-        watcher.start()
-        cmd = [sys.executable, "-m", "streamrec.cli", "--config", str(config), "batch", "run"]
-        run = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
-        code = run.returncode
-        if code:
-            log.error("faults: the batch run exited %d: %s", code, run.stderr[-3000:])
-        watcher.join(timeout=60.0)
-        stop_watching.set()
-        watcher.join()
-        stop_sending.set()
-        producer.join()
-        halted = not _caught_up(queries.lists, deadline_s=120)
-        halted = halted or not all(q.isActive for q in queries.all) or code != 0
-    finally:
-        stop_watching.set()
-        stop_sending.set()
-        queries.stop_gracefully()
-    outcome = _count_load(spark, cfg, sent, "batch_switch", halted)
-    times = sorted(watch.visible_s.values())
-    outcome.detail.update(
-        batch_exit_code=code,
-        switched_from=first,
-        switched_to=watch.switched_to,
-        fresher_before_switch=len(watch.waiting),
-        visible_p50_s=round(times[len(times) // 2], 3) if times else None,
-        visible_max_s=round(times[-1], 3) if times else None,
-        late=sum(1 for u in watch.waiting if watch.visible_s.get(u, 99.0) > 1.0),
-        never_visible=sum(1 for u in watch.waiting if u not in watch.visible_s),
-    )
-    return outcome
-
-
-def _states_complete(cfg: Config, events: list[dict[str, Any]], deadline_s: float) -> bool:
-    """Until every user's state has taken all their events (the stream caught up)."""
-    sent = Counter(e[E.USER_ID] for e in events)
-    users = sorted(sent)
-    deadline = time.monotonic() + deadline_s
-    client = connect(cfg.redis)
-    try:
-        while time.monotonic() < deadline:
-            states = read_states(client, cfg.redis.key_prefix, users)
-            if all(st.events >= sent[u] for u, st in zip(users, states, strict=True)):
-                return True
-            time.sleep(1.0)
-        return False
-    finally:
-        client.close()
-
-
-def _caught_up(lists: Any, deadline_s: float) -> bool:
-    """Until the lists query has taken every record in the topic (no new input twice running);
-    False when it stopped or the deadline passed."""
-    deadline, idle = time.monotonic() + deadline_s, 0
-    while time.monotonic() < deadline:
-        if not lists.isActive:
-            return False
-        progress = lists.lastProgress or {}
-        idle = idle + 1 if progress and not progress.get("numInputRows") else 0
-        if idle >= 2 and not lists.status.get("isDataAvailable"):
-            return True
-        time.sleep(1.0)
-    return False
 
 
 def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
@@ -513,7 +239,7 @@ def run_faults(cfg: Config, params: FaultParams) -> dict[str, Any]:
                     if name == "stream_kill":
                         outcome = _stream_kills(spark, cfg_own, params, Path(tmp))
                     elif name == "batch_switch":
-                        outcome = _batch_switch(spark, cfg_own, params, Path(tmp))
+                        outcome = batch_switch(spark, cfg_own, params, Path(tmp))
                     else:
                         fault = _fault(name, cfg_own, server, params)
                         outcome = _under_load(spark, cfg_own, params, name, fault)

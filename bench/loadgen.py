@@ -43,6 +43,7 @@ class _Connection(asyncio.Protocol):
         self.run, self.buffer = run, bytearray()
         self.transport: asyncio.Transport | None = None
         self.due = 0.0  # the in-flight request's due time (perf_counter seconds)
+        self.busy = False  # a request is in flight
         self.lost: asyncio.Future[None] = run.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,7 +52,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes, due: float) -> None:
         assert self.transport is not None
-        self.due = due
+        self.due, self.busy = due, True
         self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
@@ -70,6 +71,7 @@ class _Connection(asyncio.Protocol):
             self.run.fail("more bytes than one answer (the generator never pipelines)")
             return
         self.buffer.clear()
+        self.busy = False
         self.run.answered(self, time.perf_counter() - self.due, head.startswith(b"http/1.1 200"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -81,8 +83,12 @@ class _Connection(asyncio.Protocol):
 class _Run:
     """One run's schedule, pool and results."""
 
-    def __init__(self, requests: list[bytes], rate: float, total: int) -> None:
+    def __init__(
+        self, requests: list[bytes], rate: float, total: int, address: tuple[str, int]
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.address = address
+        self.pool: list[_Connection] = []  # every connection opened, to close at the end
         self.requests, self.rate, self.total = requests, rate, total
         self.idle: list[_Connection] = []
         self.queued: deque[int] = deque()
@@ -119,8 +125,26 @@ class _Run:
             self.finished.set_result(None)
 
     def closed(self, conn: _Connection) -> None:
-        if not self.finished.done():
-            self.fail("the server closed a connection")
+        """A connection the server closed: with an answer owed, the run fails; an idle one
+        (the server's keep-alive timeout, when the rate leaves some connections unused) is
+        replaced, as a client's pool would."""
+        if self.finished.done():
+            return
+        if conn.busy:
+            self.fail("the server closed a connection before answering")
+            return
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self.loop.create_task(self.open_connection())
+
+    async def open_connection(self) -> None:
+        _, conn = await self.loop.create_connection(lambda: _Connection(self), *self.address)
+        self.pool.append(conn)
+        if self.queued:
+            k = self.queued.popleft()
+            conn.send(self.requests[k % len(self.requests)], self.due(k))
+        else:
+            self.idle.append(conn)
 
     async def schedule(self) -> None:
         """Dispatch every request whose due time has come, then sleep until the next one, for
@@ -159,12 +183,9 @@ async def _load(
 ) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    run = _Run(requests, rate, max(1, int(rate * duration_s)))
-    pool = []
+    run = _Run(requests, rate, max(1, int(rate * duration_s)), (host, port))
     for _ in range(connections):
-        _, conn = await run.loop.create_connection(lambda: _Connection(run), host, port)
-        pool.append(conn)
-    run.idle = list(pool)
+        await run.open_connection()
     cpu_before = time.process_time()
     run.start = time.perf_counter() + 0.01
     await run.schedule()
@@ -174,10 +195,10 @@ async def _load(
         run.problem = run.problem or f"answers missing {_SETTLE_S:.0f} s after the last due time"
     elapsed = time.perf_counter() - run.start
     cpu_s = time.process_time() - cpu_before
-    for conn in pool:
+    for conn in run.pool:
         if conn.transport is not None:
             conn.transport.close()
-    await asyncio.gather(*(conn.lost for conn in pool))
+    await asyncio.gather(*(conn.lost for conn in run.pool))
     ms = np.array(run.latencies or [float("nan")]) * 1000
     lag_ms = np.array(run.lags or [float("nan")]) * 1000
     return {

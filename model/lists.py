@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamrec.model.ease import history_vectors
+from streamrec.model.ease import feedback_values, history_vectors
 from streamrec.model.foldin import fold_in_many
 from streamrec.model.scoring import top_n
 from streamrec.model.store import FoldInParams, ItemModel
@@ -58,12 +58,16 @@ def score_history(model: ItemModel, params: FoldInParams, history: History) -> n
     """One history's score of every item in the catalogue (its own items included), exactly as
     ``rank_histories`` ranks it; None when no rating is positive."""
     if model.item_matrix is not None:
-        vector = history_vectors([history], len(model.item_ids), params.ease_binary)[0]
-        matrix = model.item_matrix
-    else:
-        vector = als_vectors(model, params, [history])[0]
-        matrix = model.item_factors
+        # x_u B over the history's items only: the columns of Bᵀ those items weigh, not the
+        # whole items x items matrix (a request touches h columns, not every weight).
+        items = np.asarray(history[0], dtype=np.int64)
+        values = feedback_values(history[1], params.ease_binary)
+        if not np.any(values > 0):
+            return None
+        ease_scores: np.ndarray = model.item_matrix[:, items] @ values.astype(np.float32)
+        return ease_scores
+    vector = als_vectors(model, params, [history])[0]
     if vector is None:
         return None
-    scores: np.ndarray = matrix @ np.asarray(vector, dtype=np.float32)
+    scores: np.ndarray = model.item_factors @ np.asarray(vector, dtype=np.float32)
     return scores

@@ -181,8 +181,9 @@ def _faults_flags(p: argparse.ArgumentParser) -> None:
 
 def faults(cfg: Config, args: argparse.Namespace) -> int:
     from streamrec.bench import faults as bench
+    from streamrec.bench.fault_counts import SHORT, FaultParams
 
-    result = bench.run_faults(cfg, bench.SHORT if args.short else bench.FaultParams())
+    result = bench.run_faults(cfg, SHORT if args.short else FaultParams())
     print(bench.table(result))
     write_json(result, args.json)
     return 0

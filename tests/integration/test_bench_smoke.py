@@ -324,7 +324,8 @@ def test_live_replay_goes_through_kafka_the_stream_and_redis_and_agrees_offline(
 
 
 def test_faults_bench_short_form_loses_doubles_and_halts_nothing(stack_cfg: Config) -> None:
-    from streamrec.bench.faults import SHORT, run_faults
+    from streamrec.bench.fault_counts import SHORT
+    from streamrec.bench.faults import run_faults
     from streamrec.bench.faults import table as faults_table
 
     result = run_faults(stack_cfg, SHORT)
