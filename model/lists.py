@@ -55,8 +55,8 @@ def rank_histories(
 
 
 def score_history(model: ItemModel, params: FoldInParams, history: History) -> np.ndarray | None:
-    """One history's score of every item in the catalogue (its own items included), exactly as
-    ``rank_histories`` ranks it; None when no rating is positive."""
+    """One history's score of every item in the catalogue (its own items included): the scores
+    ``rank_histories`` ranks with, to float32 rounding; None when no rating is positive."""
     if model.item_matrix is not None:
         # x_u B over the history's items only: the columns of Bᵀ those items weigh, not the
         # whole items x items matrix (a request touches h columns, not every weight).
