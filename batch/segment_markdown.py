@@ -24,9 +24,13 @@ def _pct(value: float | None) -> str:
 
 def render_markdown(m: dict[str, Any]) -> str:
     """report.md from the metrics."""
+    return "\n".join(_summary(m) + _choosing_k(m) + _plots_and_classifier(m) + _segments(m))
+
+
+def _summary(m: dict[str, Any]) -> list[str]:
     kept = sum(m["explained_variance"][: m["n_components"]])
     clf = m["classifier"]
-    lines = [
+    return [
         "# User segments",
         "",
         f"{m['users']} users, {len(m['features'])} features; {m['method']}, k chosen by "
@@ -47,16 +51,27 @@ def render_markdown(m: dict[str, Any]) -> str:
         "",
         f"![explained variance]({PLOTS['explained_variance']})",
         "",
+    ]
+
+
+def _choosing_k(m: dict[str, Any]) -> list[str]:
+    gmm = m["method"] == "gmm"
+    lines = [
         "## Choosing k",
         "",
-        "| k | silhouette | inertia |" + (" log-likelihood |" if m["method"] == "gmm" else ""),
-        "|---|---|---|" + ("---|" if m["method"] == "gmm" else ""),
+        "| k | silhouette | inertia |" + (" log-likelihood |" if gmm else ""),
+        "|---|---|---|" + ("---|" if gmm else ""),
     ]
     for s in m["per_k"]:
         mark = " **(chosen)**" if s["k"] == m["k"] else ""
-        ll = f" {s['log_likelihood']:.1f} |" if m["method"] == "gmm" else ""
+        ll = f" {s['log_likelihood']:.1f} |" if gmm else ""
         lines.append(f"| {s['k']}{mark} | {s['silhouette']:.4f} | {s['inertia']:.1f} |{ll}")
-    lines += [
+    return lines
+
+
+def _plots_and_classifier(m: dict[str, Any]) -> list[str]:
+    clf = m["classifier"]
+    return [
         "",
         f"![inertia and silhouette against k]({PLOTS['k_selection']})",
         "",
@@ -77,6 +92,11 @@ def render_markdown(m: dict[str, Any]) -> str:
         "",
         f"![confusion matrix]({PLOTS['confusion_matrix']})",
         "",
+    ]
+
+
+def _segments(m: dict[str, Any]) -> list[str]:
+    lines = [
         "## What each segment is about",
         "",
         "Distinctive: TF-IDF with segments as documents and items as terms (items "
@@ -99,4 +119,4 @@ def render_markdown(m: dict[str, Any]) -> str:
             right = f"{_cell(p['title'])} ({p['score']:.0%})" if p else ""
             lines.append(f"| {n + 1} | {left} | {right} |")
         lines.append("")
-    return "\n".join(lines)
+    return lines

@@ -38,7 +38,7 @@ from streamrec.batch.bayes import BayesParams
 from streamrec.batch.evaluate import EvalOptions, evaluate
 from streamrec.batch.ids import ITEM_INDEX, USER_INDEX
 from streamrec.batch.rating_files import file_interactions, read_ratings
-from streamrec.batch.scores import make_split, score_als, score_bayes, score_popularity
+from streamrec.batch.scores import Split, make_split, score_als, score_bayes, score_popularity
 from streamrec.batch.scoring import FEATURES, SEEN, dense_item_factors, rank_users
 from streamrec.batch.train import train_als
 from streamrec.bench.peers import LibrarySetting, implicit_library, implicit_peer
@@ -289,6 +289,27 @@ def _movielens_checks(spark: SparkSession, ml: Path, params: QualityParams) -> d
         max_iter=params.explicit_iter,
         implicit=False,
     )
+    one_setting, fits = _one_setting(split, implicit_cfg, params)
+    speed = _time_scoring(spark, split, implicit_cfg, params.k)
+    return {
+        "one_setting": one_setting,
+        **_explicit_checks(explicit_split, explicit_cfg, params),
+        "speed": {
+            **speed,
+            **fits,
+            "fit_ratio_vs_implicit": fits["streamrec_fit_s"] / fits["implicit_fit_s"],
+            "topk_ratio_vs_implicit": speed["streamrec_topk_s"] / fits["implicit_topk_all_users_s"],
+            "spark_recommend_ratio_vs_implicit": speed["spark_recommend_for_all_s"]
+            / fits["implicit_topk_all_users_s"],
+        },
+    }
+
+
+def _one_setting(
+    split: Split, implicit_cfg: BatchConfig, params: QualityParams
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """streamrec's and the `implicit` library's ALS at the same setting over several seeds,
+    beside popularity (the implementation check), and their fit and top-k times."""
     setting = LibrarySetting(params.rank, params.reg_param, params.alpha, params.max_iter, params.k)
     ours, theirs = [], []
     for seed in params.seeds:
@@ -296,27 +317,34 @@ def _movielens_checks(spark: SparkSession, ml: Path, params: QualityParams) -> d
         ours.append(score_als(split, replace(implicit_cfg, seed=seed), params.k, 2))
         log.info("bench quality: implicit library ALS at one setting, seed %d", seed)
         theirs.append(implicit_library(split, setting, seed))
-    log.info("bench quality: popularity, explicit ALS, scoring speed")
     popularity = score_popularity(split, params.k)
-    explicit = score_als(explicit_split, explicit_cfg, params.k, 2)
-    plain_cfg = replace(explicit_cfg, rank=10, reg_param=0.1, max_iter=10)
-    plain = score_als(explicit_split, plain_cfg, params.k, 2, biases=False)
-    log.info("bench quality: Bayesian ALS, %d sweeps", params.bayes.sweeps)
-    bayes = score_bayes(explicit_split, params.bayes, params.k, 2)
-    speed = _time_scoring(spark, split, implicit_cfg, params.k)
     streamrec_als = _mean_over_seeds([{**o.ranking.as_dict(), "fit_s": o.train_s} for o in ours])
     library_als = _mean_over_seeds([{**t["ranking"], "fit_s": t["fit_s"]} for t in theirs])
-    fit_s = min(o.train_s for o in ours)
-    library_fit_s = min(t["fit_s"] for t in theirs)
-    library_topk_s = min(t["topk_all_users_s"] for t in theirs)
+    one_setting = {
+        "streamrec_als": streamrec_als,
+        "implicit_library_als": library_als,
+        "popularity": popularity.ranking.as_dict(),
+        "precision_vs_library": streamrec_als["precision"] / library_als["precision"],
+        "ndcg_vs_library": streamrec_als["ndcg"] / library_als["ndcg"],
+    }
+    fits = {
+        "streamrec_fit_s": min(o.train_s for o in ours),
+        "implicit_fit_s": min(t["fit_s"] for t in theirs),
+        "implicit_topk_all_users_s": min(t["topk_all_users_s"] for t in theirs),
+    }
+    return one_setting, fits
+
+
+def _explicit_checks(split: Split, cfg: BatchConfig, params: QualityParams) -> dict[str, Any]:
+    """Explicit-mode RMSEs: ALS on bias residuals, plain ALS, Bayesian ALS."""
+    log.info(
+        "bench quality: explicit ALS, plain ALS, Bayesian ALS (%d sweeps)", params.bayes.sweeps
+    )
+    explicit = score_als(split, cfg, params.k, 2)
+    plain_cfg = replace(cfg, rank=10, reg_param=0.1, max_iter=10)
+    plain = score_als(split, plain_cfg, params.k, 2, biases=False)
+    bayes = score_bayes(split, params.bayes, params.k, 2)
     return {
-        "one_setting": {
-            "streamrec_als": streamrec_als,
-            "implicit_library_als": library_als,
-            "popularity": popularity.ranking.as_dict(),
-            "precision_vs_library": streamrec_als["precision"] / library_als["precision"],
-            "ndcg_vs_library": streamrec_als["ndcg"] / library_als["ndcg"],
-        },
         "explicit": {
             "rmse": explicit.rmse,
             "params": explicit.params,
@@ -332,16 +360,6 @@ def _movielens_checks(spark: SparkSession, ml: Path, params: QualityParams) -> d
             "params": bayes.params,
             "fit_s": bayes.train_s,
             **bayes.ranking.as_dict(),
-        },
-        "speed": {
-            **speed,
-            "streamrec_fit_s": fit_s,
-            "implicit_fit_s": library_fit_s,
-            "implicit_topk_all_users_s": library_topk_s,
-            "fit_ratio_vs_implicit": fit_s / library_fit_s,
-            "topk_ratio_vs_implicit": speed["streamrec_topk_s"] / library_topk_s,
-            "spark_recommend_ratio_vs_implicit": speed["spark_recommend_for_all_s"]
-            / library_topk_s,
         },
     }
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -231,7 +232,7 @@ def update_users(
     list and segment, and write all three atomically (``STREAM_WRITE_LUA``); users whose state
     another writer changed since it was read are read and done again. Returns per user
     (outcome, event -> Redis lag per event in ms, list fence or 0)."""
-    prefix, ttl = cfg.redis.key_prefix, cfg.lists.ttl_seconds
+    prefix = cfg.redis.key_prefix
     index = _index_of(model) if model is not None else {}
     script = pipelined_script(client, LUA.STREAM_WRITE_LUA)
     done: list[tuple[str, list[int], int] | None] = [None] * len(groups)
@@ -260,23 +261,7 @@ def update_users(
                 done[i] = (REPLAYED, [], 0)
                 continue
             update = next(finished)
-            user = groups[i][0]
-            state_key = L.user_state_key(prefix, user)
-            # Without a model the script touches the state key only.
-            list_key = state_key if model is None else L.user_list_key(prefix, model.version, user)
-            script(
-                keys=[list_key, state_key],
-                args=[
-                    update.payload,
-                    update.fence,
-                    ttl,
-                    rev,
-                    encode_state(update.state),
-                    update.segment,
-                    update.segment_p,
-                ],
-                client=pipe,
-            )
+            _queue_write(script, pipe, cfg, model, groups[i][0], rev, update)
             writes.append((i, update))
         results = pipe.execute() if writes else []
         written_ms = int(time.time() * 1000)
@@ -293,6 +278,32 @@ def update_users(
         f"micro-batch {batch_id}: {len(pending)} users' state kept changing under this task for "
         f"{MAX_WRITE_ROUNDS} rounds; failing the task so that Spark retries it"
     )
+
+
+def _queue_write(
+    script: Any,
+    pipe: Any,
+    cfg: Config,
+    model: ItemModel | None,
+    user: str,
+    rev: str,
+    update: UserUpdate,
+) -> None:
+    """One user's ``STREAM_WRITE_LUA`` call on ``pipe``: state, list and segment at once, if
+    the state is still at revision ``rev``. Without a model it touches the state key only."""
+    prefix = cfg.redis.key_prefix
+    state_key = L.user_state_key(prefix, user)
+    list_key = state_key if model is None else L.user_list_key(prefix, model.version, user)
+    args = [
+        update.payload,
+        update.fence,
+        cfg.lists.ttl_seconds,
+        rev,
+        encode_state(update.state),
+        update.segment,
+        update.segment_p,
+    ]
+    script(keys=[list_key, state_key], args=args, client=pipe)
 
 
 def rescored_list_rows(
