@@ -207,6 +207,48 @@ def without(ranked: list[str], seen: set[str], k: int) -> list[str]:
     return [item for item in ranked if item not in seen][:k]
 
 
+def _as_events(frame: pd.DataFrame, first_id: int, event_type: str) -> pd.DataFrame:
+    """Rating rows as the events the stream would have applied."""
+    return pd.DataFrame(
+        {
+            E.EVENT_ID: [f"r{first_id + n}" for n in range(len(frame))],
+            E.ITEM_ID: frame[E.ITEM_ID].to_numpy(),
+            E.EVENT_TYPE: event_type,
+            E.EVENT_TIME: frame[E.EVENT_TIME].to_numpy(dtype=np.int64),
+            E.VALUE: frame[RATING].to_numpy(dtype=np.float64),
+        }
+    )
+
+
+# The whole history: the replay's states are not bounded as the stream's are in Redis.
+_MAX_ITEMS, _MAX_IDS = 100_000, 8
+
+
+def _merged(state: UserState, events: pd.DataFrame, batch: int, cfg: Config) -> UserState | None:
+    return merge(state, events, batch, cfg.feedback, _MAX_ITEMS, _MAX_IDS)
+
+
+def _strategy_lists(
+    first: Published,
+    latest: Published,
+    user: str,
+    state: UserState | None,
+    cfg: Config,
+    seen: set[str],
+    k: int,
+    trending: list[str],
+) -> dict[str, list[str]]:
+    """What each strategy would show ``user`` at this point of the replay."""
+    return {
+        "batch_only": first.list_for(user, k),
+        "retrain": latest.list_for(user, k),
+        "fold_in": first.folded_in(state, cfg, seen, k),
+        "retrain_fold_in": latest.folded_in(state, cfg, seen, k),
+        "trending": without(trending, seen, k),
+        "fold_in_trending": latest.folded_in(state, cfg, seen, k, trending),
+    }
+
+
 def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams) -> dict[str, Any]:
     rows: pd.DataFrame = read_ratings(spark, data, params.fmt, params.sep).toPandas()
     if rows[E.EVENT_TIME].isna().any():
@@ -227,23 +269,11 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
     train_s = time.monotonic() - started
     latest, retrain_s = first, 0.0
 
-    def as_events(frame: pd.DataFrame, first_id: int) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                E.EVENT_ID: [f"r{first_id + n}" for n in range(len(frame))],
-                E.ITEM_ID: frame[E.ITEM_ID].to_numpy(),
-                E.EVENT_TYPE: event_type,
-                E.EVENT_TIME: frame[E.EVENT_TIME].to_numpy(dtype=np.int64),
-                E.VALUE: frame[RATING].to_numpy(dtype=np.float64),
-            }
-        )
-
-    states: dict[str, UserState] = {}
-    max_items, max_ids = 100_000, 8  # the whole history: the replay is not bounded like Redis
-    for user, frame in train.groupby(E.USER_ID):
-        merged = merge(UserState(), as_events(frame, 0), 0, cfg.feedback, max_items, max_ids)
-        if merged is not None:
-            states[str(user)] = merged
+    states = {
+        str(user): merged
+        for user, frame in train.groupby(E.USER_ID)
+        if (merged := _merged(UserState(), _as_events(frame, 0, event_type), 0, cfg)) is not None
+    }
     seen_now = {user: set(items) for user, items in first.seen.items()}
     recent: deque[str] = deque(
         train[E.ITEM_ID].iloc[-params.trending_window :], maxlen=params.trending_window
@@ -259,24 +289,17 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
         user, item = str(getattr(row, E.USER_ID)), str(getattr(row, E.ITEM_ID))
         known, seen = user in first.seen, seen_now.setdefault(user, set())
         if float(getattr(row, RATING)) >= params.relevant_min and item not in seen:
-            state = states.get(user)
-            tallies.add("batch_only", known, first.list_for(user, k), item)
-            tallies.add("retrain", known, latest.list_for(user, k), item)
             trending = [i for i, _ in Counter(recent).most_common(k + len(seen))]
-            tallies.add("fold_in", known, first.folded_in(state, cfg, seen, k), item)
-            tallies.add("retrain_fold_in", known, latest.folded_in(state, cfg, seen, k), item)
-            tallies.add("trending", known, without(trending, seen, k), item)
-            with_trending = latest.folded_in(state, cfg, seen, k, trending)
-            tallies.add("fold_in_trending", known, with_trending, item)
-        one = as_events(replay.iloc[n : n + 1], half + n)
-        merged = merge(states.get(user, UserState()), one, n + 1, cfg.feedback, max_items, max_ids)
+            lists = _strategy_lists(first, latest, user, states.get(user), cfg, seen, k, trending)
+            for strategy, recommended in lists.items():
+                tallies.add(strategy, known, recommended, item)
+        one = _as_events(replay.iloc[n : n + 1], half + n, event_type)
+        merged = _merged(states.get(user, UserState()), one, n + 1, cfg)
         if merged is not None:
             states[user] = merged
         seen.add(item)
         recent.append(item)
     replay_s = time.monotonic() - started
-    overall = {name: tally.as_dict() for name, tally in tallies.by_group["all"].items()}
-    batch_hr = overall["batch_only"]["hr"]
     return {
         "data": str(Path(data).resolve()),
         "events": len(rows),
@@ -291,6 +314,15 @@ def run_replay(spark: SparkSession, cfg: Config, data: str, params: ReplayParams
         "train_s": round(train_s, 1),
         "retrain_s": round(retrain_s, 1),
         "replay_s": round(replay_s - retrain_s, 1),
+        **_results(tallies),
+    }
+
+
+def _results(tallies: Tallies) -> dict[str, Any]:
+    """Hit rates per group of users and strategy, and fold-in's against the batch list's."""
+    overall = {name: tally.as_dict() for name, tally in tallies.by_group["all"].items()}
+    batch_hr = overall["batch_only"]["hr"]
+    return {
         "results": {
             group: {name: tally.as_dict() for name, tally in by_strategy.items()}
             for group, by_strategy in tallies.by_group.items()

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pyspark.sql import SparkSession
 
 from streamrec.batch.interactions import RATING
-from streamrec.batch.job import run_batch
+from streamrec.batch.job import BatchResult, run_batch
 from streamrec.batch.rating_files import DEFAULT_EVENT_TYPES, read_ratings
 from streamrec.bench.replay import ReplayParams, Tally, without
 from streamrec.demo import namespace_config, reset_namespace
@@ -109,6 +111,73 @@ def _wait_applied(cfg: Config, expected: dict[str, int], timeout_s: float) -> No
         client.close()
 
 
+@dataclass
+class Agreement:
+    """The live lists' and the offline lists' hits, and how often the two were the same."""
+
+    live: Tally = field(default_factory=Tally)
+    offline: Tally = field(default_factory=Tally)
+    compared: int = 0
+    agreed: int = 0
+
+    def add(self, live_list: list[str], offline_list: list[str], item: str) -> None:
+        self.live.add(live_list, item)
+        self.offline.add(offline_list, item)
+        self.compared += 1
+        self.agreed += live_list == offline_list
+
+
+def _first_model(
+    spark: SparkSession, cfg: Config, train: list[dict[str, Any]]
+) -> tuple[BatchResult, ItemModel]:
+    """The training half through Kafka and the stream, then a batch run: the live version."""
+    publish_events(cfg, train)
+    stream = run_stream(cfg, available_now=True, spark=spark)
+    if stream.valid != len(train):
+        raise StreamrecError(f"replay: {stream.valid} of {len(train)} training events stored")
+    result = run_batch(cfg, spark=spark)
+    if not result.promoted:
+        raise StreamrecError(f"replay: the first model was not promoted: {result.decision}")
+    return result, store.load_item_model(cfg.paths.model_store, result.version)
+
+
+def _offline_states(
+    train: list[dict[str, Any]], cfg: Config
+) -> tuple[dict[str, UserState], dict[str, set[str]], dict[str, int]]:
+    """The offline side's start: each user's state, items seen and events applied."""
+    states: dict[str, UserState] = {}
+    seen: dict[str, set[str]] = defaultdict(set)
+    applied: dict[str, int] = defaultdict(int)
+    for user, frame in pd.DataFrame(train).groupby(E.USER_ID):
+        merged = merge(UserState(), frame, 0, cfg.feedback, OFFLINE_MAX_ITEMS, OFFLINE_MAX_IDS)
+        if merged is not None:
+            states[str(user)] = merged
+        seen[str(user)].update(frame[E.ITEM_ID])
+        applied[str(user)] = len(frame)
+    return states, seen, applied
+
+
+def _apply_offline(
+    wave: list[dict[str, Any]],
+    batch: int,
+    cfg: Config,
+    states: dict[str, UserState],
+    seen: dict[str, set[str]],
+    applied: dict[str, int],
+) -> None:
+    """A wave's events into the offline states, as the stream applies them."""
+    for event in wave:
+        user = event[E.USER_ID]
+        applied[user] += 1
+        before = states.get(user, UserState())
+        merged = merge(
+            before, pd.DataFrame([event]), batch, cfg.feedback, OFFLINE_MAX_ITEMS, OFFLINE_MAX_IDS
+        )
+        if merged is not None:
+            states[user] = merged
+        seen[user].add(event[E.ITEM_ID])
+
+
 def run_live_replay(
     cfg: Config, data: str, params: ReplayParams, slice_events: int, timeout_s: float = 120.0
 ) -> dict[str, Any]:
@@ -127,30 +196,12 @@ def run_live_replay(
     replayed = _events(part, half, event_type)
 
     started = time.monotonic()
-    publish_events(cfg, train)
-    stream = run_stream(cfg, available_now=True, spark=spark)
-    if stream.valid != len(train):
-        raise StreamrecError(f"replay: {stream.valid} of {len(train)} training events stored")
-    result = run_batch(cfg, spark=spark)
-    if not result.promoted:
-        raise StreamrecError(f"replay: the first model was not promoted: {result.decision}")
+    result, model = _first_model(spark, cfg, train)
     prepare_s = time.monotonic() - started
-    model = store.load_item_model(cfg.paths.model_store, result.version)
     index = model.index_of()
+    states, seen, applied = _offline_states(train, cfg)
 
-    states: dict[str, UserState] = {}
-    seen: dict[str, set[str]] = defaultdict(set)
-    applied: dict[str, int] = defaultdict(int)
-    train_frame = pd.DataFrame(train)
-    for user, frame in train_frame.groupby(E.USER_ID):
-        merged = merge(UserState(), frame, 0, cfg.feedback, OFFLINE_MAX_ITEMS, OFFLINE_MAX_IDS)
-        if merged is not None:
-            states[str(user)] = merged
-        seen[str(user)].update(frame[E.ITEM_ID])
-        applied[str(user)] = len(frame)
-
-    live, offline = Tally(), Tally()
-    agreed = compared = 0
+    agreement = Agreement()
     client = connect(cfg.redis)
     queries = start_stream(spark, cfg, available_now=False, report=StreamReport())
     started = time.monotonic()
@@ -168,41 +219,45 @@ def run_live_replay(
                 live_list = without([i for i, _ in rec.items] if rec else fallback, seen[user], k)
                 ours = _offline_list(model, index, states.get(user), cfg)
                 offline_list = without(ours or fallback, seen[user], k)
-                live.add(live_list, item)
-                offline.add(offline_list, item)
-                compared += 1
-                agreed += live_list == offline_list
+                agreement.add(live_list, offline_list, item)
             publish_events(cfg, wave)
-            for event in wave:
-                user = event[E.USER_ID]
-                applied[user] += 1
-                frame = pd.DataFrame([event])
-                before = states.get(user, UserState())
-                merged = merge(
-                    before, frame, wave_no + 1, cfg.feedback, OFFLINE_MAX_ITEMS, OFFLINE_MAX_IDS
-                )
-                if merged is not None:
-                    states[user] = merged
-                seen[user].add(event[E.ITEM_ID])
+            _apply_offline(wave, wave_no + 1, cfg, states, seen, applied)
             _wait_applied(cfg, {u: applied[u] for u in users}, timeout_s)
     finally:
         queries.stop_gracefully()
         client.close()
     replay_s = time.monotonic() - started
+    return _live_summary(
+        data, params, half, replayed, len(waves), result, model, agreement, prepare_s, replay_s
+    )
+
+
+def _live_summary(
+    data: str,
+    params: ReplayParams,
+    half: int,
+    replayed: list[dict[str, Any]],
+    waves: int,
+    result: BatchResult,
+    model: ItemModel,
+    agreement: Agreement,
+    prepare_s: float,
+    replay_s: float,
+) -> dict[str, Any]:
     return {
         "data": data,
         "trained_on": half,
         "replayed": len(replayed),
-        "waves": len(waves),
+        "waves": waves,
         "version": result.version,
         "params": model.meta["params"],
-        "k": k,
+        "k": params.k,
         "relevant_min": params.relevant_min,
-        "live": live.as_dict(),
-        "offline": offline.as_dict(),
-        "lists_compared": compared,
-        "lists_identical": agreed,
-        "agreement": agreed / compared if compared else None,
+        "live": agreement.live.as_dict(),
+        "offline": agreement.offline.as_dict(),
+        "lists_compared": agreement.compared,
+        "lists_identical": agreement.agreed,
+        "agreement": agreement.agreed / agreement.compared if agreement.compared else None,
         "prepare_s": round(prepare_s, 1),
         "replay_s": round(replay_s, 1),
         "events_per_s": round(len(replayed) / replay_s, 1) if replay_s else None,

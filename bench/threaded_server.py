@@ -229,6 +229,54 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> int:
     return 0
 
 
+_ERROR: dict[str, Any] = {
+    "description": "error",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+        }
+    },
+}
+
+_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
+}
+_NULLABLE_INT, _NULLABLE_STR = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
+_RECOMMENDATIONS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "user_id": {"type": "string"},
+        "items": {"type": "array", "items": _ITEM},
+        "source": {"enum": ["stream", "batch", "segment", "popular", None]},
+        "model_version": _NULLABLE_STR,
+        "generated_ms": _NULLABLE_INT,
+        "watermark_ms": _NULLABLE_INT,
+        "segment": _NULLABLE_INT,
+    },
+}
+
+_SEGMENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "user_id": {"type": "string"},
+        "model_version": _NULLABLE_STR,
+        "segment": _NULLABLE_INT,
+        "probabilities": {"type": ["array", "null"], "items": {"type": "number"}},
+    },
+}
+
+_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["ok", "no_model", "degraded", "unavailable"]},
+        "reason": {"type": "string"},
+        "redis": {"type": "string"},
+        "model_version": _NULLABLE_STR,
+    },
+}
+
+
 def openapi(cfg: ServeConfig) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the routes above."""
     user = {
@@ -237,14 +285,6 @@ def openapi(cfg: ServeConfig) -> dict[str, Any]:
         "required": True,
         "description": "the user id, URL-encoded (any characters, '/' as %2F)",
         "schema": {"type": "string", "minLength": 1, "maxLength": max_user_id_length()},
-    }
-    error = {
-        "description": "error",
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
-            }
-        },
     }
     secured: list[dict[str, list[str]]] = [{"apiKey": []}] if cfg.api_key else []
 
@@ -259,38 +299,12 @@ def openapi(cfg: ServeConfig) -> dict[str, Any]:
         responses = {
             "200": {"description": "ok", "content": {content_type: {"schema": ok.get("text", ok)}}}
         }
-        responses.update({code: error for code in codes})
+        responses.update({code: _ERROR for code in codes})
         if not open_route and cfg.api_key:
-            responses["401"] = error
+            responses["401"] = _ERROR
         op = {"summary": summary, "parameters": params, "responses": responses}
         return {"get": op | ({} if open_route else {"security": secured})}
 
-    item = {
-        "type": "object",
-        "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
-    }
-    nullable_int, nullable_str = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
-    recs = {
-        "type": "object",
-        "properties": {
-            "user_id": {"type": "string"},
-            "items": {"type": "array", "items": item},
-            "source": {"enum": ["stream", "batch", "segment", "popular", None]},
-            "model_version": nullable_str,
-            "generated_ms": nullable_int,
-            "watermark_ms": nullable_int,
-            "segment": nullable_int,
-        },
-    }
-    segment = {
-        "type": "object",
-        "properties": {
-            "user_id": {"type": "string"},
-            "model_version": nullable_str,
-            "segment": nullable_int,
-            "probabilities": {"type": ["array", "null"], "items": {"type": "number"}},
-        },
-    }
     query: list[dict[str, Any]] = [
         {
             "name": "n",
@@ -310,15 +324,6 @@ def openapi(cfg: ServeConfig) -> dict[str, Any]:
             "explode": True,
         },
     ]
-    health = {
-        "type": "object",
-        "properties": {
-            "status": {"enum": ["ok", "no_model", "degraded", "unavailable"]},
-            "reason": {"type": "string"},
-            "redis": {"type": "string"},
-            "model_version": nullable_str,
-        },
-    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -328,9 +333,11 @@ def openapi(cfg: ServeConfig) -> dict[str, Any]:
             "segment's, else the popular list; every answer from one model version.",
         },
         "paths": {
-            RECOMMENDATIONS: get("a user's top n", [user, *query], recs, ("400", "503")),
-            SEGMENTS: get("a user's segment", [user], segment, ("400", "503")),
-            HEALTH: get("Redis answers; the model version", [], health, ("503",), True),
+            RECOMMENDATIONS: get(
+                "a user's top n", [user, *query], _RECOMMENDATIONS, ("400", "503")
+            ),
+            SEGMENTS: get("a user's segment", [user], _SEGMENT, ("400", "503")),
+            HEALTH: get("Redis answers; the model version", [], _HEALTH, ("503",), True),
             METRICS: get("Prometheus metrics", [], {"text": {"type": "string"}}, ()),
             OPENAPI: get("this description", [], {"type": "object"}, (), True),
         },
