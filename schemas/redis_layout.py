@@ -198,8 +198,9 @@ def encode_list(rec: RecList) -> bytes:
 class ListEncoder:
     """``encode_list``'s exact bytes for many lists of one source and model, straight from item
     positions and scores: the catalogue's ids are JSON-escaped once, not once per list (the
-    stream encodes a list for every active user; ``encode_list`` was a sixth of its per-user
-    CPU). Lists with a score that is not finite go through ``encode_list`` itself."""
+    stream encodes a list for every active user, and escaping every id of every list would be a
+    sixth of its per-user CPU). Lists with a score that is not finite go through
+    ``encode_list`` itself."""
 
     def __init__(self, item_ids: Sequence[str], source: str, model_version: str) -> None:
         self._ids = [_json_text(item) for item in item_ids]

@@ -138,8 +138,8 @@ def process_lists_batch(
         models.switched = False
         steps["rescore"] = time.monotonic() - started
     # The invalid records are the ones no user row accounts for (the archive query sends them
-    # to the dead-letter topic). Counted by the tasks into an accumulator: an observation was
-    # one more DataFrame step to analyse per micro-batch.
+    # to the dead-letter topic). The tasks count them into an accumulator: an Observation would
+    # add one more DataFrame step for the driver to analyse per micro-batch.
     records_before = progress.records.value
     fenced_as = batch_id if fence is None else fence
     lists = fresh_list_rows(
