@@ -191,6 +191,38 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
     assert "redis-benchmark GET" in lookup_table(result)
 
 
+def test_session_bench_answers_sessions_and_options_on_a_real_server(
+    spark: SparkSession, stack_cfg: Config, redis_client: redis.Redis
+) -> None:
+    from streamrec.bench.session import SessionParams, run_session
+    from streamrec.bench.session import table as session_table
+
+    params = SessionParams(
+        families=("als", "ease"),
+        rate=40.0,
+        duration_s=0.5,
+        connections=2,
+        sessions=50,
+        synthetic_users=150,
+        synthetic_items=120,
+        synthetic_events=4000,
+    )
+    result = run_session(spark, stack_cfg, None, params)
+    assert result["data"] == "synthetic" and result["events"] == 4000
+    runs = ("get_list", "post_session", "post_session_explain_diversity")
+    for family in ("als", "ease"):
+        measured = result["families"][family]
+        assert measured["items"] > 0 and measured["model_version"]
+        for name in (*runs, "get_list_explain_diversity"):
+            run = measured[name]
+            assert run["requests"] == 20 and run["errors"] == 0, (family, name, run)
+            assert 0 < run["p50_ms"] <= run["p99_ms"] and run["p99_vs_get_list"] > 0
+    assert "post_session" in session_table(result)
+    # The bench clears its namespace when done.
+    prefix = f"{stack_cfg.redis.key_prefix}-bench-session"
+    assert not list(redis_client.scan_iter(match=f"{prefix}:*"))
+
+
 def test_costs_bench_measures_every_unit_and_extrapolates(
     spark: SparkSession, stack_cfg: Config, redis_client: redis.Redis
 ) -> None:
