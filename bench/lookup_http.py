@@ -111,8 +111,24 @@ def measure_servers(
         if _held(at_rate, params.http_rate, params):
             held = max(held, params.http_rate)
         cost = float(np.median([step["server_cpu_us_per_request"] for step in ramp]))
-        out[name].update(ramp=ramp, highest_rate_held=held, server_cpu_us_per_request=cost)
+        out[name].update(
+            ramp=ramp,
+            highest_rate_held=held,
+            every_rate_held_up_to=held_without_a_miss(ramp),
+            server_cpu_us_per_request=cost,
+        )
     return out
+
+
+def held_without_a_miss(ramp: list[dict[str, Any]]) -> float:
+    """The highest rate of the ramp below which no step missed: a stricter figure than the
+    highest rate held, which one quiet step after a missed one can raise."""
+    held = 0.0
+    for step in ramp:
+        if not step["held"]:
+            break
+        held = step["rate_asked"]
+    return held
 
 
 def redis_pids_of(cfg: Config) -> list[int]:

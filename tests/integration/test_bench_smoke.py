@@ -186,6 +186,7 @@ def test_lookup_bench_measures_client_http_and_redis_benchmark(stack_cfg: Config
         assert set(step["cores"]) == {"generator", "server", "redis", "machine", "others"}
         assert min(step["cores"].values()) >= 0  # 10 ms ticks: a short step may show 0
     assert web["server_processes"] > baseline["server_processes"] == 1
+    assert web["every_rate_held_up_to"] <= web["highest_rate_held"]
     assert "threaded" in lookup_table(result)
     assert result["redis_benchmark"]["get_c1"]["per_s"] > 0
     assert "redis-benchmark GET" in lookup_table(result)
