@@ -201,6 +201,20 @@ def test_jobs_and_lookups_on_a_redis_cluster(spark: SparkSession, cluster_cfg: C
             assert json.loads(r.read())["model_version"] == second
         with urllib.request.urlopen(f"{server.url}/health") as r:
             assert json.loads(r.read())["status"] == "ok"
+        # The model-side answers read the user's state from its own slot.
+        with urllib.request.urlopen(f"{server.url}/recommendations/newcomer?n=3&explain=true") as r:
+            explained = json.loads(r.read())
+        assert explained["model_version"] == second
+        assert any(item["because"] for item in explained["items"])
+        session = urllib.request.Request(
+            f"{server.url}/recommendations",
+            json.dumps({"items": ["a0", "a1"], "n": 3, "diversity": 0.5}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(session) as r:
+            anonymous = json.loads(r.read())
+        assert (anonymous["source"], anonymous["model_version"]) == ("session", second)
+        assert len(anonymous["items"]) == 3
 
 
 def test_plans_reply_as_the_lua_scripts_do(isolated_cfg: Config, redis_client: redis.Redis) -> None:
