@@ -81,7 +81,10 @@ def _events_with_bad_ones(
 ) -> tuple[list[dict], list[object], list[RawRecord]]:  # type: ignore[type-arg]
     """2,000 events of the last 40 minutes or so and, spread among them, one malformed record of
     each of 8 kinds (times near now: the lag charts show what a live stream would)."""
-    events = list(world.events(2000, start_ms=int(time.time() * 1000) - 2_400_000))
+    # The world's usual events (its draws depend on the start time), moved to end near now.
+    events = list(world.events(2000))
+    shift = int(time.time() * 1000) - 2_400_000 - events[0][E.EVENT_TIME]
+    events = [{**e, E.EVENT_TIME: e[E.EVENT_TIME] + shift} for e in events]
     bad = [malformed(kind, events[i * 17], i) for i, kind in enumerate(KINDS[:8])]
     records: list[object] = list(events)
     for i, record in enumerate(bad):
